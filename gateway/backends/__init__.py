@@ -1,0 +1,22 @@
+"""Backends by name: one module per way to generate."""
+
+from __future__ import annotations
+
+from gateway.backends.base import Backend, Candidate, Generation, GenerationRequest, StreamDelta
+from gateway.config import ModelConfig
+
+
+def build_backend(config: ModelConfig) -> Backend:
+    """The backend a model's config asks for (imports are lazy: torch only when local is used)."""
+    if config.backend == "litellm":
+        from gateway.backends.litellm_backend import LiteLLMBackend
+
+        return LiteLLMBackend(config)
+    if config.backend == "local":
+        from gateway.backends.local import LocalBackend
+
+        return LocalBackend(config)
+    raise ValueError(f"unknown backend {config.backend!r}")
+
+
+__all__ = ["Backend", "Candidate", "Generation", "GenerationRequest", "StreamDelta", "build_backend"]

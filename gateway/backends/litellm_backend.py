@@ -1,0 +1,189 @@
+"""Any provider LiteLLM speaks (OpenAI, Anthropic, vLLM servers, Ollama, ...), through its async API.
+
+LiteLLM owns provider quirks and retries. We own the N strategy: ask for all N candidates in one
+upstream call when the provider honours `n` (the prompt is processed once), and fan out the
+missing ones concurrently when it does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import litellm
+
+from gateway.backends.base import Candidate, Generation, GenerationRequest, StreamDelta
+from gateway.config import ModelConfig
+from gateway.errors import UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+litellm.suppress_debug_info = True
+
+
+def _translate(exc: Exception) -> UpstreamError:
+    """LiteLLM's exception for a failed call, as the status the client should see."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, litellm.Timeout):
+        return UpstreamTimeout(f"upstream timed out: {exc}")
+    if isinstance(exc, litellm.BadRequestError):
+        return UpstreamError(f"upstream rejected the request: {exc}", status=400)
+    return UpstreamError(f"upstream failed: {type(exc).__name__}: {exc}")
+
+
+def _chat_message(message: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": "assistant", "content": message.content}
+    tool_calls = getattr(message, "tool_calls", None)
+    if tool_calls:
+        out["tool_calls"] = [t.model_dump() if hasattr(t, "model_dump") else dict(t) for t in tool_calls]
+    return out
+
+
+class LiteLLMBackend:
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.model_version = config.version or config.model
+        # Learned on first use under n_strategy=auto: does the provider return n choices per call?
+        self._native_n = config.n_strategy != "fanout"
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _call_kwargs(self, request: GenerationRequest, n: int) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.config.model,
+            "timeout": self.config.timeout_s,
+            "num_retries": self.config.num_retries,
+            **request.params,
+        }
+        if n > 1:
+            kwargs["n"] = n
+        if self.config.api_base:
+            kwargs["api_base"] = self.config.api_base
+        if self.config.api_key:
+            kwargs["api_key"] = self.config.api_key
+        if request.kind == "chat":
+            kwargs["messages"] = request.messages
+        else:
+            kwargs["prompt"] = request.prompt
+        return kwargs
+
+    async def _call(self, request: GenerationRequest, n: int) -> tuple[list[Candidate], int]:
+        """One upstream call for up to `n` candidates; returns them and the prompt token count."""
+        kwargs = self._call_kwargs(request, n)
+        try:
+            if request.kind == "chat":
+                response = await litellm.acompletion(**kwargs)
+                candidates = [
+                    Candidate(
+                        text=choice.message.content or "",
+                        finish_reason=choice.finish_reason,
+                        completion_tokens=0,
+                        message=_chat_message(choice.message),
+                    )
+                    for choice in response.choices
+                ]
+            else:
+                response = await litellm.atext_completion(**kwargs)
+                candidates = [
+                    Candidate(text=choice.text or "", finish_reason=choice.finish_reason, completion_tokens=0)
+                    for choice in response.choices
+                ]
+        except Exception as exc:  # noqa: BLE001 - every provider error becomes a status for the client
+            raise _translate(exc) from exc
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        # Providers report one completion total per call; spread it evenly over the choices.
+        for candidate in candidates:
+            candidate.completion_tokens = completion_tokens // max(len(candidates), 1)
+        return candidates, prompt_tokens
+
+    async def _fan_out(self, request: GenerationRequest, count: int) -> tuple[list[Candidate], int, list[Exception]]:
+        results = await asyncio.gather(*(self._call(request, 1) for _ in range(count)), return_exceptions=True)
+        candidates: list[Candidate] = []
+        prompt_tokens = 0
+        failures: list[Exception] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                failures.append(result)
+            else:
+                candidates.extend(result[0])
+                prompt_tokens = prompt_tokens or result[1]
+        return candidates, prompt_tokens, failures
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        n = request.n
+        if n == 1 or not self._native_n:
+            candidates, prompt_tokens, failures = await self._fan_out(request, n)
+            return self._finish(candidates, prompt_tokens, n, failures)
+
+        try:
+            candidates, prompt_tokens = await self._call(request, n)
+        except UpstreamError as exc:
+            if exc.status != 400 or self.config.n_strategy == "native":
+                raise
+            # Some providers refuse `n` outright; fall back to one call per candidate.
+            log.info("model %s rejected n=%d (%s); fanning out", self.config.name, n, exc)
+            self._native_n = False
+            candidates, prompt_tokens, failures = await self._fan_out(request, n)
+            return self._finish(candidates, prompt_tokens, n, failures)
+        calls = 1
+        failures: list[Exception] = []
+        missing = n - len(candidates)
+        if missing > 0 and self.config.n_strategy == "auto":
+            log.info("model %s returned %d of %d choices; fanning out from now on", self.config.name, len(candidates), n)
+            self._native_n = False
+            extra, _, failures = await self._fan_out(request, missing)
+            candidates.extend(extra)
+            calls += missing
+        return self._finish(candidates, prompt_tokens, calls, failures)
+
+    @staticmethod
+    def _finish(candidates: list[Candidate], prompt_tokens: int, calls: int, failures: list[Exception]) -> Generation:
+        if not candidates:
+            errors = [_translate(f) for f in failures]
+            # All timed out: 504; otherwise the first non-timeout error decides.
+            raise next((e for e in errors if not isinstance(e, UpstreamTimeout)), errors[0])
+        return Generation(
+            candidates=candidates,
+            prompt_tokens=prompt_tokens,
+            upstream_calls=calls,
+            failures=[str(f) for f in failures],
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        kwargs = self._call_kwargs(request, 1)
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
+        try:
+            if request.kind == "chat":
+                response = await litellm.acompletion(**kwargs)
+            else:
+                response = await litellm.atext_completion(**kwargs)
+            async for chunk in response:
+                usage = getattr(chunk, "usage", None)
+                delta = StreamDelta(
+                    prompt_tokens=getattr(usage, "prompt_tokens", None) if usage else None,
+                    completion_tokens=getattr(usage, "completion_tokens", None) if usage else None,
+                )
+                if chunk.choices:
+                    choice = chunk.choices[0]
+                    delta.finish_reason = choice.finish_reason
+                    if request.kind == "chat":
+                        delta.text = choice.delta.content or ""
+                        tool_calls = getattr(choice.delta, "tool_calls", None)
+                        if tool_calls:
+                            delta.message_delta = {"tool_calls": [t.model_dump() for t in tool_calls]}
+                    else:
+                        delta.text = choice.text or ""
+                if delta.text or delta.finish_reason or delta.message_delta or delta.completion_tokens:
+                    yield delta
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc) from exc

@@ -1,0 +1,183 @@
+"""transformers on this machine: the embedded SmolLM2 by default, any causal LM directory otherwise.
+
+All N candidates come from one `generate` call (`num_return_sequences`), so the prompt is encoded
+once. Generation runs on one worker thread, off the event loop: the server keeps answering health
+checks and metrics while the CPU works, and requests queue for the model instead of thrashing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from gateway.backends.base import Candidate, Generation, GenerationRequest, StreamDelta
+from gateway.config import EMBEDDED_MODEL, ModelConfig
+from gateway.errors import UpstreamError
+
+log = logging.getLogger(__name__)
+
+
+def _truncate_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class LocalBackend:
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.model_version = config.version or self._default_version()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{config.name}")
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    def _default_version(self) -> str:
+        base = "smollm2-135m-instruct" if self.config.model == EMBEDDED_MODEL else Path(self.config.model).name
+        return f"{base}+{Path(self.config.adapter).name}" if self.config.adapter else base
+
+    def _model_dir(self) -> Path:
+        if self.config.model == EMBEDDED_MODEL:
+            from gateway.embedded import embedded_model_dir
+
+            return embedded_model_dir()
+        return Path(self.config.model)
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = self._model_dir()
+        log.info("loading %s from %s", self.config.name, path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path)
+        if self.config.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, self.config.adapter)
+        model.eval()
+        self._model, self._tokenizer = model, tokenizer
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _encode(self, request: GenerationRequest) -> Any:
+        if request.kind == "chat":
+            messages = [{"role": m["role"], "content": m.get("content") or ""} for m in request.messages or []]
+            return self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        return self._tokenizer(request.prompt or "", return_tensors="pt")
+
+    def _generate_kwargs(self, request: GenerationRequest, n: int) -> dict[str, Any]:
+        params = request.params
+        temperature = params.get("temperature", self.config.temperature)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.get("max_tokens", self.config.max_tokens),
+            "num_return_sequences": n,
+            "pad_token_id": self._tokenizer.pad_token_id,
+        }
+        if temperature and temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=params.get("top_p", self.config.top_p))
+        else:
+            kwargs.update(do_sample=False)
+        return kwargs
+
+    def _generate_blocking(self, request: GenerationRequest) -> Generation:
+        import torch
+
+        inputs = self._encode(request)
+        prompt_len = inputs["input_ids"].shape[1]
+        if request.params.get("seed") is not None:
+            torch.manual_seed(int(request.params["seed"]))
+        with torch.inference_mode():
+            output = self._model.generate(**inputs, **self._generate_kwargs(request, request.n))
+        eos_ids = {self._tokenizer.eos_token_id, self._tokenizer.pad_token_id}
+        stops = [s for s in (request.params.get("stop") or []) if s]
+        candidates = []
+        for sequence in output[:, prompt_len:].tolist():
+            ended = next((i for i, tok in enumerate(sequence) if tok in eos_ids), None)
+            tokens = sequence if ended is None else sequence[:ended]
+            text = self._tokenizer.decode(tokens, skip_special_tokens=True)
+            text, stopped = _truncate_at_stop(text, stops)
+            finish = "stop" if ended is not None or stopped else "length"
+            message = {"role": "assistant", "content": text} if request.kind == "chat" else None
+            candidates.append(Candidate(text=text, finish_reason=finish, completion_tokens=len(tokens), message=message))
+        return Generation(candidates=candidates, prompt_tokens=prompt_len, upstream_calls=1)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        if self._model is None:
+            raise UpstreamError(f"model {self.config.name} is not loaded")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._generate_blocking, request)
+        except UpstreamError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a generation failure is the upstream's failure
+            raise UpstreamError(f"local generation failed: {type(exc).__name__}: {exc}") from exc
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        from transformers import TextStreamer
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StreamDelta | BaseException | None] = asyncio.Queue()
+        put = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
+        cancelled = threading.Event()
+
+        class QueueStreamer(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if cancelled.is_set():
+                    raise RuntimeError("client went away")
+                if text:
+                    put(StreamDelta(text=text))
+
+        def run() -> None:
+            try:
+                single = GenerationRequest(kind=request.kind, n=1, params=request.params,
+                                           messages=request.messages, prompt=request.prompt)
+                inputs = self._encode(single)
+                streamer = QueueStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+                import torch
+
+                with torch.inference_mode():
+                    out = self._model.generate(**inputs, **self._generate_kwargs(single, 1), streamer=streamer)
+                generated = out[0, inputs["input_ids"].shape[1]:].tolist()
+                eos_ids = {self._tokenizer.eos_token_id, self._tokenizer.pad_token_id}
+                ended = next((i for i, tok in enumerate(generated) if tok in eos_ids), None)
+                put(StreamDelta(
+                    finish_reason="stop" if ended is not None else "length",
+                    prompt_tokens=inputs["input_ids"].shape[1],
+                    completion_tokens=len(generated) if ended is None else ended,
+                ))
+                put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+                put(exc)
+
+        loop.run_in_executor(self._executor, run)
+        stops = [s for s in (request.params.get("stop") or []) if s]
+        emitted = ""
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise UpstreamError(f"local generation failed: {item}") from item
+                if stops and item.text:
+                    emitted_before = len(emitted)
+                    emitted += item.text
+                    cut, stopped = _truncate_at_stop(emitted, stops)
+                    if stopped:
+                        if len(cut) > emitted_before:
+                            yield StreamDelta(text=cut[emitted_before:])
+                        yield StreamDelta(finish_reason="stop")
+                        cancelled.set()
+                        return
+                yield item
+        finally:
+            cancelled.set()

@@ -1,0 +1,151 @@
+"""All settings in one pydantic-settings model: a `tao.yaml` file, overridden by `TAO_` env vars.
+
+Nested keys use `__` in env vars (`TAO_STORE__PATH=/data/tao.db`); lists are JSON
+(`TAO_AUTH__API_KEYS='["k1"]'`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+EMBEDDED_MODEL = "embedded:smollm2"
+
+
+class ModelConfig(BaseModel):
+    """One public model name and how to generate for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Public name clients send as `model`.")
+    backend: Literal["litellm", "local"] = "litellm"
+    model: str = Field(
+        description="LiteLLM model string (`openai/gpt-4o-mini`, `hosted_vllm/x`), or for the local "
+        f"backend a transformers directory or `{EMBEDDED_MODEL}`."
+    )
+    api_base: str | None = None
+    api_key: str | None = None
+    adapter: str | None = Field(None, description="Local backend: a PEFT LoRA adapter directory.")
+    version: str | None = Field(None, description="Label logged as model_version; derived if unset.")
+    best_of: int = Field(1, ge=1, description="Default N when the request does not say.")
+    max_best_of: int = Field(16, ge=1, description="Largest N a request may ask for (400 past it).")
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = Field(256, ge=1)
+    timeout_s: float = Field(60.0, gt=0, description="Per upstream call.")
+    num_retries: int = Field(2, ge=0, description="LiteLLM retries per upstream call.")
+    n_strategy: Literal["auto", "native", "fanout"] = Field(
+        "auto",
+        description="auto: ask for all N in one call, fan out the rest if the provider returns fewer; "
+        "native: one call with n=N; fanout: N concurrent calls with n=1.",
+    )
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> ModelConfig:
+        if self.best_of > self.max_best_of:
+            raise ValueError(f"best_of {self.best_of} exceeds max_best_of {self.max_best_of}")
+        return self
+
+
+class RewardConfig(BaseModel):
+    """A scorer: `kind` picks it from the registry; other keys are the scorer's own options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = "default"
+    weight: float = Field(1.0, description="Weight inside an ensemble.")
+    timeout_s: float = Field(10.0, gt=0, description="Scoring slower than this degrades the reply.")
+    members: list[RewardConfig] = Field(default_factory=list, description="For kind: ensemble.")
+
+    def options(self) -> dict[str, Any]:
+        """The scorer-specific keys (everything not common to all scorers)."""
+        return dict(self.model_extra or {})
+
+
+class StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Path("./tao.db")
+    batch_size: int = Field(256, ge=1, description="Most records written in one transaction.")
+    flush_interval_s: float = Field(0.05, gt=0, description="How long the writer waits for a batch.")
+    max_retries: int = Field(5, ge=0, description="Retries of a failing batch write before it is parked.")
+
+
+class AuthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[str] = Field(default_factory=list, description="Empty: the gateway is open.")
+    admin_key: str | None = None
+
+
+def default_models() -> list[ModelConfig]:
+    """What `tao serve` serves with no config: the embedded SmolLM2 on this machine's CPU."""
+    return [
+        ModelConfig(
+            name="smollm2",
+            backend="local",
+            model=EMBEDDED_MODEL,
+            best_of=4,
+            max_best_of=16,
+            temperature=0.8,
+            top_p=0.95,
+            max_tokens=128,
+        )
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TAO_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    models: list[ModelConfig] = Field(default_factory=default_models)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _unique_model_names(self) -> Settings:
+        names = [m.name for m in self.models]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"model names must be unique; repeated: {duplicated}")
+        return self
+
+    def model_by_name(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `path` (or `$TAO_CONFIG`), then `TAO_` env vars, then explicit overrides."""
+    path = path or os.environ.get("TAO_CONFIG")
+    if path is None:
+        return Settings(**overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    return FileSettings(**overrides)

@@ -1,0 +1,44 @@
+"""The one exception type the HTTP layer turns into an OpenAI error object."""
+
+from __future__ import annotations
+
+from gateway.protocol import ErrorBody, ErrorResponse
+
+
+class APIError(Exception):
+    """An error with the HTTP status and OpenAI error fields the client should see."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict:
+        error = ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorResponse(error=error).model_dump()
+
+
+class UpstreamError(Exception):
+    """The upstream failed after its retries (502), or rejected the request as invalid (400)."""
+
+    def __init__(self, message: str, *, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer in time (504)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=504)

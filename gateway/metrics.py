@@ -1,0 +1,39 @@
+"""Prometheus metrics, one registry per app so tests can build as many apps as they like."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+REWARD_BUCKETS = tuple(i / 10 for i in range(-10, 11)) + (2.0, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("tao_requests", "Completion requests by model and HTTP status.",
+                                ["model", "status"], registry=r)
+        self.request_latency = Histogram("tao_request_latency_seconds", "End-to-end request latency.",
+                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_latency = Histogram("tao_upstream_latency_seconds", "Time to generate all candidates.",
+                                          ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.scoring_latency = Histogram("tao_scoring_latency_seconds", "Time to score all candidates.",
+                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.candidates = Counter("tao_candidates_generated", "Candidates generated.", ["model"], registry=r)
+        self.upstream_calls = Counter("tao_upstream_calls", "Calls made to the upstream.", ["model"], registry=r)
+        self.upstream_failures = Counter("tao_upstream_failures", "Upstream calls or candidates that failed.",
+                                         ["model"], registry=r)
+        self.winner_reward = Histogram("tao_winner_reward", "Reward of the returned (top-scored) candidate.",
+                                       ["model"], buckets=REWARD_BUCKETS, registry=r)
+        self.first_reward = Histogram("tao_first_candidate_reward",
+                                      "Reward of the first candidate: what N=1 would have served.",
+                                      ["model"], buckets=REWARD_BUCKETS, registry=r)
+        self.degraded = Counter("tao_degraded_replies", "Replies served without scores.",
+                                ["model", "reason"], registry=r)
+        self.store_queue_depth = Gauge("tao_store_queue_depth", "Log records waiting for the writer.", registry=r)
+        self.store_rows_written = Counter("tao_store_records_written", "Request records written.", registry=r)
+        self.store_write_errors = Counter("tao_store_write_errors", "Failed store write attempts.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

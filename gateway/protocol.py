@@ -1,0 +1,161 @@
+"""OpenAI wire-format models plus the TAO extensions. Nothing else lives here.
+
+Requests accept unknown fields (`extra="allow"`): they pass through to upstreams that understand
+them (tools, response_format, logprobs, ...) and are ignored by backends that do not, as OpenAI
+ignores what it does not use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_N = 128
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """Plain text of the message; multi-part content keeps its text parts."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+
+
+class SamplingFields(BaseModel):
+    """Fields shared by both completion endpoints; anything unknown is kept in `model_extra`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    n: int = Field(1, ge=1, le=MAX_N)
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+
+    def passthrough(self) -> dict[str, Any]:
+        """Fields we do not interpret ourselves, to hand to the upstream unchanged."""
+        return dict(self.model_extra or {})
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+    def prompt_text(self) -> str:
+        """What scorers read: system instructions plus the latest user turn."""
+        system = [m.text() for m in self.messages if m.role in ("system", "developer")]
+        users = [m.text() for m in self.messages if m.role == "user"]
+        return "\n\n".join([*system, *users[-1:]])
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def _single_prompt(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) != 1:
+            raise ValueError("exactly one prompt per request is supported")
+        return value
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TaoInfo(BaseModel):
+    """The `tao` object every reply carries."""
+
+    request_id: str
+    best_of: int
+    n: int
+    scores: list[float | None] = Field(description="Reward per candidate, in generation order.")
+    winner: int | None = Field(description="Index of the top-scored candidate (the first choice).")
+    ranking: list[int] = Field(description="Indexes of the returned choices, best first.")
+    model_version: str
+    arm: str
+    degraded: bool = False
+    degraded_reason: str | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: dict[str, Any]
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    tao: TaoInfo
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+    tao: TaoInfo
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "tao-gateway"
+    best_of: int
+    max_best_of: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

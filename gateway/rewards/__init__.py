@@ -1,0 +1,56 @@
+"""Scorers by kind, built from config through one registry (no if-chains: register a factory)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.config import RewardConfig
+from gateway.rewards.base import FunctionScorer, Scorer, ScorerOutputError
+
+ScorerFactory = Callable[[RewardConfig], Scorer]
+_REGISTRY: dict[str, ScorerFactory] = {}
+
+
+def register_scorer(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:
+    """Decorator: make `reward: {kind: <kind>, ...}` build a scorer with this factory."""
+
+    def add(factory: ScorerFactory) -> ScorerFactory:
+        _REGISTRY[kind] = factory
+        return factory
+
+    return add
+
+
+def scorer_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_scorer(config: RewardConfig) -> Scorer:
+    factory = _REGISTRY.get(config.kind)
+    if factory is None:
+        raise ValueError(f"unknown reward kind {config.kind!r}; known: {', '.join(scorer_kinds())}")
+    return factory(config)
+
+
+@register_scorer("default")
+def _default(config: RewardConfig) -> Scorer:
+    from gateway.rewards import default
+
+    return default.build(**config.options())
+
+
+@register_scorer("python")
+def _python(config: RewardConfig) -> Scorer:
+    from gateway.rewards import python_scorer
+
+    return python_scorer.build(**config.options())
+
+
+@register_scorer("ensemble")
+def _ensemble(config: RewardConfig) -> Scorer:
+    from gateway.rewards.ensemble import EnsembleScorer
+
+    return EnsembleScorer([(member.weight, build_scorer(member)) for member in config.members])
+
+
+__all__ = ["FunctionScorer", "Scorer", "ScorerOutputError", "build_scorer", "register_scorer", "scorer_kinds"]

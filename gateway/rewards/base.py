@@ -1,0 +1,39 @@
+"""The scorer contract: given the prompt text and N candidate texts, one reward per candidate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+
+class Scorer(Protocol):
+    name: str
+
+    async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        """Rewards, higher is better, one per candidate in order. May raise: the engine degrades."""
+
+
+class ScorerOutputError(ValueError):
+    """A scorer returned something other than one number per candidate."""
+
+
+def validated(scores: object, count: int, name: str) -> list[float]:
+    if not isinstance(scores, (list, tuple)) or len(scores) != count:
+        raise ScorerOutputError(f"scorer {name} returned {scores!r:.200}; expected {count} numbers")
+    try:
+        return [float(s) for s in scores]
+    except (TypeError, ValueError) as exc:
+        raise ScorerOutputError(f"scorer {name} returned a non-number: {exc}") from exc
+
+
+class FunctionScorer:
+    """A plain `fn(prompt, candidates) -> list[float]`, run on a worker thread off the event loop."""
+
+    def __init__(self, name: str, fn: Callable[[str, list[str]], Sequence[float]]) -> None:
+        self.name = name
+        self._fn = fn
+
+    async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        result = await asyncio.to_thread(self._fn, prompt, list(candidates))
+        return validated(result, len(candidates), self.name)

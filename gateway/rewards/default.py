@@ -1,0 +1,50 @@
+"""The scorer `tao serve` uses with no config: offline, CPU-only, no API key, sub-millisecond.
+
+For each candidate:
+
+    score = 0.75 * compliance + 0.20 * (1 - repetition) + 0.05 * ends_cleanly
+
+- compliance: the share of the prompt's verifiable instructions the reply satisfies (see
+  `gateway.rewards.instructions.INSTRUCTIONS`: word, sentence, paragraph and bullet counts,
+  required and forbidden words, lower/upper case, JSON, start/end phrases, no commas, a <<title>>,
+  a P.S.). A prompt with no such instruction gives every reply compliance 1.
+- repetition: the share of repeated word trigrams (degenerate loops score low).
+- ends_cleanly: 1 when the reply ends with terminal punctuation, a closing bracket or quote
+  (i.e. it was not cut off mid-sentence).
+An empty reply scores 0. Scores lie in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.rewards.base import FunctionScorer
+from gateway.rewards.instructions import Constraint, detect, repetition
+
+COMPLIANCE_WEIGHT = 0.75
+FLUENCY_WEIGHT = 0.20
+CLEAN_END_WEIGHT = 0.05
+_CLEAN_ENDINGS = tuple(".!?)]}\"'`»”’>")
+
+
+def score_one(constraints: list[Constraint], text: str) -> float:
+    if not text.strip():
+        return 0.0
+    compliance = (
+        sum(c.satisfied_by(text) for c in constraints) / len(constraints) if constraints else 1.0
+    )
+    ends_cleanly = text.rstrip().endswith(_CLEAN_ENDINGS)
+    return (
+        COMPLIANCE_WEIGHT * compliance
+        + FLUENCY_WEIGHT * (1.0 - repetition(text))
+        + CLEAN_END_WEIGHT * ends_cleanly
+    )
+
+
+def instruction_following(prompt: str, candidates: Sequence[str]) -> list[float]:
+    constraints = detect(prompt)
+    return [score_one(constraints, text) for text in candidates]
+
+
+def build() -> FunctionScorer:
+    return FunctionScorer("default", instruction_following)

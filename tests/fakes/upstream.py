@@ -1,0 +1,142 @@
+"""A small OpenAI-compatible upstream for tests and benchmarks (a raw ASGI app: cheap per request).
+
+Behaviour is set on `FakeUpstream.config` (mutable while serving): latency, whether `n` is
+honoured, canned texts, failures and hangs. It counts calls and records request bodies.
+
+    python -m tests.fakes.upstream --port 9100 --latency-ms 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class FakeConfig:
+    latency_s: float = 0.0
+    supports_n: bool = True
+    texts: list[str] = field(default_factory=lambda: ["Hello from the fake upstream."])
+    fail_calls: int = 0  # the next k calls fail with fail_status
+    fail_status: int = 500
+    fail_every: int = 0  # every k-th call fails (0: never)
+    hang_s: float = 0.0  # sleep this long before answering (to trigger client timeouts)
+
+
+class FakeUpstream:
+    def __init__(self, config: FakeConfig | None = None) -> None:
+        self.config = config or FakeConfig()
+        self.calls = 0
+        self.bodies: list[dict[str, Any]] = []
+        self._text_counter = itertools.count()
+
+    def _next_text(self) -> str:
+        texts = self.config.texts
+        return texts[next(self._text_counter) % len(texts)]
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        if scope["method"] == "GET" and path.endswith("/models"):
+            return await self._send_json(send, 200, {"object": "list", "data": [{"id": "mock", "object": "model"}]})
+        if path.endswith("/chat/completions"):
+            return await self._complete(send, orjson.loads(body), chat=True)
+        if path.endswith("/completions"):
+            return await self._complete(send, orjson.loads(body), chat=False)
+        await self._send_json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    async def _complete(self, send, body: dict[str, Any], *, chat: bool) -> None:
+        self.calls += 1
+        self.bodies.append(body)
+        cfg = self.config
+        if cfg.hang_s:
+            await asyncio.sleep(cfg.hang_s)
+        if cfg.latency_s:
+            await asyncio.sleep(cfg.latency_s)
+        if cfg.fail_calls > 0 or (cfg.fail_every and self.calls % cfg.fail_every == 0):
+            cfg.fail_calls = max(0, cfg.fail_calls - 1)
+            return await self._send_json(send, cfg.fail_status, {"error": {
+                "message": "fake upstream failure", "type": "server_error", "param": None, "code": None}})
+        n = int(body.get("n") or 1) if cfg.supports_n else 1
+        texts = [self._next_text() for _ in range(n)]
+        prompt_tokens = len(orjson.dumps(body.get("messages") or body.get("prompt") or "")) // 4
+        created = int(time.time())
+        if body.get("stream"):
+            return await self._stream(send, body, texts[0], chat=chat, created=created, prompt_tokens=prompt_tokens)
+        if chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop",
+                        "logprobs": None} for i, t in enumerate(texts)]
+        else:
+            choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
+        completion_tokens = sum(len(t.split()) for t in texts)
+        await self._send_json(send, 200, {
+            "id": f"fake-{self.calls}", "object": "chat.completion" if chat else "text_completion",
+            "created": created, "model": body.get("model", "mock"), "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+    async def _stream(self, send, body, text: str, *, chat: bool, created: int, prompt_tokens: int) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            choice = ({"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat
+                      else {"index": 0, "text": piece, "finish_reason": None})
+            await send({"type": "http.response.body", "more_body": True, "body": b"data: " + orjson.dumps(
+                {"id": "fake-stream", "object": obj, "created": created, "model": "mock", "choices": [choice]}) + b"\n\n"})
+        final = ({"index": 0, "delta": {}, "finish_reason": "stop"} if chat
+                 else {"index": 0, "text": "", "finish_reason": "stop"})
+        await send({"type": "http.response.body", "more_body": True, "body": b"data: " + orjson.dumps(
+            {"id": "fake-stream", "object": obj, "created": created, "model": "mock", "choices": [final]}) + b"\n\n"})
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                 "total_tokens": prompt_tokens + len(words)}
+        await send({"type": "http.response.body", "more_body": True, "body": b"data: " + orjson.dumps(
+            {"id": "fake-stream", "object": obj, "created": created, "model": "mock", "choices": [],
+             "usage": usage}) + b"\n\n"})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    @staticmethod
+    async def _send_json(send, status: int, payload: dict[str, Any]) -> None:
+        data = orjson.dumps(payload)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="OpenAI-compatible fake upstream for tests and benchmarks.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--no-n", action="store_true", help="ignore `n` (return one choice per call)")
+    args = parser.parse_args()
+    app = FakeUpstream(FakeConfig(latency_s=args.latency_ms / 1000, supports_n=not args.no_n))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
