@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-REWARD_BUCKETS = tuple(i / 10 for i in range(-10, 11)) + (2.0, 5.0)
+# Non-negative bounds: prometheus-client drops `_sum` from histograms with negative buckets.
+REWARD_BUCKETS = tuple(i / 10 for i in range(0, 11)) + (2.0, 5.0, 10.0, 25.0)
 
 
 class Metrics:
