@@ -2,8 +2,9 @@
 
 The schema lives here only. Requests never wait on the disk: they put a record on a queue; the
 writer thread drains it in batches (one insert per table per batch; rows are replaced by primary
-key, so a retried batch never duplicates). A failing write is retried with backoff and counted; records are never dropped: if the database still refuses them at shutdown
-they are appended to `<db>.unwritten.jsonl` beside it.
+key, so a retried batch never duplicates). A failing write is retried with backoff and counted;
+records are never dropped: if the database still refuses them at shutdown they are appended to
+`<db>.unwritten.jsonl` beside it.
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ class Store:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch and not self._write_with_retries(db, batch, final=stopping):
-                # Keep the batch: retry it with the next one unless we are shutting down.
+            if batch and not self._write_with_retries(db, batch, final=stopping) and not stopping:
+                # Keep the batch and retry it with the next one (at shutdown it was spilled instead).
                 for record in batch:
                     self._queue.put(record)
                 time.sleep(min(2.0, self.flush_interval_s * 10))

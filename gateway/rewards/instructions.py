@@ -106,7 +106,7 @@ INSTRUCTIONS: list[Instruction] = [
     ),
     Instruction(
         "include_word", "include / mention / use the word 'X'",
-        _rx(rf"(?:include|mention|use|contain)s?\s+the\s+(?:word|keyword|term)\s+{_QUOTED}"),
+        _rx(rf"(?<!not )(?<!n't )(?<!never )\b(?:include|mention|use|contain)s?\s+the\s+(?:word|keyword|term)\s+{_QUOTED}"),
         lambda t, m: _has_word(t, m[1]),
     ),
     Instruction(

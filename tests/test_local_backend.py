@@ -1,0 +1,96 @@
+"""The local backend on the real embedded SmolLM2-135M-Instruct (slow: loads the model)."""
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from gateway.app import create_app
+from gateway.backends import GenerationRequest
+from gateway.backends.local import LocalBackend
+from gateway.config import EMBEDDED_MODEL, ModelConfig, Settings, StoreConfig
+from gateway.embedded import embedded_model_dir
+from tests.servers import running
+
+pytestmark = pytest.mark.slow
+PROMPT = [{"role": "user", "content": "Describe the moon in at most 12 words."}]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    db_path = tmp_path_factory.mktemp("local") / "tao.db"
+    app = create_app(Settings(store=StoreConfig(path=db_path)))  # no config: the embedded default
+    with running(app, startup_timeout_s=300) as url:
+        yield url, OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300), db_path
+
+
+def test_best_of_on_the_embedded_model_scores_and_logs_real_candidates(served):
+    url, client, db_path = served
+    reply = client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=24,
+                                           extra_body={"best_of": 3})
+    tao = reply.model_extra["tao"]
+    assert tao["best_of"] == 3 and len(tao["scores"]) == 3 and None not in tao["scores"]
+    assert tao["scores"][tao["winner"]] == max(tao["scores"])
+    assert tao["model_version"] == "smollm2-135m-instruct"
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 3 * 24
+
+
+def test_streaming_and_completions_on_the_embedded_model(served):
+    url, client, db_path = served
+    pieces = [c.choices[0].delta.content for c in client.chat.completions.create(
+        model="smollm2", messages=PROMPT, max_tokens=16, stream=True, extra_body={"best_of": 1})
+        if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 2  # several chunks: streamed as generated, not sent at the end
+    text = client.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=8,
+                                     temperature=0, extra_body={"best_of": 1}).choices[0].text
+    assert "Paris" in text
+
+
+def test_the_server_answers_while_the_model_generates(served):
+    url, client, db_path = served
+    done = threading.Event()
+
+    def generate() -> None:
+        client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=64, extra_body={"best_of": 4})
+        done.set()
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    assert httpx.get(url + "/healthz").status_code == 200
+    health_s = time.perf_counter() - started
+    generating = not done.is_set()
+    worker.join()
+    assert generating and health_s < 1.0  # generation runs off the event loop
+
+
+def test_a_lora_adapter_loads_with_peft_and_changes_the_output(tmp_path: Path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir())
+    adapter = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter.save_pretrained(tmp_path / "adapter")
+
+    request = GenerationRequest(kind="completion", n=1, prompt="The capital of France is",
+                                params={"temperature": 0, "max_tokens": 8})
+
+    async def greedy(config: ModelConfig) -> tuple[str, str]:
+        backend = LocalBackend(config)
+        await backend.start()
+        try:
+            return (await backend.generate(request)).candidates[0].text, backend.model_version
+        finally:
+            await backend.close()
+
+    plain, _ = asyncio.run(greedy(ModelConfig(name="m", backend="local", model=EMBEDDED_MODEL)))
+    tuned, version = asyncio.run(greedy(ModelConfig(name="m", backend="local", model=EMBEDDED_MODEL,
+                                                    adapter=str(tmp_path / "adapter"))))
+    assert version == "smollm2-135m-instruct+adapter"
+    assert plain != tuned

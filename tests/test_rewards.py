@@ -1,0 +1,73 @@
+import asyncio
+
+import pytest
+
+from gateway.config import RewardConfig
+from gateway.rewards import build_scorer, scorer_kinds
+from gateway.rewards.default import instruction_following
+from gateway.rewards.instructions import detect, repetition
+
+
+def ids(prompt: str) -> set[str]:
+    return {c.instruction.id for c in detect(prompt)}
+
+
+@pytest.mark.parametrize(
+    ("prompt", "good", "bad"),
+    [
+        ("Describe tea in at most 5 words.", "Tea is a warm drink.", "Tea is a warm and soothing drink loved worldwide."),
+        ("Write at least 8 words about rain.", "Rain falls softly on the quiet town tonight.", "Rain falls."),
+        ("List exactly 3 bullet points about cats.", "- soft\n- curious\n- independent", "- soft\n- curious"),
+        ("Answer in exactly 2 sentences.", "Cats purr. Dogs bark.", "Cats purr. Dogs bark. Birds sing."),
+        ("Write 2 paragraphs about tea.", "Tea is old.\n\nTea is loved.", "Tea is old. Tea is loved."),
+        ("Include the word 'ocean' in your reply.", "The ocean is deep.", "The sea is deep."),
+        ("Do not use the word 'very' anywhere.", "It is quite big.", "It is very big."),
+        ("Reply in all lowercase letters.", "hello there.", "Hello there."),
+        ("Reply in all capital letters.", "HELLO THERE.", "Hello there."),
+        ("Return the answer as valid JSON.", '```json\n{"a": 1}\n```', "a is 1"),
+        ("End your response with the phrase 'Any questions?'", "That is all. Any questions?", "That is all."),
+        ("Start your answer with 'Yes'.", "Yes, it works.", "It works."),
+        ("Write a line without any commas.", "No commas here.", "Well, commas here."),
+        ("Give it a title wrapped in double angular brackets, like <<title>>.", "<<Tea>>\nTea is good.", "Tea is good."),
+        ("Add a postscript starting with P.S.", "Done.\nP.S. thanks", "Done."),
+    ],
+)
+def test_each_instruction_prefers_the_compliant_reply(prompt, good, bad):
+    assert len(detect(prompt)) == 1, ids(prompt)
+    good_score, bad_score = instruction_following(prompt, [good, bad])
+    assert good_score > bad_score
+
+
+def test_several_constraints_are_checked_together():
+    prompt = "In at most 10 words and all lowercase, describe the moon. Include the word 'silver'."
+    assert ids(prompt) == {"max_words", "lowercase", "include_word"}
+    all_three, two, none = instruction_following(prompt, [
+        "the silver moon glows.", "The silver moon glows.", "The Moon is a large rocky satellite orbiting the Earth slowly.",
+    ])
+    assert all_three > two > none
+
+
+def test_degenerate_repetition_and_empty_replies_score_low():
+    loop = "a fleeting sight, " * 12
+    assert repetition(loop) > 0.8 and repetition("The cat sat on the warm mat today.") == 0
+    fluent, looping, empty = instruction_following("Tell me about the sea.", [
+        "The sea covers most of the planet.", loop, ""])
+    assert fluent > looping > empty == 0.0
+    assert all(0.0 <= s <= 1.0 for s in (fluent, looping, empty))
+
+
+def test_registry_builds_python_and_ensemble_scorers():
+    assert {"default", "python", "ensemble"} <= set(scorer_kinds())
+    ensemble = build_scorer(RewardConfig(kind="ensemble", members=[
+        RewardConfig(kind="python", function="tests.scorers:longest", weight=0.5),
+        RewardConfig(kind="python", function="tests.scorers:prefers_keyword", weight=10.0),
+    ]))
+    scores = asyncio.run(ensemble.score("p", ["WINNER", "longer text"]))
+    assert scores == [0.5 * 6 + 10.0, 0.5 * 11]
+
+
+def test_registry_refuses_unknown_kinds_and_bad_functions():
+    with pytest.raises(ValueError, match="unknown reward kind 'magic'"):
+        build_scorer(RewardConfig(kind="magic"))
+    with pytest.raises(ValueError, match="module:function"):
+        build_scorer(RewardConfig(kind="python", function="no_colon"))
