@@ -43,6 +43,12 @@ class ModelConfig(BaseModel):
     max_tokens: int = Field(256, ge=1)
     timeout_s: float = Field(60.0, gt=0, description="Per upstream call.")
     num_retries: int = Field(2, ge=0, description="LiteLLM retries per upstream call.")
+    transport: Literal["auto", "litellm", "direct"] = Field(
+        "auto",
+        description="litellm backend: `direct` posts to an OpenAI-compatible api_base with one pooled "
+        "HTTP session (openai/ and hosted_vllm/ models only); `litellm` always calls LiteLLM; `auto` "
+        "picks direct where it applies.",
+    )
     n_strategy: Literal["auto", "native", "fanout"] = Field(
         "auto",
         description="auto: ask for all N in one call, fan out the rest if the provider returns fewer; "

@@ -223,11 +223,11 @@ class Store:
 
     @staticmethod
     def _write(db: sqlite_utils.Database, batch: list[RequestLog]) -> None:
-        with db.conn:
-            db["requests"].insert_all((r.request for r in batch), replace=True)
-            rows = [c for r in batch for c in r.candidates]
-            if rows:
-                db["candidates"].insert_all(rows, replace=True)
+        # Candidates first: a reader that sees a request row always sees its candidates too.
+        rows = [c for r in batch for c in r.candidates]
+        if rows:
+            db["candidates"].insert_all(rows, replace=True)
+        db["requests"].insert_all((r.request for r in batch), replace=True)
 
     def _spill(self, batch: list[RequestLog]) -> None:
         spill = self.path.with_name(self.path.name + ".unwritten.jsonl")

@@ -28,8 +28,9 @@ def fake() -> Iterator[tuple[FakeUpstream, str]]:
 class Gateway:
     """A running gateway: its URL, an OpenAI client, and its SQLite file."""
 
-    def __init__(self, url: str, db_path: Path, app: Any) -> None:
+    def __init__(self, url: str, db_path: Path, app: Any, transport: str) -> None:
         self.url = url
+        self.transport = transport
         self.db_path = db_path
         self.app = app
         self.client = OpenAI(base_url=url + "/v1", api_key="test-key", max_retries=0, timeout=60)
@@ -49,15 +50,19 @@ class Gateway:
             time.sleep(0.02)
 
 
-@pytest.fixture
-def gateway(tmp_path: Path, fake):
-    """Build and run a gateway in front of the fake upstream: `with gateway(**model_overrides) as gw:`."""
+@pytest.fixture(params=["direct", "litellm"])
+def gateway(request, tmp_path: Path, fake):
+    """Build and run a gateway in front of the fake upstream: `with gateway(**model_overrides) as gw:`.
+
+    Every test using it runs twice: through the direct OpenAI-compatible transport and through LiteLLM.
+    """
     upstream, upstream_url = fake
+    transport = request.param
 
     @contextmanager
     def start(reward: dict | None = None, auth: dict | None = None, **model: Any) -> Iterator[Gateway]:
         config = {"name": "mock", "backend": "litellm", "model": "openai/mock", "api_base": upstream_url,
-                  "api_key": "none", "best_of": 4, "max_best_of": 16, "num_retries": 0, **model}
+                  "api_key": "none", "best_of": 4, "max_best_of": 16, "num_retries": 0, "transport": transport, **model}
         settings = Settings(
             models=[ModelConfig(**config)],
             reward=RewardConfig(**(reward or {"kind": "default"})),
@@ -66,6 +71,6 @@ def gateway(tmp_path: Path, fake):
         )
         app = create_app(settings)
         with running(app) as url:
-            yield Gateway(url, tmp_path / "tao.db", app)
+            yield Gateway(url, tmp_path / "tao.db", app, transport)
 
     return start

@@ -100,8 +100,9 @@ def test_unknown_openai_fields_pass_through_to_the_upstream(gateway, fake):
                                           stop=["\n\n"], response_format={"type": "json_object"},
                                           extra_body={"some_future_field": 1})
         [row] = gw.wait_for_rows(1)
-        assert row["user"] == "u1"  # kept for the logs (LiteLLM itself does not forward `user`)
+        assert row["user"] == "u1"  # logged; forwarded by the direct transport (LiteLLM drops it)
     body = upstream.bodies[0]
+    assert body.get("user") == ("u1" if gw.transport == "direct" else None)
     assert body["tools"] == tools and body["seed"] == 7 and body["stop"] == ["\n\n"]
     assert body["response_format"] == {"type": "json_object"} and body["some_future_field"] == 1
 
