@@ -85,22 +85,23 @@ def wrk(url: str, model: str, connections: int, duration: int, workdir: Path) ->
             "errors": int(errors)}
 
 
-def best_of_latency(gateway: str, best_of: int, requests: int) -> list[float]:
+def best_of_latency(gateway: str, model: str, best_of: int, requests: int) -> list[float]:
     latencies = []
     with httpx.Client(timeout=30) as client:
         for _ in range(requests):
-            body = {**BODY, "model": "slow"}
+            body = {**BODY, "model": model}
             started = time.perf_counter()
-            reply = client.post(gateway + "/v1/chat/completions", json=body, headers={"X-TAO-Best-Of": str(best_of)})
+            reply = client.post(gateway + "/v1/chat/completions", json=body,
+                                headers={"X-TAO-Best-Of": str(best_of), "Authorization": "Bearer sk-bench"})
             reply.raise_for_status()
             latencies.append((time.perf_counter() - started) * 1000)
     return latencies
 
 
-def upstream_calls(gateway: str) -> float:
+def upstream_calls(gateway: str, model: str) -> float:
     text = httpx.get(gateway + "/metrics").text
     return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith('tao_upstream_calls_total{model="slow"}'))
+               if line.startswith(f'tao_upstream_calls_total{{model="{model}"}}'))
 
 
 def main() -> None:
@@ -131,8 +132,11 @@ def main() -> None:
                  "api_key": "none", "best_of": 1, "num_retries": 0},
                 {"name": "slow", "backend": "litellm", "model": "openai/mock", "api_base": slow + "/v1",
                  "api_key": "none", "best_of": 1, "max_best_of": 16, "num_retries": 0},
+                {"name": "slow-fanout", "backend": "litellm", "model": "openai/mock", "api_base": slow + "/v1",
+                 "api_key": "none", "best_of": 1, "max_best_of": 16, "num_retries": 0, "n_strategy": "fanout"},
             ],
             "store": {"path": str(workdir / "tao.db")},
+            "auth": {"api_keys": ["sk-bench"]},  # both proxies check a key, as in production
         }))
         procs.append(start([sys.executable, "-m", "gateway", "--log-level", "warning", "serve", "--config",
                             str(config), "--port", str(gw_port)], gateway + "/healthz", env))
@@ -140,8 +144,11 @@ def main() -> None:
                    ("tao gateway (N=1)", gateway + "/v1/chat/completions", "fast")]
         if args.litellm_proxy:
             proxy_config = workdir / "proxy.yaml"
-            proxy_config.write_text(json.dumps({"model_list": [{"model_name": "fast", "litellm_params": {
-                "model": "openai/mock", "api_base": fast + "/v1", "api_key": "none"}}]}))
+            proxy_config.write_text(json.dumps({
+                "model_list": [{"model_name": "fast", "litellm_params": {
+                    "model": "openai/mock", "api_base": fast + "/v1", "api_key": "none"}}],
+                "general_settings": {"master_key": "sk-bench"},
+            }))
             procs.append(start([args.litellm_proxy, "--config", str(proxy_config), "--port", str(proxy_port),
                                 "--num_workers", "1"], f"http://127.0.0.1:{proxy_port}/health/liveliness", env))
             targets.append(("litellm proxy", f"http://127.0.0.1:{proxy_port}/v1/chat/completions", "fast"))
@@ -171,16 +178,17 @@ def main() -> None:
         print(f"throughput tao / direct: {by_name['tao gateway (N=1)']['rps'] / direct_many['rps']:.2f}x")
 
         print("\nBest-of-N against an upstream with 200 ms latency (sequential requests through the gateway)")
-        print(f"{'best_of':>7} {'p50 ms':>8} {'p99 ms':>8} {'vs N=1':>7} {'upstream calls/request':>23}")
+        print(f"{'N strategy':<22} {'best_of':>7} {'p50 ms':>8} {'p99 ms':>8} {'vs N=1':>7} {'upstream calls/request':>23}")
         base = None
-        for best_of in (1, 8):
-            calls_before = upstream_calls(gateway)
-            latencies = best_of_latency(gateway, best_of, args.best_of_requests)
-            calls = (upstream_calls(gateway) - calls_before) / len(latencies)
+        for model, strategy, best_of in (("slow", "-", 1), ("slow", "native n (1 call)", 8),
+                                         ("slow-fanout", "fan-out (N calls)", 8)):
+            calls_before = upstream_calls(gateway, model)
+            latencies = best_of_latency(gateway, model, best_of, args.best_of_requests)
+            calls = (upstream_calls(gateway, model) - calls_before) / len(latencies)
             p50 = statistics.median(latencies)
             p99 = sorted(latencies)[max(0, int(len(latencies) * 0.99) - 1)]
             base = base or p50
-            print(f"{best_of:>7} {p50:>8.1f} {p99:>8.1f} {p50 / base:>6.2f}x {calls:>23.2f}")
+            print(f"{strategy:<22} {best_of:>7} {p50:>8.1f} {p99:>8.1f} {p50 / base:>6.2f}x {calls:>23.2f}")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -126,7 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.exception("unhandled error on %s", request.url.path)
         return _json(APIError(500, f"internal error: {type(exc).__name__}", type="server_error").body(), 500)
 
-    def require_api_key(request: Request) -> None:
+    async def require_api_key(request: Request) -> None:  # async: a sync dependency costs a thread hop
         keys = settings.auth.api_keys
         if not keys:
             return

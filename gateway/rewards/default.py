@@ -47,4 +47,4 @@ def instruction_following(prompt: str, candidates: Sequence[str]) -> list[float]
 
 
 def build() -> FunctionScorer:
-    return FunctionScorer("default", instruction_following)
+    return FunctionScorer("default", instruction_following, inline=True)
