@@ -29,6 +29,100 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '6h', '7d' → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 30m, 6h, 7d)") from None
+
+
+def parse_since(text: str) -> float:
+    """'all', a duration back from now ('24h'), unix seconds, or an ISO date/time → unix seconds."""
+    import datetime as dt
+    import time
+
+    if text == "all":
+        return 0.0
+    if text[-1:] in ("s", "m", "h", "d") and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - parse_duration(text)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use all, 24h, 2026-11-30, or unix seconds)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def _distill_settings(args: argparse.Namespace):
+    from gateway.config import load_settings
+
+    settings = load_settings(args.config)
+    updates = {k: v for k, v in {"method": args.method, "max_steps": args.max_steps, "model": args.model,
+                                 "checkpoints_dir": args.checkpoints_dir}.items() if v is not None}
+    return settings.model_copy(update={"distill": settings.distill.model_copy(update=updates)})
+
+
+def _print_outcome(outcome) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    report = outcome.report
+    if report is not None:
+        table = Table(title=f"distill: {report.prompts} held-out prompts × {report.samples_per_prompt} samples")
+        table.add_column("")
+        table.add_column("mean reward", justify="right")
+        table.add_column("tokens / served answer", justify="right")
+        table.add_row("base N=1 (logged)", f"{report.base_n1_logged:.4f}", "")
+        table.add_row("base best-of-N (logged)", f"{report.base_best_of_n_logged:.4f}",
+                      f"{report.base_tokens_per_answer_logged:.1f}")
+        table.add_row("base N=1 (eval)", f"{report.base_n1:.4f}", "")
+        table.add_row("new checkpoint N=1 (eval)", f"{report.new_n1:.4f}", f"{report.new_tokens_per_answer:.1f}")
+        recovered = report.gain_recovered
+        table.add_row("share of best-of-N gain recovered", "n/a" if recovered is None else f"{recovered:.0%}", "")
+        console.print(table)
+    if outcome.counts:
+        console.print("data: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))
+    console.print(outcome.message, style="green" if outcome.exit_code == 0 else "red")
+
+
+def _distill(args: argparse.Namespace) -> int:
+    import time
+
+    from distill.job import run_distill
+
+    while True:
+        settings = _distill_settings(args)
+        outcome = run_distill(settings, since=args.since)
+        _print_outcome(outcome)
+        if not args.watch:
+            return outcome.exit_code
+        logging.getLogger("tao").info("next distill run in %s", args.every)
+        time.sleep(parse_duration(args.every))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from distill.dataset import build_rows, load_prompts, split, write_jsonl
+    from gateway.config import load_settings
+    from gateway.store import Store
+
+    settings = load_settings(args.config)
+    model = args.model or settings.distill.model
+    prompts = load_prompts(Store(settings.store.path).connect(), model, since=args.since)
+    train, heldout = split(prompts, settings.distill.holdout_fraction)
+    chosen = {"train": train, "heldout": heldout, "all": prompts}[args.split]
+    count = write_jsonl(build_rows(args.format, chosen, settings.distill), Path(args.out))
+    print(f"wrote {count} {args.format} rows ({args.split} split of {len(prompts)} prompts of {model}) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tao",
@@ -50,6 +144,38 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request line")
     serve.set_defaults(run=_serve)
+
+    distill = sub.add_parser(
+        "distill", help="fine-tune the model on its best-of-N logs and publish a checkpoint",
+        description="Read scored best-of-N logs from the store (since the last published checkpoint unless "
+        "--since), build a dataset, train a LoRA adapter with TRL (dpo: logged best-vs-worst pairs, the CPU "
+        "default; grpo: online RL with the gateway's own scorer; sft: on the winners), evaluate it at N=1 "
+        "against the base model on held-out prompts, and publish it only if it wins. Exit codes: 0 "
+        "published, 2 too little data, 3 rejected by the eval gate, 4 another run holds the lock.",
+    )
+    distill.add_argument("--config", help="tao.yaml (its distill: section; default: built-in defaults)")
+    distill.add_argument("--method", choices=["dpo", "grpo", "sft"], help="default: distill.method (dpo)")
+    distill.add_argument("--model", help="public model whose logs to distill (default: distill.model)")
+    distill.add_argument("--since", type=parse_since, help="all, 24h, 2026-11-30, or unix seconds")
+    distill.add_argument("--max-steps", type=int, help="training steps (default: distill.max_steps)")
+    distill.add_argument("--checkpoints-dir", help="where checkpoints are written (default: ./checkpoints)")
+    distill.add_argument("--watch", action="store_true", help="run again every --every")
+    distill.add_argument("--every", default="6h", help="period for --watch (90s, 30m, 6h, 1d)")
+    distill.set_defaults(run=_distill)
+
+    logs = sub.add_parser("logs", help="work with the request log")
+    logs_sub = logs.add_subparsers(dest="logs_command", required=True)
+    export = logs_sub.add_parser(
+        "export", help="write the logs as a JSONL dataset",
+        description="Export logged prompts as JSONL in TRL's conversational formats: sft (prompt, completion), "
+        "dpo (prompt, chosen, rejected), grpo (prompt), or raw (every scored candidate).")
+    export.add_argument("--config")
+    export.add_argument("--format", choices=["raw", "sft", "dpo", "grpo"], default="raw")
+    export.add_argument("--split", choices=["train", "heldout", "all"], default="all")
+    export.add_argument("--model", help="public model (default: distill.model)")
+    export.add_argument("--since", type=parse_since)
+    export.add_argument("--out", required=True, help="output .jsonl path")
+    export.set_defaults(run=_export)
     return parser
 
 

@@ -93,6 +93,39 @@ class AuthConfig(BaseModel):
     admin_key: str | None = None
 
 
+class DistillConfig(BaseModel):
+    """The offline job: which model's logs, how to train, when to publish."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("smollm2", description="Public model name whose logs are distilled.")
+    base_model: str | None = Field(
+        None, description="Weights directory to fine-tune; default: the model's own local weights."
+    )
+    method: Literal["dpo", "grpo", "sft"] = "dpo"
+    checkpoints_dir: Path = Path("./checkpoints")
+    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts (by hash) never trained on.")
+    min_train_prompts: int = Field(8, ge=1)
+    min_heldout_prompts: int = Field(2, ge=1)
+    sft_margin: float = Field(0.05, ge=0, description="SFT keeps winners beating their prompt's mean by this.")
+    dpo_min_gap: float = Field(0.1, ge=0, description="DPO keeps best-vs-worst pairs at least this far apart.")
+    max_steps: int = Field(60, ge=1)
+    batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    dpo_beta: float = Field(0.1, gt=0)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    grpo_num_generations: int = Field(4, ge=2)
+    max_new_tokens: int = Field(96, ge=1, description="GRPO completion length and eval generation length.")
+    max_length: int = Field(512, ge=16, description="Prompt + completion tokens kept for SFT/DPO.")
+    eval_samples: int = Field(2, ge=1, description="N=1 samples per held-out prompt at evaluation.")
+    gate_margin: float = Field(0.0, description="Publish only if new N=1 reward beats base N=1 by more.")
+    merge: bool = Field(False, description="Also write merged full weights beside the adapter.")
+    seed: int = 0
+
+
 def default_models() -> list[ModelConfig]:
     """What `tao serve` serves with no config: the embedded SmolLM2 on this machine's CPU."""
     return [
@@ -118,6 +151,7 @@ class Settings(BaseSettings):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -61,10 +61,14 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
 
     def prompt_text(self) -> str:
-        """What scorers read: system instructions plus the latest user turn."""
-        system = [m.text() for m in self.messages if m.role in ("system", "developer")]
-        users = [m.text() for m in self.messages if m.role == "user"]
-        return "\n\n".join([*system, *users[-1:]])
+        return scored_prompt(self.messages)
+
+
+def scored_prompt(messages: list[ChatMessage]) -> str:
+    """What scorers read of a conversation: system instructions plus the latest user turn."""
+    system = [m.text() for m in messages if m.role in ("system", "developer")]
+    users = [m.text() for m in messages if m.role == "user"]
+    return "\n\n".join([*system, *users[-1:]])
 
 
 class CompletionRequest(SamplingFields):

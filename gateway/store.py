@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,14 +75,16 @@ FEEDBACK_COLUMNS: dict[str, type] = {
 CHECKPOINTS_COLUMNS: dict[str, type] = {
     "id": str,
     "created_at": float,
-    "base_model": str,
+    "model": str,  # the public model whose logs trained it
+    "base_model": str,  # the weights it was fine-tuned from
     "method": str,
     "data_since": float,
     "data_until": float,
-    "metrics": str,
+    "metrics": str,  # JSON: eval report, data counts, training metrics, the run's config
     "path": str,
-    "status": str,
+    "status": str,  # candidate | rejected | promoted | retired
 }
+LOCKS_COLUMNS: dict[str, type] = {"name": str, "host": str, "pid": int, "acquired_at": float}
 ROLLOUT_EVENTS_COLUMNS: dict[str, type] = {
     "id": int,
     "created_at": float,
@@ -108,7 +113,49 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["feedback"].create(FEEDBACK_COLUMNS, pk="id", if_not_exists=True)
     db["checkpoints"].create(CHECKPOINTS_COLUMNS, pk="id", if_not_exists=True)
     db["rollout_events"].create(ROLLOUT_EVENTS_COLUMNS, pk="id", if_not_exists=True)
+    db["locks"].create(LOCKS_COLUMNS, pk="name", if_not_exists=True)
     db["requests"].create_index(["model", "created_at"], if_not_exists=True)
+
+
+class LockHeld(RuntimeError):
+    """Another live process holds the named lock."""
+
+
+@contextmanager
+def exclusive(db: sqlite_utils.Database, name: str) -> Iterator[None]:
+    """Hold the named lock in the store for the duration (e.g. one distill run per database).
+
+    A lock left by a process that died on this host is taken over; one held by a live process,
+    or by another host, raises LockHeld.
+    """
+    host, pid = socket.gethostname(), os.getpid()
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT host, pid, acquired_at FROM locks WHERE name = ?", [name]).fetchone()
+        if row is not None and not (row[0] == host and not _alive(row[1])):
+            raise LockHeld(f"{name} is held by pid {row[1]} on {row[0]} since {time.ctime(row[2])}")
+        conn.execute("INSERT OR REPLACE INTO locks (name, host, pid, acquired_at) VALUES (?, ?, ?, ?)",
+                     [name, host, pid, time.time()])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        yield
+    finally:
+        with conn:
+            conn.execute("DELETE FROM locks WHERE name = ? AND host = ? AND pid = ?", [name, host, pid])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass

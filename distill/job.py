@@ -1,0 +1,130 @@
+"""One distill run, end to end: lock → window → dataset → train → eval gate → publish or reject.
+
+Exit codes (also `DistillOutcome.exit_code`): 0 published, 2 too little data, 3 rejected by the
+gate, 4 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.dataset import build_rows, load_prompts, split, to_dataset
+from distill.evaluate import EvalReport, evaluate
+from distill.publish import (
+    last_published_until,
+    new_checkpoint_id,
+    publish,
+    register,
+    remove_stale_staging,
+    staging_dir,
+)
+from distill.train import METHODS
+from gateway.config import EMBEDDED_MODEL, ModelConfig, Settings
+from gateway.rewards import build_scorer
+from gateway.store import LockHeld, Store, exclusive
+
+log = logging.getLogger(__name__)
+
+PUBLISHED, TOO_LITTLE_DATA, REJECTED, LOCKED = 0, 2, 3, 4
+
+
+@dataclass
+class DistillOutcome:
+    exit_code: int
+    message: str
+    checkpoint_id: str | None = None
+    path: Path | None = None
+    report: EvalReport | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def base_weights(settings: Settings) -> tuple[ModelConfig, Path]:
+    """The served model's config and the weights directory to fine-tune."""
+    model = settings.model_by_name(settings.distill.model)
+    if model is None:
+        raise ValueError(f"distill.model {settings.distill.model!r} is not among the configured models")
+    if settings.distill.base_model:
+        return model, Path(settings.distill.base_model)
+    if model.backend != "local":
+        raise ValueError(f"model {model.name} is served by {model.backend}; set distill.base_model to its "
+                         "weights directory so it can be fine-tuned here")
+    if model.model == EMBEDDED_MODEL:
+        from gateway.embedded import embedded_model_dir
+
+        return model, embedded_model_dir()
+    return model, Path(model.model)
+
+
+def run_distill(settings: Settings, *, since: float | None = None, until: float | None = None) -> DistillOutcome:
+    store = Store(settings.store.path)
+    db = store.connect()
+    try:
+        with exclusive(db, "distill"):
+            return _run_locked(settings, store, since, until)
+    except LockHeld as exc:
+        return DistillOutcome(LOCKED, f"another distill run is active: {exc}")
+    finally:
+        db.close()
+
+
+def _run_locked(settings: Settings, store: Store, since: float | None, until: float | None) -> DistillOutcome:
+    cfg = settings.distill
+    db = store.connect()
+    checkpoints_dir = cfg.checkpoints_dir
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_staging(checkpoints_dir):
+        log.warning("removed %s left by an interrupted run", stale)
+
+    until = until or time.time()
+    if since is None:
+        since = last_published_until(db, cfg.model)
+    prompts = load_prompts(db, cfg.model, since=since, until=until)
+    train, heldout = split(prompts, cfg.holdout_fraction)
+    rows = build_rows(cfg.method, train, cfg)
+    counts = {"prompts": len(prompts), "train_prompts": len(train), "heldout_prompts": len(heldout),
+              "train_rows": len(rows)}
+    window = f"since {time.ctime(since)}" if since else "from the start of the log"
+    log.info("data %s: %d prompts (%d train, %d held out) → %d %s rows", window, len(prompts), len(train),
+             len(heldout), len(rows), cfg.method)
+    if len(rows) < cfg.min_train_prompts or len(heldout) < cfg.min_heldout_prompts:
+        return DistillOutcome(
+            TOO_LITTLE_DATA,
+            f"too little data to distill {cfg.model} with {cfg.method}: {len(rows)} training rows "
+            f"(need {cfg.min_train_prompts}) and {len(heldout)} held-out prompts (need "
+            f"{cfg.min_heldout_prompts}) in {len(prompts)} logged prompts {window}. Serve more best-of-N "
+            "traffic, or lower distill.min_train_prompts / dpo_min_gap / sft_margin.",
+            counts=counts)
+
+    model_config, base_dir = base_weights(settings)
+    scorer = build_scorer(settings.reward)
+    checkpoint_id = new_checkpoint_id(cfg.model, cfg.method)
+    staging = staging_dir(checkpoints_dir, checkpoint_id)
+    try:
+        trainer = METHODS[cfg.method]
+        extra: dict[str, Any] = {"temperature": model_config.temperature} if cfg.method == "grpo" else {}
+        result = trainer(to_dataset(rows), base_dir, staging / "adapter", staging, cfg, scorer=scorer, **extra)
+        report = evaluate(base_dir, result.adapter_dir, heldout, scorer, model_config, cfg.eval_samples, cfg.seed)
+        metrics = {"eval": report.as_dict(), "counts": counts, "train": result.metrics, "steps": result.steps,
+                   "config": cfg.model_dump(mode="json"), "reward": settings.reward.model_dump(mode="json")}
+        row = {"id": checkpoint_id, "created_at": time.time(), "model": cfg.model, "base_model": str(base_dir),
+               "method": cfg.method, "data_since": since, "data_until": until, "metrics": metrics}
+        improvement = report.new_n1 - report.base_n1
+        if improvement <= cfg.gate_margin:
+            register(db, {**row, "path": None, "status": "rejected"})
+            return DistillOutcome(
+                REJECTED, f"rejected: new N=1 reward {report.new_n1:.4f} does not beat base N=1 "
+                f"{report.base_n1:.4f} by more than {cfg.gate_margin:g} (difference {improvement:+.4f})",
+                checkpoint_id=checkpoint_id, report=report, counts=counts)
+        final = publish(staging, checkpoints_dir, checkpoint_id, metadata=row,
+                        merge_base=base_dir if cfg.merge else None)
+        register(db, {**row, "path": str(final / "adapter"), "status": "candidate"})
+        return DistillOutcome(PUBLISHED, f"published {checkpoint_id} at {final / 'adapter'}",
+                              checkpoint_id=checkpoint_id, path=final / "adapter", report=report, counts=counts)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        db.close()

@@ -1,0 +1,87 @@
+"""Publishing: a checkpoint appears whole or not at all, and is registered in the store.
+
+Training writes into `<checkpoints>/.staging-<id>/`; publishing fsyncs every file, renames the
+directory to `<checkpoints>/<id>/` (atomic on one filesystem) and then inserts the `checkpoints`
+row. A run killed at any point leaves at most a staging directory, which the next run removes,
+and never a registered checkpoint without its files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+STAGING_PREFIX = ".staging-"
+
+
+def new_checkpoint_id(model: str, method: str) -> str:
+    return f"{model}-{method}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def staging_dir(checkpoints_dir: Path, checkpoint_id: str) -> Path:
+    path = checkpoints_dir / f"{STAGING_PREFIX}{checkpoint_id}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def remove_stale_staging(checkpoints_dir: Path) -> list[Path]:
+    """Staging directories left by killed runs (call only while holding the distill lock)."""
+    stale = sorted(checkpoints_dir.glob(f"{STAGING_PREFIX}*")) if checkpoints_dir.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(Path(dirpath) / name, "rb") as f:
+                os.fsync(f.fileno())
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def publish(staging: Path, checkpoints_dir: Path, checkpoint_id: str, metadata: dict[str, Any],
+            merge_base: Path | None = None) -> Path:
+    """Move the staged adapter into place atomically; optionally write merged full weights too."""
+    adapter = staging / "adapter"
+    (adapter / "tao_checkpoint.json").write_text(json.dumps(metadata, indent=2, default=str))
+    if merge_base is not None:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(merge_base), adapter).merge_and_unload()
+        merged.save_pretrained(staging / "merged")
+        AutoTokenizer.from_pretrained(adapter).save_pretrained(staging / "merged")
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+    _fsync_tree(staging)
+    final = checkpoints_dir / checkpoint_id
+    os.rename(staging, final)
+    fd = os.open(checkpoints_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return final
+
+
+def register(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
+    db["checkpoints"].insert({**row, "metrics": json.dumps(row.get("metrics") or {}, default=str)}, replace=True)
+
+
+def last_published_until(db: sqlite_utils.Database, model: str) -> float | None:
+    """End of the data window of the newest published (not rejected) checkpoint of `model`."""
+    row = db.execute(
+        "SELECT MAX(data_until) FROM checkpoints WHERE status IN ('candidate', 'promoted') AND model = ?",
+        [model]).fetchone()
+    return row[0] if row and row[0] is not None else None

@@ -1,0 +1,155 @@
+"""TRL + PEFT training: one shared setup, one function per method (as TRL keeps one config and one
+trainer per method). Each function takes a dataset and writes a LoRA adapter to `out_dir`.
+
+CPU runs use fp32; on a GPU, bf16. GRPO generates with transformers, or with vLLM when it is
+installed and `use_vllm` is set. Multi-GPU works through `accelerate launch` unchanged (TRL's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config import DistillConfig
+from gateway.protocol import ChatMessage, scored_prompt
+from gateway.rewards import Scorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)  # last logged values (loss, rewards, ...)
+
+
+def _common_args(config: DistillConfig, work_dir: Path) -> dict[str, Any]:
+    import torch
+
+    gpu = torch.cuda.is_available()
+    return {
+        "output_dir": str(work_dir / "trainer"),
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "learning_rate": config.learning_rate,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": gpu,
+        "use_cpu": not gpu,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": False,
+        # TRL turns activation checkpointing on by default; for a 135M model it only costs time.
+        "gradient_checkpointing": False,
+    }
+
+
+def _lora(config: DistillConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+
+
+def _load(base_dir: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    return model, tokenizer
+
+
+def _run(trainer: Any, out_dir: Path) -> TrainResult:
+    output = trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry or "reward" in entry]
+    metrics = {k: float(v) for k, v in (logged[-1] if logged else {}).items() if isinstance(v, (int, float))}
+    metrics["train_loss"] = float(output.training_loss)
+    trainer.model.save_pretrained(out_dir)
+    trainer.processing_class.save_pretrained(out_dir)
+    return TrainResult(adapter_dir=out_dir, steps=int(trainer.state.global_step), metrics=metrics)
+
+
+def train_sft(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
+              scorer: Scorer | None = None) -> TrainResult:
+    """Rejection-sampling fine-tuning: learn to write the logged winners (loss on the completion only)."""
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = _load(base_dir)
+    args = SFTConfig(**_common_args(config, work_dir), max_length=config.max_length, completion_only_loss=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=_lora(config))
+    return _run(trainer, out_dir)
+
+
+def train_dpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
+              scorer: Scorer | None = None) -> TrainResult:
+    """Direct preference optimisation on logged best-vs-worst pairs: no generation, cheap on CPU."""
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer = _load(base_dir)
+    dataset = dataset.remove_columns([c for c in ("score_chosen", "score_rejected") if c in dataset.column_names])
+    args = DPOConfig(**_common_args(config, work_dir), max_length=config.max_length, beta=config.dpo_beta)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=_lora(config))
+    return _run(trainer, out_dir)
+
+
+def scorer_reward(scorer: Scorer) -> Callable[..., list[float]]:
+    """The gateway's scorer as a TRL reward function, so training optimises what serving selects."""
+
+    def reward(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        prompt_texts = [scored_prompt([ChatMessage.model_validate(m) for m in p]) if isinstance(p, list) else str(p)
+                        for p in prompts]
+        # Score each prompt's group together, as the gateway scores a best-of-N request.
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(prompt_texts):
+            groups.setdefault(text, []).append(i)
+        scores = [0.0] * len(texts)
+
+        async def score_all() -> None:
+            for prompt_text, indexes in groups.items():
+                values = await scorer.score(prompt_text, [texts[i] for i in indexes])
+                for i, value in zip(indexes, values):
+                    scores[i] = float(value)
+
+        asyncio.run(score_all())
+        return scores
+
+    reward.__name__ = f"reward_{scorer.name.split('(')[0].replace(':', '_')}"
+    return reward
+
+
+def train_grpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
+               scorer: Scorer | None = None, temperature: float = 0.8, use_vllm: bool = False) -> TrainResult:
+    """Online RL: sample `grpo_num_generations` answers per prompt, reward them with the gateway's
+    scorer, and push the policy toward the better ones of each group."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    if scorer is None:
+        raise ValueError("GRPO needs the scorer")
+    model, tokenizer = _load(base_dir)
+    common = _common_args(config, work_dir)
+    # One optimiser step sees batch_size prompts × num_generations samples.
+    common["per_device_train_batch_size"] = config.grpo_num_generations
+    args = GRPOConfig(**common, num_generations=config.grpo_num_generations,
+                      max_completion_length=config.max_new_tokens, temperature=temperature,
+                      use_vllm=use_vllm, log_completions=False)
+    trainer = GRPOTrainer(model=model, reward_funcs=scorer_reward(scorer), args=args, train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=_lora(config))
+    return _run(trainer, out_dir)
+
+
+METHODS: dict[str, Callable[..., TrainResult]] = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo}
