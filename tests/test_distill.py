@@ -1,0 +1,196 @@
+"""The distill job on the real embedded SmolLM2, on logs made by real requests through the gateway."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+import yaml
+
+from distill.dataset import build_rows, load_prompts, split
+from distill.job import LOCKED, TOO_LITTLE_DATA, run_distill
+from distill.prompts import generate_prompts
+from distill.workload import send_workload
+from gateway.app import create_app
+from gateway.config import DistillConfig, load_settings
+from gateway.rewards.instructions import detect
+from gateway.store import RequestLog, Store, exclusive
+from tests.servers import running
+
+pytestmark = pytest.mark.slow
+PROMPTS = generate_prompts(20, seed=3)
+
+
+def write_config(path: Path, db: Path, checkpoints: Path, **distill) -> Path:
+    config = {
+        "models": [{"name": "smollm2", "backend": "local", "model": "embedded:smollm2", "best_of": 4,
+                    "max_best_of": 8, "max_tokens": 24}],
+        "store": {"path": str(db)},
+        "distill": {"checkpoints_dir": str(checkpoints), "holdout_fraction": 0.25, "min_train_prompts": 2,
+                    "min_heldout_prompts": 1, "dpo_min_gap": 0.05, "max_steps": 3, "batch_size": 2,
+                    "learning_rate": 1e-3, "eval_samples": 1, "max_new_tokens": 24, **distill},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> Path:
+    """A store filled by real best-of-4 requests to the embedded model (one prompt sent twice)."""
+    root = tmp_path_factory.mktemp("logs")
+    config = write_config(root / "tao.yaml", root / "tao.db", root / "checkpoints")
+    with running(create_app(load_settings(config)), startup_timeout_s=300) as url:
+        results = send_workload(url + "/v1", "smollm2", [*PROMPTS, PROMPTS[0]], best_of=4, concurrency=2)
+    assert all(r.error is None for r in results)
+    return root / "tao.db"
+
+
+def fresh_copy(logged: Path, tmp_path: Path, **distill) -> Path:
+    """A private copy of the logged store and a config pointing at it."""
+    db = tmp_path / "tao.db"
+    source = sqlite_utils.Database(logged)
+    source.execute(f"VACUUM INTO '{db}'")
+    return write_config(tmp_path / "tao.yaml", db, tmp_path / "checkpoints", **distill)
+
+
+def test_prompt_generator_is_seeded_and_every_constraint_is_checkable():
+    assert generate_prompts(50, seed=7) == generate_prompts(50, seed=7) != generate_prompts(50, seed=8)
+    assert len(set(generate_prompts(200, seed=1))) == 200
+    assert all(detect(p) for p in generate_prompts(200, seed=1))
+
+
+def test_datasets_hold_out_by_hash_dedupe_and_order_pairs_by_score(logged: Path):
+    db = sqlite_utils.Database(logged)
+    prompts = load_prompts(db, "smollm2")
+    assert len(prompts) == len(PROMPTS)  # the repeated prompt is one entry ...
+    repeated = next(p for p in prompts if p.messages[0]["content"] == PROMPTS[0])
+    assert len(repeated.request_ids) == 2 and len(repeated.candidates) == 8  # ... with pooled candidates
+    train, heldout = split(prompts, 0.25)
+    assert heldout and train and not {p.key for p in train} & {p.key for p in heldout}
+    assert split(prompts, 0.25)[1] == heldout  # stable
+    cfg = DistillConfig(dpo_min_gap=0.05, sft_margin=0.0)
+    heldout_texts = {p.messages[0]["content"] for p in heldout}
+    for row in build_rows("dpo", train, cfg):
+        assert row["score_chosen"] - row["score_rejected"] >= 0.05
+        assert row["prompt"][0]["content"] not in heldout_texts
+        assert row["chosen"][0]["role"] == "assistant" and row["chosen"] != row["rejected"]
+    for row in build_rows("sft", train, cfg):
+        source = next(p for p in train if p.messages == row["prompt"])
+        assert row["completion"][0]["content"] == source.best.text and source.best.score >= source.mean_score
+    assert [r["prompt"] for r in build_rows("grpo", train, cfg)] == [p.messages for p in train]
+
+
+def test_failed_and_degraded_requests_are_not_training_data(tmp_path: Path):
+    store = Store(tmp_path / "tao.db")
+    store.start()
+    for i, status in enumerate(["ok", "degraded", "error"]):
+        rid = f"r{i}"
+        store.log(RequestLog(
+            request={"id": rid, "created_at": time.time(), "model": "smollm2", "endpoint": "chat", "status": status,
+                     "messages": json.dumps([{"role": "user", "content": f"q{i}"}]), "prompt": f"q{i}"},
+            candidates=[{"request_id": rid, "idx": k, "text": f"a{k}", "score": None if status == "degraded" else k,
+                         "won": int(k == 1)} for k in range(2)]))
+    store.close()
+    assert [p.prompt_text for p in load_prompts(store.connect(), "smollm2")] == ["q0"]
+
+
+def tao(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def test_dpo_publishes_an_adapter_that_loads_with_peft_and_changes_the_model(logged: Path, tmp_path: Path):
+    config = fresh_copy(logged, tmp_path, gate_margin=-1.0)  # publish whatever the eval says
+    run = tao("distill", "--config", str(config), "--method", "dpo", "--max-steps", "3", "--since", "all")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "base best-of-N (logged)" in run.stdout and "share of best-of-N gain recovered" in run.stdout
+    [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
+    assert row["status"] == "candidate" and row["method"] == "dpo" and row["model"] == "smollm2"
+    metrics = json.loads(row["metrics"])
+    assert metrics["steps"] == 3 and metrics["counts"]["heldout_prompts"] >= 1
+    assert set(metrics["eval"]) >= {"base_n1", "new_n1", "base_best_of_n_logged", "gain_recovered"}
+    adapter = Path(row["path"])
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "tao_checkpoint.json").is_file()
+    assert not list((tmp_path / "checkpoints").glob(".staging-*"))
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_dir = row["base_model"]
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    inputs = tokenizer("Describe the sea in all lowercase.", return_tensors="pt")
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    with torch.no_grad():
+        before = base(**inputs).logits
+        after = PeftModel.from_pretrained(base, adapter)(**inputs).logits
+    assert (after - before).abs().max().item() > 1e-3
+
+    # Data since the last published checkpoint: none yet, so the next run refuses cleanly.
+    again = tao("distill", "--config", str(config))
+    assert again.returncode == TOO_LITTLE_DATA and "too little data" in again.stdout
+
+
+def test_grpo_trains_with_the_gateway_scorer(logged: Path, tmp_path: Path):
+    config = fresh_copy(logged, tmp_path, gate_margin=-1.0, max_new_tokens=16)
+    run = tao("distill", "--config", str(config), "--method", "grpo", "--max-steps", "2", "--since", "all")
+    assert run.returncode == 0, run.stdout + run.stderr
+    [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
+    train = json.loads(row["metrics"])["train"]
+    assert row["method"] == "grpo" and "reward" in train  # rewards came from the scorer
+
+
+def test_the_gate_rejects_a_run_that_did_not_improve(logged: Path, tmp_path: Path):
+    config = fresh_copy(logged, tmp_path, gate_margin=1.0)  # rewards lie in [0, 1]: cannot win by 1.0
+    run = tao("distill", "--config", str(config), "--max-steps", "2", "--since", "all")
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "rejected" in run.stdout
+    [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
+    assert row["status"] == "rejected" and row["path"] is None
+    assert not [p for p in (tmp_path / "checkpoints").iterdir()]  # nothing published
+
+
+def test_a_killed_run_leaves_no_checkpoint_and_the_next_run_starts_cleanly(logged: Path, tmp_path: Path):
+    config = fresh_copy(logged, tmp_path, max_steps=500)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "distill", "--config", str(config), "--since", "all"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "checkpoints").glob(".staging-*")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(3)  # training under way
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    db = sqlite_utils.Database(tmp_path / "tao.db")
+    assert db["checkpoints"].count == 0
+    assert db["locks"].count == 1  # the dead run's lock is still there ...
+    settings = load_settings(config)
+    settings.distill.max_steps = 2
+    settings.distill.gate_margin = -1.0
+    outcome = run_distill(settings, since=0.0)  # ... and is taken over; the staging dir is cleaned
+    assert outcome.exit_code == 0, outcome.message
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [outcome.checkpoint_id]
+    assert db["locks"].count == 0
+
+
+def test_concurrent_runs_are_refused_by_the_store_lock(tmp_path: Path):
+    config = write_config(tmp_path / "tao.yaml", tmp_path / "tao.db", tmp_path / "checkpoints")
+    settings = load_settings(config)
+    store = Store(settings.store.path)
+    with exclusive(store.connect(), "distill"):
+        outcome = run_distill(settings)
+    assert outcome.exit_code == LOCKED and "another distill run" in outcome.message
+
+
+def test_too_few_prompts_is_a_clear_refusal(tmp_path: Path):
+    config = write_config(tmp_path / "tao.yaml", tmp_path / "tao.db", tmp_path / "checkpoints")
+    run = tao("distill", "--config", str(config))
+    assert run.returncode == TOO_LITTLE_DATA and "too little data" in run.stdout
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
