@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
 from gateway.backends import Backend, StreamDelta, build_backend
-from gateway.bestofn import BASE_ARM, BEST_OF_HEADER, Engine, Outcome, ServeRequest, resolve_best_of
+from gateway.bestofn import BEST_OF_HEADER, Engine, Outcome, ServeRequest, resolve_best_of
 from gateway.config import Settings
 from gateway.errors import APIError, UpstreamError
 from gateway.metrics import Metrics
@@ -33,10 +33,14 @@ from gateway.protocol import (
     CompletionResponse,
     ModelCard,
     ModelList,
+    RolloutStart,
     TaoInfo,
 )
 from gateway.rewards import build_scorer
+from gateway.rollout import BASE_ARM, RolloutManager
 from gateway.store import Store
+
+ARM_HEADER = "x-tao-arm"
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     backends: dict[str, Backend] = {m.name: build_backend(m) for m in settings.models}
     engine = Engine(backends, build_scorer(settings.reward), settings.reward, store, metrics)
+    rollouts = RolloutManager(settings, backends, store, metrics)
     started_at = int(time.time())
 
     @asynccontextmanager
@@ -92,13 +97,18 @@ def create_app(settings: Settings) -> FastAPI:
         store.start()
         if not settings.auth.api_keys:
             log.warning("auth: no API keys configured; the gateway is OPEN to anyone who can reach it")
+        if not settings.auth.admin_key:
+            log.warning("auth: no admin key configured; /admin routes are as open as the API")
         await asyncio.gather(*(b.start() for b in backends.values()))
+        await rollouts.resume()
+        rollouts.start_policy()
         for m in settings.models:
             log.info("serving %s (%s backend, %s) best_of=%d max_best_of=%d", m.name, m.backend, m.model,
                      m.best_of, m.max_best_of)
         try:
             yield
         finally:
+            await rollouts.stop_policy()
             await engine.drain()
             await asyncio.gather(*(b.close() for b in backends.values()), return_exceptions=True)
             store.close()
@@ -106,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="TAO Gateway", version=__version__, lifespan=lifespan)
     app.state.settings, app.state.engine, app.state.store, app.state.metrics = settings, engine, store, metrics
+    app.state.rollouts = rollouts
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
@@ -130,20 +141,45 @@ def create_app(settings: Settings) -> FastAPI:
         keys = settings.auth.api_keys
         if not keys:
             return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not any(secrets.compare_digest(token, k) for k in keys):
+        token = bearer(request)
+        if not any(secrets.compare_digest(token, k) for k in keys) and not (
+                settings.auth.admin_key and secrets.compare_digest(token, settings.auth.admin_key)):
             raise APIError(401, "invalid or missing API key (Authorization: Bearer <key>)",
                            type="authentication_error", code="invalid_api_key")
+
+    def bearer(request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token if scheme.lower() == "bearer" else ""
+
+    def is_admin(request: Request) -> bool:
+        admin_key = settings.auth.admin_key
+        return admin_key is None or secrets.compare_digest(bearer(request), admin_key)
+
+    async def require_admin(request: Request) -> None:
+        if not is_admin(request):
+            raise APIError(401, "admin routes need the admin key (Authorization: Bearer <admin key>)",
+                           type="authentication_error", code="invalid_admin_key")
 
     def bind(request: Request, body: ChatCompletionRequest | CompletionRequest, endpoint: str) -> ServeRequest:
         model = settings.model_by_name(body.model)
         if model is None:
             raise APIError(404, f"model {body.model!r} does not exist; see GET /v1/models",
                            type="not_found_error", param="model", code="model_not_found")
-        req = ServeRequest(request_id=f"tao-{uuid.uuid4().hex}", endpoint=endpoint, body=body, model=model,
-                           best_of=0)
+        request_id = f"tao-{uuid.uuid4().hex}"
+        pinned = request.headers.get(ARM_HEADER)
+        if pinned is not None and (pinned not in ("base", "candidate") or not is_admin(request)):
+            raise APIError(400 if is_admin(request) else 403, "X-TAO-Arm takes base or candidate, with the admin key",
+                           type="invalid_request_error" if is_admin(request) else "permission_error",
+                           param="X-TAO-Arm", code="invalid_arm")
+        # A user stays on one arm: the split hashes the `user` field, else the API key.
+        route = rollouts.route(model, body.user or bearer(request) or request_id, pinned)
+        req = ServeRequest(request_id=request_id, endpoint=endpoint, body=body, model=model, best_of=0,
+                           arm=route.arm, adapter=route.adapter, model_version=route.model_version)
+        if route.arm == BASE_ARM:
+            req.shadow = rollouts.shadow(model.name)
         try:
-            req.best_of = resolve_best_of(model, body.best_of, request.headers.get(BEST_OF_HEADER), body.n)
+            req.best_of = resolve_best_of(model, body.best_of, request.headers.get(BEST_OF_HEADER), body.n,
+                                          default=route.default_best_of)
         except APIError as exc:
             req.best_of = body.best_of or 0
             engine.record_failure(req, exc.status, exc.message)
@@ -204,9 +240,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def stream_through(req: ServeRequest) -> Response:
         """best_of = 1: tokens go straight from the upstream to the client."""
-        backend = engine.backends[req.model.name]
         tao = TaoInfo(request_id=req.request_id, best_of=1, n=1, scores=[None], winner=0, ranking=[0],
-                      model_version=backend.model_version, arm=BASE_ARM)
+                      model_version=engine.version(req), arm=req.arm)
         deltas = engine.stream_single(req, tao)
         try:  # pull the first piece before answering, so upstream failures keep their status code
             first: StreamDelta | None = await deltas.__anext__()
@@ -257,6 +292,27 @@ def create_app(settings: Settings) -> FastAPI:
         cards = [ModelCard(id=m.name, created=started_at, best_of=m.best_of, max_best_of=m.max_best_of)
                  for m in settings.models]
         return _json(ModelList(data=cards))
+
+    @app.get("/admin/rollout", dependencies=[Depends(require_admin)])
+    async def rollout_status() -> Response:
+        return _json({"rollouts": await asyncio.to_thread(rollouts.status)})
+
+    @app.post("/admin/rollout/{model}/start", dependencies=[Depends(require_admin)])
+    async def rollout_start(model: str, body: RolloutStart) -> Response:
+        return _json(await rollouts.start(model, body.checkpoint, body.canary, body.best_of))
+
+    @app.post("/admin/rollout/{model}/promote", dependencies=[Depends(require_admin)])
+    async def rollout_promote(model: str) -> Response:
+        return _json(await asyncio.to_thread(rollouts.promote, model))
+
+    @app.post("/admin/rollout/{model}/rollback", dependencies=[Depends(require_admin)])
+    async def rollout_rollback(model: str) -> Response:
+        return _json(await asyncio.to_thread(rollouts.rollback, model))
+
+    @app.post("/admin/rollout/{model}/check", dependencies=[Depends(require_admin)])
+    async def rollout_check(model: str) -> Response:
+        decision = await asyncio.to_thread(rollouts.check, model)
+        return _json({"action": decision.action, "reason": decision.reason, "numbers": decision.numbers})
 
     @app.get("/healthz")
     async def healthz() -> Response:

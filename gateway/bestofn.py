@@ -24,12 +24,12 @@ from gateway.errors import APIError, UpstreamError
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, TaoInfo, Usage
 from gateway.rewards import Scorer
+from gateway.rollout import BASE_ARM, Route
 from gateway.store import RequestLog, Store
 
 log = logging.getLogger(__name__)
 
 BEST_OF_HEADER = "x-tao-best-of"
-BASE_ARM = "base"
 
 
 @dataclass
@@ -41,6 +41,10 @@ class ServeRequest:
     body: ChatCompletionRequest | CompletionRequest
     model: ModelConfig
     best_of: int
+    arm: str = BASE_ARM
+    adapter: str | None = None  # the rollout candidate's LoRA adapter, when on that arm
+    model_version: str | None = None  # overrides the backend's label (a checkpoint id)
+    shadow: Route | None = None  # also answer this request on the candidate arm, in the background
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
 
@@ -58,8 +62,10 @@ class Outcome:
     tao: TaoInfo
 
 
-def resolve_best_of(model: ModelConfig, body_best_of: int | None, header: str | None, n: int) -> int:
-    """N from the body, else the `X-TAO-Best-Of` header, else the model default; bounded and >= n."""
+def resolve_best_of(model: ModelConfig, body_best_of: int | None, header: str | None, n: int,
+                    default: int | None = None) -> int:
+    """N from the body, else the `X-TAO-Best-Of` header, else the default (the model's, or its
+    rollout arm's); bounded by the model's max_best_of and at least n."""
     if body_best_of is not None:
         best_of, source = body_best_of, "best_of"
     elif header is not None:
@@ -71,7 +77,7 @@ def resolve_best_of(model: ModelConfig, body_best_of: int | None, header: str | 
         if best_of < 1:
             raise APIError(400, "X-TAO-Best-Of must be at least 1", param="best_of", code="invalid_best_of")
     else:
-        best_of, source = max(model.best_of, n), None
+        best_of, source = max(model.best_of if default is None else default, n), None
     if best_of > model.max_best_of:
         raise APIError(400, f"best_of {best_of} exceeds the maximum of {model.max_best_of} for model "
                        f"{model.name}", param="best_of", code="best_of_too_large")
@@ -118,8 +124,12 @@ class Engine:
             params["user"] = body.user
         if isinstance(body, ChatCompletionRequest):
             messages = [m.model_dump(exclude_none=True) for m in body.messages]
-            return GenerationRequest(kind="chat", n=n, params=params, messages=messages)
-        return GenerationRequest(kind="completion", n=n, params=params, prompt=body.prompt_text())
+            return GenerationRequest(kind="chat", n=n, params=params, messages=messages, adapter=req.adapter)
+        return GenerationRequest(kind="completion", n=n, params=params, prompt=body.prompt_text(),
+                                 adapter=req.adapter)
+
+    def version(self, req: ServeRequest) -> str:
+        return req.model_version or self.backends[req.model.name].model_version
 
     # ---- non-streaming, and streaming at best_of > 1 -----------------------------------------
     async def complete(self, req: ServeRequest) -> Outcome:
@@ -129,7 +139,7 @@ class Engine:
             generation = await backend.generate(self.generation_request(req, req.best_of))
         except UpstreamError as exc:
             self.metrics.upstream_failures.labels(req.model.name).inc()
-            self.record_failure(req, exc.status, str(exc), model_version=backend.model_version)
+            self.record_failure(req, exc.status, str(exc), model_version=self.version(req))
             raise APIError(exc.status, str(exc), type="upstream_error" if exc.status != 400 else
                            "invalid_request_error", code="upstream_timeout" if exc.status == 504 else
                            "upstream_error") from exc
@@ -161,7 +171,7 @@ class Engine:
         returned = ranking[: req.n]
         tao = TaoInfo(
             request_id=req.request_id, best_of=req.best_of, n=req.n, scores=scores,
-            winner=returned[0], ranking=returned, model_version=backend.model_version, arm=BASE_ARM,
+            winner=returned[0], ranking=returned, model_version=self.version(req), arm=req.arm,
             degraded=degraded_reason is not None, degraded_reason=degraded_reason,
         )
         completion_tokens = sum(c.completion_tokens for c in generation.candidates)
@@ -176,7 +186,25 @@ class Engine:
             self._in_background(self._score_and_log(req, generation, tao, upstream_ms))
         else:
             self._finish(req, generation, tao, upstream_ms, scoring_ms)
+        self.start_shadow(req)
         return outcome
+
+    def start_shadow(self, req: ServeRequest) -> None:
+        """Answer `req` on the candidate arm too, in the background: logged, never returned."""
+        if req.shadow is None:
+            return
+        route = req.shadow
+        shadow = ServeRequest(request_id=f"{req.request_id}-shadow", endpoint=req.endpoint,
+                              body=req.body.model_copy(update={"stream": False}), model=req.model,
+                              best_of=max(route.default_best_of, req.n), arm=route.arm, adapter=route.adapter,
+                              model_version=route.model_version)
+        self._in_background(self._shadow(shadow))
+
+    async def _shadow(self, req: ServeRequest) -> None:
+        try:
+            await self.complete(req)
+        except APIError:
+            pass  # complete() already logged and counted the failure
 
     # ---- streaming at best_of = 1 -------------------------------------------------------------
     async def stream_single(self, req: ServeRequest, tao: TaoInfo) -> AsyncIterator[StreamDelta]:
@@ -214,6 +242,8 @@ class Engine:
             if status is None and text == "" and last.finish_reason is None:
                 status = (502, "upstream stream ended without content")
             self._in_background(self._score_and_log(req, generation, tao, upstream_ms, failure=status))
+            if status is None:
+                self.start_shadow(req)
 
     # ---- logging and metrics --------------------------------------------------------------------
     def _in_background(self, coro) -> None:
@@ -302,7 +332,7 @@ class Engine:
             messages = orjson.dumps(body.prompt_text()).decode()
         params = body.model_dump(exclude={"messages", "prompt", "model"}, exclude_none=True)
         return {
-            "id": req.request_id, "created_at": req.created, "model": req.model.name, "arm": BASE_ARM,
+            "id": req.request_id, "created_at": req.created, "model": req.model.name, "arm": req.arm,
             "model_version": model_version, "endpoint": req.endpoint, "messages": messages,
             "prompt": body.prompt_text(), "params": orjson.dumps(params).decode(), "best_of": req.best_of,
             "n": req.n, "winner_index": None, "latency_ms": None, "upstream_ms": None, "scoring_ms": None,

@@ -123,6 +123,66 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    url = (args.url or os.environ.get("TAO_URL") or "http://127.0.0.1:8000").rstrip("/")
+    key = args.admin_key or os.environ.get("TAO_AUTH__ADMIN_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    console = Console()
+    try:
+        if args.action == "status":
+            response = httpx.get(f"{url}/admin/rollout", headers=headers, timeout=60)
+        elif args.action == "start":
+            body = {"checkpoint": args.checkpoint, "canary": args.canary, "best_of": args.best_of}
+            response = httpx.post(f"{url}/admin/rollout/{args.model}/start", json=body, headers=headers, timeout=600)
+        else:
+            response = httpx.post(f"{url}/admin/rollout/{args.model}/{args.action}", headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        console.print(f"cannot reach the gateway at {url}: {exc}", style="red")
+        return 1
+    data = response.json()
+    if response.status_code != 200:
+        console.print(f"{response.status_code}: {data.get('error', {}).get('message', data)}", style="red")
+        return 1
+    if args.action == "check":
+        console.print(f"{data['action']}: {data['reason']}")
+        return 0
+    rows = data["rollouts"] if args.action == "status" else [data]
+    table = Table(title="rollouts")
+    for column in ("model", "checkpoint", "state", "candidate share", "incumbent reward (n)",
+                   "candidate reward (n)", "tokens/request before → after"):
+        table.add_column(column)
+    for row in rows:
+        if not row.get("state"):
+            table.add_row(row["model"], "-", "no rollout", "0%", "", "", "")
+            continue
+        arms, tokens = row["arms_this_step"], row["tokens_per_request"]
+        after = "-" if tokens["after"] is None else f"{tokens['after']:.1f}"
+        table.add_row(row["model"], row["checkpoint_id"], row["state"], f"{row['share']:g}%",
+                      f"{arms['incumbent']['mean']:.3f} ({arms['incumbent']['scored']})",
+                      f"{arms['candidate']['mean']:.3f} ({arms['candidate']['scored']})",
+                      f"{tokens['before']:.1f} → {after}")
+    console.print(table)
+    return 0
+
+
+def _rollout_command(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        if not args.target:
+            raise SystemExit("tao rollout start <checkpoint> [--model M]")
+        args.checkpoint, args.model = args.target, args.model or "smollm2"
+    elif args.action != "status":
+        if not args.target:
+            raise SystemExit(f"tao rollout {args.action} <model>")
+        args.model = args.target
+    return _rollout(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tao",
@@ -162,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--watch", action="store_true", help="run again every --every")
     distill.add_argument("--every", default="6h", help="period for --watch (90s, 30m, 6h, 1d)")
     distill.set_defaults(run=_distill)
+
+    rollout = sub.add_parser(
+        "rollout", help="move traffic to a distilled checkpoint gradually",
+        description="Talk to a running gateway's /admin/rollout routes (--url, default $TAO_URL or "
+        "http://127.0.0.1:8000; --admin-key, default $TAO_AUTH__ADMIN_KEY). `start` loads the checkpoint's "
+        "adapter and gives it a canary share; the gateway's policy then steps it up or rolls it back on "
+        "measured reward; `promote` and `rollback` override it; `check` runs the policy once now.")
+    rollout.add_argument("action", choices=["status", "start", "promote", "rollback", "check"])
+    rollout.add_argument("target", nargs="?", help="start: the checkpoint id; promote/rollback/check: the model")
+    rollout.add_argument("--model", help="start: the public model (default: distill.model's default, smollm2)")
+    rollout.add_argument("--canary", type=float, help="start: initial share in percent (default: first step)")
+    rollout.add_argument("--best-of", type=int, help="start: N for the candidate arm (default 1)")
+    rollout.add_argument("--url")
+    rollout.add_argument("--admin-key")
+    rollout.set_defaults(run=_rollout_command)
 
     logs = sub.add_parser("logs", help="work with the request log")
     logs_sub = logs.add_subparsers(dest="logs_command", required=True)

@@ -90,7 +90,26 @@ class AuthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     api_keys: list[str] = Field(default_factory=list, description="Empty: the gateway is open.")
-    admin_key: str | None = None
+    admin_key: str | None = Field(None, description="Bearer key for /admin routes and arm pinning; unset: "
+                                  "admin is open like the API (and it says so at start).")
+
+
+class RolloutConfig(BaseModel):
+    """How a candidate checkpoint earns traffic. See gateway/rollout.py for the statistic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0, 100.0],
+                               description="Canary shares in percent, climbed in order; 100 means promote.")
+    min_requests: int = Field(30, ge=2, description="Candidate replies scored at a step before it may advance.")
+    min_requests_rollback: int = Field(10, ge=2, description="Candidate replies before a rollback may fire.")
+    margin: float = Field(0.05, ge=0, description="How far below the incumbent's reward the candidate may be.")
+    z: float = Field(1.645, gt=0, description="Normal quantile of the confidence bounds (1.645: one-sided 95 %).")
+    max_error_rate_increase: float = Field(0.05, ge=0, description="Candidate error rate over incumbent's.")
+    shadow_fraction: float = Field(0.1, ge=0, le=1, description="Incumbent requests also answered by the "
+                                   "candidate in the background, for same-prompt comparison.")
+    check_interval_s: float = Field(5.0, gt=0, description="How often the policy looks at the numbers.")
+    candidate_best_of: int = Field(1, ge=1, description="N the candidate arm serves at.")
 
 
 class DistillConfig(BaseModel):
@@ -151,6 +170,7 @@ class Settings(BaseSettings):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
 
     @classmethod

@@ -32,6 +32,10 @@ class Metrics:
                                       ["model"], buckets=REWARD_BUCKETS, registry=r)
         self.degraded = Counter("tao_degraded_replies", "Replies served without scores.",
                                 ["model", "reason"], registry=r)
+        self.rollout_share = Gauge("tao_rollout_candidate_share_percent", "Traffic share of the candidate arm.",
+                                   ["model"], registry=r)
+        self.rollout_events = Counter("tao_rollout_events", "Rollout starts, steps, promotions, rollbacks, "
+                                      "failures.", ["model", "event"], registry=r)
         self.store_queue_depth = Gauge("tao_store_queue_depth", "Log records waiting for the writer.", registry=r)
         self.store_rows_written = Counter("tao_store_records_written", "Request records written.", registry=r)
         self.store_write_errors = Counter("tao_store_write_errors", "Failed store write attempts.", registry=r)

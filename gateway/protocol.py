@@ -154,6 +154,16 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class RolloutStart(BaseModel):
+    """Body of POST /admin/rollout/{model}/start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="A registered checkpoint id (see the checkpoints table).")
+    canary: float | None = Field(None, gt=0, le=100, description="Initial candidate share in percent.")
+    best_of: int | None = Field(None, ge=1, description="N the candidate arm serves at (default 1).")
+
+
 class ErrorBody(BaseModel):
     message: str
     type: str

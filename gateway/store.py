@@ -84,6 +84,18 @@ CHECKPOINTS_COLUMNS: dict[str, type] = {
     "path": str,
     "status": str,  # candidate | rejected | promoted | retired
 }
+ROLLOUTS_COLUMNS: dict[str, type] = {
+    "model": str,  # public model name: one rollout per model at a time
+    "checkpoint_id": str,
+    "adapter_path": str,
+    "state": str,  # canary | promoted | rolled_back | failed
+    "share": float,  # percent of traffic on the candidate arm
+    "candidate_best_of": int,
+    "incumbent_best_of": int,
+    "started_at": float,
+    "step_started_at": float,  # the policy's statistics count requests since this moment
+    "updated_at": float,
+}
 LOCKS_COLUMNS: dict[str, type] = {"name": str, "host": str, "pid": int, "acquired_at": float}
 ROLLOUT_EVENTS_COLUMNS: dict[str, type] = {
     "id": int,
@@ -113,6 +125,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["feedback"].create(FEEDBACK_COLUMNS, pk="id", if_not_exists=True)
     db["checkpoints"].create(CHECKPOINTS_COLUMNS, pk="id", if_not_exists=True)
     db["rollout_events"].create(ROLLOUT_EVENTS_COLUMNS, pk="id", if_not_exists=True)
+    db["rollouts"].create(ROLLOUTS_COLUMNS, pk="model", if_not_exists=True)
     db["locks"].create(LOCKS_COLUMNS, pk="name", if_not_exists=True)
     db["requests"].create_index(["model", "created_at"], if_not_exists=True)
 

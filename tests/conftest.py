@@ -12,7 +12,7 @@ import sqlite_utils  # noqa: E402
 from openai import OpenAI  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
-from gateway.config import AuthConfig, ModelConfig, RewardConfig, Settings, StoreConfig  # noqa: E402
+from gateway.config import AuthConfig, ModelConfig, RewardConfig, RolloutConfig, Settings, StoreConfig  # noqa: E402
 from tests.fakes.upstream import FakeConfig, FakeUpstream  # noqa: E402
 from tests.servers import running  # noqa: E402
 
@@ -60,7 +60,8 @@ def gateway(request, tmp_path: Path, fake):
     transport = request.param
 
     @contextmanager
-    def start(reward: dict | None = None, auth: dict | None = None, **model: Any) -> Iterator[Gateway]:
+    def start(reward: dict | None = None, auth: dict | None = None, rollout: dict | None = None,
+              **model: Any) -> Iterator[Gateway]:
         config = {"name": "mock", "backend": "litellm", "model": "openai/mock", "api_base": upstream_url,
                   "api_key": "none", "best_of": 4, "max_best_of": 16, "num_retries": 0, "transport": transport, **model}
         settings = Settings(
@@ -68,6 +69,7 @@ def gateway(request, tmp_path: Path, fake):
             reward=RewardConfig(**(reward or {"kind": "default"})),
             store=StoreConfig(path=tmp_path / "tao.db"),
             auth=AuthConfig(**(auth or {})),
+            rollout=RolloutConfig(**(rollout or {})),
         )
         app = create_app(settings)
         with running(app) as url:

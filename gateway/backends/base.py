@@ -16,6 +16,7 @@ class GenerationRequest:
     params: dict[str, Any]
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
+    adapter: str | None = None  # a LoRA adapter loaded with `load_adapter`, instead of the base weights
 
 
 @dataclass
@@ -61,3 +62,6 @@ class Backend(Protocol):
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         """One candidate, token by token."""
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Make a LoRA adapter servable as `GenerationRequest.adapter = name`; raises on failure."""

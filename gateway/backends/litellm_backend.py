@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+import httpx
 import litellm
 
 from gateway.backends.base import Candidate, Generation, GenerationRequest, StreamDelta
@@ -63,7 +64,10 @@ class LiteLLMTransport:
         return None
 
     def _kwargs(self, request: GenerationRequest, n: int) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.config.model, "timeout": self.config.timeout_s,
+        model = self.config.model
+        if request.adapter:  # a LoRA adapter loaded into the server is addressed as a model name
+            model = f"{model.split('/', 1)[0]}/{request.adapter}"
+        kwargs: dict[str, Any] = {"model": model, "timeout": self.config.timeout_s,
                                   "num_retries": self.config.num_retries, **request.params}
         if n > 1:
             kwargs["n"] = n
@@ -150,6 +154,21 @@ class LiteLLMBackend:
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         return self.transport.stream(request)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """vLLM's runtime LoRA loading (the server runs with --enable-lora and
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING=1); the adapter is then addressed by `name`."""
+        if not self.config.api_base:
+            raise UpstreamError(f"model {self.config.name} has no api_base to load a LoRA adapter into")
+        url = self.config.api_base.rstrip("/") + "/load_lora_adapter"
+        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+        try:
+            async with httpx.AsyncClient(timeout=self.config.timeout_s) as client:
+                response = await client.post(url, json={"lora_name": name, "lora_path": path}, headers=headers)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"loading adapter {name} failed: {exc}") from exc
+        if response.status_code != 200:
+            raise UpstreamError(f"loading adapter {name} failed: HTTP {response.status_code}: {response.text[:300]}")
 
     async def _fan_out(self, request: GenerationRequest, count: int) -> tuple[list[Candidate], int, list[Exception]]:
         results = await asyncio.gather(*(self.transport.call(request, 1) for _ in range(count)),

@@ -28,8 +28,11 @@ def _truncate_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 
 class LocalBackend:
+    DEFAULT_ADAPTER = "configured"
+
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
+        self._default_adapter: str | None = None
         self.model_version = config.version or self._default_version()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{config.name}")
         self._model: Any = None
@@ -59,9 +62,38 @@ class LocalBackend:
         if self.config.adapter:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, self.config.adapter)
+            model = PeftModel.from_pretrained(model, self.config.adapter, adapter_name=self.DEFAULT_ADAPTER)
+            self._default_adapter = self.DEFAULT_ADAPTER
         model.eval()
         self._model, self._tokenizer = model, tokenizer
+
+    def _load_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        if isinstance(self._model, PeftModel):
+            self._model.load_adapter(path, adapter_name=name)
+        else:
+            self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name).eval()
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Load a LoRA adapter beside the base weights (several can share one base)."""
+        if self._model is None:
+            raise UpstreamError(f"model {self.config.name} is not loaded")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load_adapter, name, path)
+
+    def _generating_with(self, adapter: str | None):
+        """Activate the adapter a request asks for (or the configured one, or none) for one generate."""
+        from contextlib import nullcontext
+
+        from peft import PeftModel
+
+        wanted = adapter or self._default_adapter
+        if not isinstance(self._model, PeftModel):
+            return nullcontext()
+        if wanted is None:
+            return self._model.disable_adapter()
+        self._model.set_adapter(wanted)
+        return nullcontext()
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
@@ -98,7 +130,7 @@ class LocalBackend:
         prompt_len = inputs["input_ids"].shape[1]
         if request.params.get("seed") is not None:
             torch.manual_seed(int(request.params["seed"]))
-        with torch.inference_mode():
+        with torch.inference_mode(), self._generating_with(request.adapter):
             output = self._model.generate(**inputs, **self._generate_kwargs(request, request.n))
         eos_ids = {self._tokenizer.eos_token_id, self._tokenizer.pad_token_id}
         stops = [s for s in (request.params.get("stop") or []) if s]
@@ -142,12 +174,12 @@ class LocalBackend:
         def run() -> None:
             try:
                 single = GenerationRequest(kind=request.kind, n=1, params=request.params,
-                                           messages=request.messages, prompt=request.prompt)
+                                           messages=request.messages, prompt=request.prompt, adapter=request.adapter)
                 inputs = self._encode(single)
                 streamer = QueueStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
                 import torch
 
-                with torch.inference_mode():
+                with torch.inference_mode(), self._generating_with(single.adapter):
                     out = self._model.generate(**inputs, **self._generate_kwargs(single, 1), streamer=streamer)
                 generated = out[0, inputs["input_ids"].shape[1]:].tolist()
                 eos_ids = {self._tokenizer.eos_token_id, self._tokenizer.pad_token_id}

@@ -61,7 +61,7 @@ class OpenAIHTTPTransport:
             await self._session.close()
 
     def _body(self, request: GenerationRequest, n: int, stream: bool) -> bytes:
-        body: dict[str, Any] = {"model": self.upstream_model, **request.params}
+        body: dict[str, Any] = {"model": request.adapter or self.upstream_model, **request.params}
         if request.kind == "chat":
             body["messages"] = request.messages
         else:

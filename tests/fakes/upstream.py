@@ -27,6 +27,8 @@ class FakeConfig:
     fail_status: int = 500
     fail_every: int = 0  # every k-th call fails (0: never)
     hang_s: float = 0.0  # sleep this long before answering (to trigger client timeouts)
+    adapter_texts: list[str] = field(default_factory=lambda: ["Hello from a LoRA adapter."])
+    fail_lora_load: bool = False
 
 
 class FakeUpstream:
@@ -34,10 +36,11 @@ class FakeUpstream:
         self.config = config or FakeConfig()
         self.calls = 0
         self.bodies: list[dict[str, Any]] = []
+        self.adapters: dict[str, str] = {}  # loaded like vLLM's runtime LoRA: name -> path
         self._text_counter = itertools.count()
 
-    def _next_text(self) -> str:
-        texts = self.config.texts
+    def _next_text(self, model: str) -> str:
+        texts = self.config.adapter_texts if model in self.adapters else self.config.texts
         return texts[next(self._text_counter) % len(texts)]
 
     async def __call__(self, scope: dict, receive, send) -> None:
@@ -58,6 +61,12 @@ class FakeUpstream:
         path = scope["path"]
         if scope["method"] == "GET" and path.endswith("/models"):
             return await self._send_json(send, 200, {"object": "list", "data": [{"id": "mock", "object": "model"}]})
+        if path.endswith("/load_lora_adapter"):
+            request = orjson.loads(body)
+            if self.config.fail_lora_load:
+                return await self._send_json(send, 400, {"error": {"message": "no such adapter path"}})
+            self.adapters[request["lora_name"]] = request["lora_path"]
+            return await self._send_json(send, 200, {"status": "ok"})
         if path.endswith("/chat/completions"):
             return await self._complete(send, orjson.loads(body), chat=True)
         if path.endswith("/completions"):
@@ -77,7 +86,7 @@ class FakeUpstream:
             return await self._send_json(send, cfg.fail_status, {"error": {
                 "message": "fake upstream failure", "type": "server_error", "param": None, "code": None}})
         n = int(body.get("n") or 1) if cfg.supports_n else 1
-        texts = [self._next_text() for _ in range(n)]
+        texts = [self._next_text(body.get("model", "")) for _ in range(n)]
         prompt_tokens = len(orjson.dumps(body.get("messages") or body.get("prompt") or "")) // 4
         created = int(time.time())
         if body.get("stream"):

@@ -1,0 +1,158 @@
+"""Rollout over real HTTP: a vLLM-like fake upstream that loads LoRA adapters at runtime."""
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from distill.publish import register
+
+CHECKPOINT = "smollm2-dpo-20261130-000000-abcdef"
+PROMPT = [{"role": "user", "content": "Say something."}]
+PREFERS_WINNER = {"kind": "python", "function": "tests.scorers:prefers_keyword"}
+
+
+def register_checkpoint(db_path) -> None:
+    import sqlite_utils
+
+    register(sqlite_utils.Database(db_path), {
+        "id": CHECKPOINT, "created_at": time.time(), "model": "mock", "base_model": "base", "method": "dpo",
+        "data_since": 0, "data_until": time.time(), "metrics": {}, "path": "/adapters/" + CHECKPOINT,
+        "status": "candidate"})
+
+
+def admin(gw, action: str, **body) -> httpx.Response:
+    if action == "status":
+        return httpx.get(gw.url + "/admin/rollout", timeout=30)
+    return httpx.post(f"{gw.url}/admin/rollout/mock/{action}", json=body or None, timeout=30)
+
+
+def ask(gw, user: str, **kwargs):
+    reply = gw.client.chat.completions.create(model="mock", messages=PROMPT, user=user, **kwargs)
+    return reply.model_extra["tao"]
+
+
+def test_split_is_stable_per_user_and_near_the_canary_share(gateway, fake):
+    upstream, _ = fake
+    with gateway(rollout={"shadow_fraction": 0.0, "check_interval_s": 3600}) as gw:
+        register_checkpoint(gw.db_path)
+        started = admin(gw, "start", checkpoint=CHECKPOINT, canary=20)
+        assert started.status_code == 200, started.text
+        assert upstream.adapters == {CHECKPOINT: "/adapters/" + CHECKPOINT}  # loaded before any traffic
+        arms = [ask(gw, f"user-{i}") for i in range(400)]
+        on_candidate = [t for t in arms if t["arm"] == "candidate"]
+        # 400 users, p = 0.2: sd = 8 requests; allow 3 sd (±6 points).
+        assert 0.14 <= len(on_candidate) / 400 <= 0.26
+        assert all(t["best_of"] == 1 and t["model_version"] == CHECKPOINT for t in on_candidate)
+        assert all(t["best_of"] == 4 and t["arm"] == "base" for t in arms if t not in on_candidate)
+        assert sum(b["model"] == CHECKPOINT for b in upstream.bodies) == len(on_candidate)
+        for user in ("alice", "bob", "carol"):
+            assert len({ask(gw, user)["arm"] for _ in range(10)}) == 1  # sticky
+        rows = gw.wait_for_rows(430)
+        assert {r["arm"] for r in rows} == {"base", "candidate"}
+
+
+def test_a_better_candidate_steps_up_and_is_promoted_and_serves_at_n1(gateway, fake):
+    upstream, _ = fake
+    upstream.config.texts = ["plain answer"]
+    upstream.config.adapter_texts = ["WINNER answer"]
+    rollout = {"steps": [25, 50, 100], "min_requests": 5, "shadow_fraction": 0.0, "check_interval_s": 3600}
+    with gateway(reward=PREFERS_WINNER, rollout=rollout) as gw:
+        register_checkpoint(gw.db_path)
+        admin(gw, "start", checkpoint=CHECKPOINT, canary=25)
+        for i in range(60):
+            ask(gw, f"u{i}")
+        gw.wait_for_rows(60)
+        time.sleep(0.3)  # N=1 replies are scored just after they are sent
+        first = admin(gw, "check").json()
+        assert first["action"] == "advance" and first["numbers"]["lower_bound"] >= -0.05
+        assert admin(gw, "status").json()["rollouts"][0]["share"] == 50
+        for i in range(60, 100):
+            ask(gw, f"u{i}")
+        gw.wait_for_rows(100)
+        time.sleep(0.3)
+        assert admin(gw, "check").json()["action"] == "promote"
+        status = admin(gw, "status").json()["rollouts"][0]
+        assert status["state"] == "promoted" and status["share"] == 100
+        after = ask(gw, "anyone")
+        assert after["arm"] == "promoted" and after["best_of"] == 1  # the default N dropped from 4 to 1
+        gw.wait_for_rows(101)
+        tokens = admin(gw, "status").json()["rollouts"][0]["tokens_per_request"]
+        assert tokens["after"] < tokens["before"]
+        events = list(gw.db()["rollout_events"].rows_where(order_by="id"))
+        assert [e["event"] for e in events] == ["start", "step", "promote"]
+        assert json.loads(events[-1]["details"])["candidate"]["mean"] == 1.0
+        assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "promoted"
+        metrics = httpx.get(gw.url + "/metrics").text
+        assert 'tao_rollout_events_total{event="promote",model="mock"} 1.0' in metrics
+
+
+def test_a_worse_candidate_is_rolled_back_automatically(gateway, fake):
+    upstream, _ = fake
+    upstream.config.texts = ["WINNER answer"]
+    upstream.config.adapter_texts = ["plain answer"]
+    rollout = {"min_requests_rollback": 5, "shadow_fraction": 0.0, "check_interval_s": 0.1}
+    with gateway(reward=PREFERS_WINNER, rollout=rollout) as gw:
+        register_checkpoint(gw.db_path)
+        admin(gw, "start", checkpoint=CHECKPOINT, canary=50)
+        deadline = time.monotonic() + 30
+        i = 0
+        while admin(gw, "status").json()["rollouts"][0]["state"] == "canary":
+            assert time.monotonic() < deadline
+            ask(gw, f"u{i}")
+            i += 1
+        assert all(ask(gw, f"u{k}")["arm"] == "base" for k in range(20))  # the incumbent has it all back
+        [rollback] = list(gw.db()["rollout_events"].rows_where("event = 'rollback'"))
+        details = json.loads(rollback["details"])
+        assert details["upper_bound"] < -details["margin"] and details["candidate"]["mean"] == 0.0
+
+
+def test_a_failed_adapter_load_leaves_the_incumbent_serving(gateway, fake):
+    upstream, _ = fake
+    upstream.config.fail_lora_load = True
+    with gateway() as gw:
+        register_checkpoint(gw.db_path)
+        response = admin(gw, "start", checkpoint=CHECKPOINT, canary=50)
+        assert response.status_code == 502 and response.json()["error"]["code"] == "adapter_load_failed"
+        assert all(ask(gw, f"u{i}")["arm"] == "base" for i in range(20))
+        assert admin(gw, "status").json()["rollouts"][0]["state"] == "failed"
+        assert [e["event"] for e in gw.db()["rollout_events"].rows] == ["failed"]
+        assert admin(gw, "start", checkpoint="nope").status_code == 404
+
+
+def test_rollout_state_survives_a_restart(gateway, fake):
+    upstream, _ = fake
+    with gateway(rollout={"shadow_fraction": 0.0, "check_interval_s": 3600}) as gw:
+        register_checkpoint(gw.db_path)
+        admin(gw, "start", checkpoint=CHECKPOINT, canary=30)
+        before = {f"u{i}": ask(gw, f"u{i}")["arm"] for i in range(40)}
+    upstream.adapters.clear()  # the upstream restarted too: the adapter must be loaded again
+    with gateway(rollout={"shadow_fraction": 0.0, "check_interval_s": 3600}) as gw:
+        assert CHECKPOINT in upstream.adapters
+        assert admin(gw, "status").json()["rollouts"][0]["share"] == 30
+        assert {u: ask(gw, u)["arm"] for u in before} == before
+        assert "candidate" in before.values() and "base" in before.values()
+
+
+def test_shadow_answers_are_logged_not_returned(gateway, fake):
+    upstream, _ = fake
+    with gateway(rollout={"shadow_fraction": 1.0, "check_interval_s": 3600}) as gw:
+        register_checkpoint(gw.db_path)
+        admin(gw, "start", checkpoint=CHECKPOINT, canary=1)
+        tao = ask(gw, "user-on-base", extra_headers={"X-TAO-Arm": "base"})
+        assert tao["arm"] == "base"
+        rows = {r["id"]: r for r in gw.wait_for_rows(2)}
+        shadow = rows[tao["request_id"] + "-shadow"]
+        assert shadow["arm"] == "shadow" and shadow["best_of"] == 1 and shadow["model_version"] == CHECKPOINT
+
+
+def test_admin_routes_and_arm_pinning_need_the_admin_key(gateway):
+    with gateway(auth={"api_keys": ["user-key"], "admin_key": "root"}) as gw:
+        assert httpx.get(gw.url + "/admin/rollout").status_code == 401
+        headers = {"Authorization": "Bearer root"}
+        assert httpx.get(gw.url + "/admin/rollout", headers=headers).status_code == 200
+        user = openai.OpenAI(base_url=gw.url + "/v1", api_key="user-key", max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError):
+            user.chat.completions.create(model="mock", messages=PROMPT, extra_headers={"X-TAO-Arm": "candidate"})
