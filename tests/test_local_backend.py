@@ -94,3 +94,47 @@ def test_a_lora_adapter_loads_with_peft_and_changes_the_output(tmp_path: Path):
                                                     adapter=str(tmp_path / "adapter"))))
     assert version == "smollm2-135m-instruct+adapter"
     assert plain != tuned
+
+
+def test_rollout_serves_a_trained_adapter_beside_the_base_weights(tmp_path: Path):
+    """A few SFT steps make a real adapter; `tao rollout start` loads it next to the base weights."""
+    import subprocess
+    import sys
+    import time
+
+    from distill.dataset import to_dataset
+    from distill.publish import register
+    from distill.train import train_sft
+    from gateway.config import DistillConfig
+
+    rows = [{"prompt": [{"role": "user", "content": f"Name a color ({i})."}],
+             "completion": [{"role": "assistant", "content": "PURPLE PURPLE PURPLE"}]} for i in range(4)]
+    config = DistillConfig(max_steps=4, batch_size=2, learning_rate=5e-3)
+    trained = train_sft(to_dataset(rows), embedded_model_dir(), tmp_path / "adapter", tmp_path, config)
+    settings = Settings(store=StoreConfig(path=tmp_path / "tao.db"))
+    app = create_app(settings)
+    greedy = {"model": "smollm2", "messages": [{"role": "user", "content": "Name a color."}], "temperature": 0,
+              "max_tokens": 8, "extra_body": {"best_of": 1}}
+    with running(app, startup_timeout_s=300) as url:
+        client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
+        base_before = client.chat.completions.create(**greedy).choices[0].message.content
+        import sqlite_utils
+
+        register(sqlite_utils.Database(tmp_path / "tao.db"), {
+            "id": "ckpt-1", "created_at": time.time(), "model": "smollm2", "base_model": "embedded", "method": "sft",
+            "data_since": 0, "data_until": time.time(), "metrics": {}, "path": str(trained.adapter_dir),
+            "status": "candidate"})
+        started = subprocess.run([sys.executable, "-m", "gateway", "rollout", "start", "ckpt-1", "--model", "smollm2",
+                                  "--canary", "10", "--url", url], capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "canary" in started.stdout and "ckpt-1" in started.stdout
+
+        candidate = client.chat.completions.create(**greedy, extra_headers={"X-TAO-Arm": "candidate"})
+        base_after = client.chat.completions.create(**greedy, extra_headers={"X-TAO-Arm": "base"})
+        assert candidate.model_extra["tao"]["arm"] == "candidate"
+        assert candidate.model_extra["tao"]["model_version"] == "ckpt-1"
+        assert base_after.choices[0].message.content == base_before  # the base weights are untouched
+        assert candidate.choices[0].message.content != base_before  # the adapter is really applied
+        status = subprocess.run([sys.executable, "-m", "gateway", "rollout", "status", "--url", url],
+                                capture_output=True, text=True, timeout=60)
+        assert "ckpt-1" in status.stdout and "10%" in status.stdout
