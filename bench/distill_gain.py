@@ -24,7 +24,7 @@ from distill.workload import send_workload
 from gateway.app import create_app
 from gateway.cli import _print_outcome
 from gateway.config import DistillConfig, Settings, StoreConfig, default_models
-from tests.servers import running
+from gateway.serving import serve_in_thread as running
 
 
 def main() -> None:

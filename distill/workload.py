@@ -18,7 +18,7 @@ class WorkloadResult:
     error: str | None = None
 
 
-async def _send(base_url: str, api_key: str, model: str, prompts: list[str], best_of: int, concurrency: int,
+async def _send(base_url: str, api_key: str, model: str, prompts: list[str], best_of: int | None, concurrency: int,
                 max_tokens: int | None, desc: str, user: str | None) -> list[WorkloadResult]:
     client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600)
     gate = asyncio.Semaphore(concurrency)
@@ -28,9 +28,11 @@ async def _send(base_url: str, api_key: str, model: str, prompts: list[str], bes
         async with gate:
             try:
                 extra = {"max_tokens": max_tokens} if max_tokens else {}
+                if best_of is not None:
+                    extra["extra_body"] = {"best_of": best_of}
                 reply = await client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": prompt}], extra_body={"best_of": best_of},
-                    user=user or f"workload-{i}", **extra)
+                    model=model, messages=[{"role": "user", "content": prompt}], user=f"{user or 'workload'}-{i}",
+                    **extra)
                 return WorkloadResult(prompt, reply.model_extra["tao"]["request_id"], reply.choices[0].message.content)
             except Exception as exc:  # noqa: BLE001 - recorded per prompt; the workload goes on
                 return WorkloadResult(prompt, None, None, f"{type(exc).__name__}: {exc}")
@@ -44,8 +46,9 @@ async def _send(base_url: str, api_key: str, model: str, prompts: list[str], bes
         await client.close()
 
 
-def send_workload(base_url: str, model: str, prompts: list[str], *, best_of: int, concurrency: int = 4,
+def send_workload(base_url: str, model: str, prompts: list[str], *, best_of: int | None, concurrency: int = 4,
                   max_tokens: int | None = None, api_key: str = "tao", desc: str = "workload",
                   user: str | None = None) -> list[WorkloadResult]:
-    """Every prompt once at `best_of`; failures are returned, not raised."""
+    """Every prompt once, at `best_of` (None: the gateway's default for the user's arm), as user
+    `<user>-<index>`; failures are returned, not raised."""
     return asyncio.run(_send(base_url, api_key, model, prompts, best_of, concurrency, max_tokens, desc, user))

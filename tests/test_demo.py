@@ -1,0 +1,54 @@
+"""`tao demo` end to end on the real model (small), and its report checked against the log."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from statistics import mean
+
+import pytest
+import sqlite_utils
+
+pytestmark = pytest.mark.slow
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    run = subprocess.run([sys.executable, "-m", "gateway", "demo", "--prompts", "16", "--best-of", "4", "--max-steps",
+                          "3", "--max-tokens", "24", "--rounds", "2", "--gate-margin", "-1", "--seed", "5",
+                          "--out", str(out)], capture_output=True, text=True, timeout=1200, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "share of the best-of-4 gain recovered" in run.stdout
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["seed"] == 5 and report["meta"]["prompts"] == 16 and report["meta"]["best_of"] == 4
+    db = sqlite_utils.Database(out / "tao.db")
+    [checkpoint] = db["checkpoints"].rows
+    assert report["checkpoint"]["id"] == checkpoint["id"]
+
+    # Recompute every figure straight from the SQLite log.
+    heldout = {json.dumps(json.loads(m)) for (m,) in db.execute(
+        "SELECT DISTINCT messages FROM requests WHERE arm != 'base'").fetchall()}
+    assert len(heldout) == report["heldout_prompts"] > 0
+    logged = [row for row in db.execute(
+        "SELECT r.messages, c.idx, c.score, c.won, r.completion_tokens FROM requests r JOIN candidates c "
+        "ON c.request_id = r.id WHERE r.arm = 'base' AND r.best_of = 4 AND r.created_at < ?",
+        [checkpoint["data_until"]]).fetchall() if json.dumps(json.loads(row[0])) in heldout]
+    assert report["rewards"]["base_n1"] == pytest.approx([r[2] for r in logged if r[1] == 0])
+    assert report["means"]["base_best_of_n"] == pytest.approx(mean(r[2] for r in logged if r[3]))
+    served = db.execute("SELECT c.score, r.completion_tokens FROM requests r JOIN candidates c ON c.request_id = r.id "
+                        "AND c.won = 1 WHERE r.arm IN ('candidate', 'shadow', 'promoted') AND r.status = 'ok'").fetchall()
+    assert report["means"]["distilled_n1"] == pytest.approx(mean(s for s, _ in served))
+    assert report["tokens_per_answer"]["distilled_n1"] == pytest.approx(mean(t for _, t in served))
+    events = db.execute("SELECT event, share FROM rollout_events ORDER BY id").fetchall()
+    assert [(e["event"], e["share"]) for e in report["rollout_events"]] == [tuple(e) for e in events]
+    assert events[0] == ("start", 50.0)
+
+    for name in ("rewards.png", "tokens.png", "rollout.png"):
+        assert (out / name).read_bytes().startswith(PNG)
+    page = (out / "report.html").read_text()
+    assert "seed 5" in page and f"{report['means']['base_n1']:.4f}" in page
+    assert all(f'src="{name}"' in page for name in ("rewards.png", "tokens.png", "rollout.png"))

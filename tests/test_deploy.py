@@ -1,0 +1,76 @@
+"""deploy/ cannot run here (no Docker engine, no GPU): check what can be checked without one."""
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from gateway.config import load_settings
+from gateway.metrics import Metrics
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def exported_series() -> set[str]:
+    """Every series name our /metrics can expose (histogram parts and counter _total included)."""
+    names = set()
+    for family in Metrics().registry.collect():
+        names.add(family.name)
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+        names.update(family.name + s for s in suffixes.get(family.type, [""]))
+    return names
+
+
+def test_compose_file_is_consistent():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"gateway", "vllm", "prometheus", "grafana", "distill"} <= set(services)
+    assert "--enable-lora" in services["vllm"]["command"]
+    assert services["vllm"]["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    declared = set(compose.get("volumes", {}))
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, (name, dependency)
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists() or source == "./models", (name, source)
+            else:
+                assert source in declared, (name, source)
+    assert (DEPLOY / services["gateway"]["build"]["dockerfile"].removeprefix("deploy/")).is_file()
+
+
+def test_the_deploy_config_is_a_valid_tao_config():
+    settings = load_settings(DEPLOY / "tao.yaml")
+    [model] = settings.models
+    assert model.api_base == "http://vllm:8000/v1" and model.model.startswith("hosted_vllm/")
+    assert settings.distill.base_model and settings.store.path == Path("/data/tao.db")
+
+
+def test_prometheus_scrapes_the_gateway():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["gateway:8000"]
+
+
+def test_dashboard_queries_name_metrics_we_export():
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "tao-gateway.json").read_text())
+    exported = exported_series()
+    assert all(METRIC_NAME.match(name) for name in exported)
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= {token for token in re.findall(r"\b(tao_[a-z_]+)\b", target["expr"])}
+    assert used and used <= exported, used - exported
+    for family in Metrics().registry.collect():  # every family we export is on the dashboard
+        assert any(name.startswith(family.name) for name in used), family.name
+
+
+def test_kubernetes_cronjob_runs_distill():
+    job = yaml.safe_load((DEPLOY / "k8s" / "distill-cronjob.yaml").read_text())
+    assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "distill"
