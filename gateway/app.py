@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -32,6 +33,7 @@ from gateway.protocol import (
     CompletionRequest,
     CompletionResponse,
     ModelCard,
+    FeedbackRequest,
     ModelList,
     RolloutStart,
     TaoInfo,
@@ -62,7 +64,7 @@ def _validation_error(exc: ValidationError | RequestValidationError) -> APIError
                     param=param, code="invalid_value")
 
 
-async def _parse(request: Request, model_cls: type[ChatCompletionRequest | CompletionRequest]):
+async def _parse(request: Request, model_cls: type[BaseModel]) -> Any:
     raw = await request.body()
     try:
         data = orjson.loads(raw)
@@ -286,6 +288,28 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/completions", dependencies=[Depends(require_api_key)])
     async def completions(request: Request) -> Response:
         return await serve(request, "completion")
+
+    @app.post("/v1/feedback", dependencies=[Depends(require_api_key)])
+    async def feedback(request: Request) -> Response:
+        body = await _parse(request, FeedbackRequest)
+        logged = await asyncio.to_thread(store.candidates_of, body.request_id)
+        if logged is None:
+            raise APIError(404, f"no logged request {body.request_id!r}", type="not_found_error",
+                           param="request_id", code="request_not_found")
+        count, winner = logged
+        for param in ("preferred", "chosen", "rejected"):
+            index = getattr(body, param)
+            if index is not None and index >= count:
+                raise APIError(400, f"{param} {index} is out of range: request {body.request_id} has {count} "
+                               "candidates", param=param, code="invalid_candidate_index")
+        token = bearer(request)
+        user = body.user or (f"key:{hashlib.sha256(token.encode()).hexdigest()[:12]}" if token else "anonymous")
+        row = {"request_id": body.request_id, "user": user, "created_at": time.time(), "kind": body.kind,
+               "candidate_index": body.preferred if body.kind == "preference" else
+               winner if body.kind == "rating" else body.chosen,
+               "rejected_index": body.rejected, "rating": body.rating, "comment": body.comment}
+        await asyncio.to_thread(store.record_feedback, row)
+        return _json({"object": "feedback", **row})
 
     @app.get("/v1/models", dependencies=[Depends(require_api_key)])
     async def list_models() -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_N = 128
 
@@ -162,6 +162,36 @@ class RolloutStart(BaseModel):
     checkpoint: str = Field(description="A registered checkpoint id (see the checkpoints table).")
     canary: float | None = Field(None, gt=0, le=100, description="Initial candidate share in percent.")
     best_of: int | None = Field(None, ge=1, description="N the candidate arm serves at (default 1).")
+
+
+class FeedbackRequest(BaseModel):
+    """Body of POST /v1/feedback: a person's verdict on a logged reply. Give exactly one of
+    `preferred` (the best candidate's index), `rating` (of the served answer, 0 = bad .. 1 = good),
+    or `chosen` with `rejected` (a pairwise verdict between two candidates)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    user: str | None = Field(None, description="Whose verdict; default: the caller's API key (hashed).")
+    preferred: int | None = Field(None, ge=0)
+    rating: float | None = Field(None, ge=0, le=1)
+    chosen: int | None = Field(None, ge=0)
+    rejected: int | None = Field(None, ge=0)
+    comment: str | None = None
+
+    @model_validator(mode="after")
+    def _one_verdict(self) -> FeedbackRequest:
+        given = [self.preferred is not None, self.rating is not None,
+                 self.chosen is not None or self.rejected is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of: preferred, rating, or chosen with rejected")
+        if given[2] and (self.chosen is None or self.rejected is None or self.chosen == self.rejected):
+            raise ValueError("a pairwise verdict needs two different indexes: chosen and rejected")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "preference" if self.preferred is not None else "rating" if self.rating is not None else "pairwise"
 
 
 class ErrorBody(BaseModel):

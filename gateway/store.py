@@ -63,14 +63,14 @@ CANDIDATES_COLUMNS: dict[str, type] = {
     "returned_rank": int,  # position among the choices returned to the client, else null
 }
 FEEDBACK_COLUMNS: dict[str, type] = {
-    "id": int,
     "request_id": str,
+    "user": str,  # with request_id, the key: feedback is idempotent per (request, user)
     "created_at": float,
-    "user": str,
-    "kind": str,
-    "candidate_index": int,
-    "rating": float,
-    "payload": str,
+    "kind": str,  # preference | rating | pairwise
+    "candidate_index": int,  # preference: the preferred candidate; rating: the served one; pairwise: chosen
+    "rejected_index": int,  # pairwise only
+    "rating": float,  # rating only, in [0, 1]
+    "comment": str,
 }
 CHECKPOINTS_COLUMNS: dict[str, type] = {
     "id": str,
@@ -122,7 +122,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
         CANDIDATES_COLUMNS, pk=("request_id", "idx"), foreign_keys=[("request_id", "requests", "id")],
         if_not_exists=True,
     )
-    db["feedback"].create(FEEDBACK_COLUMNS, pk="id", if_not_exists=True)
+    db["feedback"].create(FEEDBACK_COLUMNS, pk=("request_id", "user"), if_not_exists=True)
     db["checkpoints"].create(CHECKPOINTS_COLUMNS, pk="id", if_not_exists=True)
     db["rollout_events"].create(ROLLOUT_EVENTS_COLUMNS, pk="id", if_not_exists=True)
     db["rollouts"].create(ROLLOUTS_COLUMNS, pk="model", if_not_exists=True)
@@ -202,6 +202,7 @@ class Store:
         self._on_written = on_written or (lambda count: None)
         self._on_write_error = on_write_error or (lambda: None)
         self._queue: queue.Queue[Any] = queue.Queue()
+        self._pending: dict[str, tuple[int, int | None]] = {}  # queued, not yet written
         self._thread: threading.Thread | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         ensure_schema(open_database(self.path))
@@ -215,7 +216,28 @@ class Store:
         self._thread.start()
 
     def log(self, record: RequestLog) -> None:
+        self._pending[record.request["id"]] = (len(record.candidates), record.request.get("winner_index"))
         self._queue.put(record)
+
+    def candidates_of(self, request_id: str) -> tuple[int, int | None] | None:
+        """(candidate count, winner index) of a logged request, queued or written; None if unknown."""
+        if request_id in self._pending:
+            return self._pending[request_id]
+        db = self.connect()
+        try:
+            row = db.execute("SELECT (SELECT COUNT(*) FROM candidates WHERE request_id = r.id), r.winner_index "
+                             "FROM requests r WHERE r.id = ?", [request_id]).fetchone()
+        finally:
+            db.close()
+        return (row[0], row[1]) if row else None
+
+    def record_feedback(self, row: dict[str, Any]) -> None:
+        """Upsert one verdict (keyed by request and user). Rare and small: written directly."""
+        db = self.connect()
+        try:
+            db["feedback"].insert(row, replace=True)
+        finally:
+            db.close()
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -250,7 +272,10 @@ class Store:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch and not self._write_with_retries(db, batch, final=stopping) and not stopping:
+            if batch and self._write_with_retries(db, batch, final=stopping):
+                for record in batch:
+                    self._pending.pop(record.request["id"], None)
+            elif batch and not stopping:
                 # Keep the batch and retry it with the next one (at shutdown it was spilled instead).
                 for record in batch:
                     self._queue.put(record)

@@ -53,4 +53,25 @@ def _ensemble(config: RewardConfig) -> Scorer:
     return EnsembleScorer([(member.weight, build_scorer(member)) for member in config.members])
 
 
+@register_scorer("hf")
+def _hf(config: RewardConfig) -> Scorer:
+    from gateway.rewards.hf import HFRewardModel
+
+    return HFRewardModel(**config.options())
+
+
+@register_scorer("judge")
+def _judge(config: RewardConfig) -> Scorer:
+    from gateway.rewards.judge import JudgeScorer
+
+    return JudgeScorer(**config.options())
+
+
+@register_scorer("vllm")
+def _vllm(config: RewardConfig) -> Scorer:
+    from gateway.rewards.vllm_scorer import VLLMRewardScorer
+
+    return VLLMRewardScorer(**config.options())
+
+
 __all__ = ["FunctionScorer", "Scorer", "ScorerOutputError", "build_scorer", "register_scorer", "scorer_kinds"]

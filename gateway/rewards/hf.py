@@ -1,0 +1,60 @@
+"""A transformers sequence-classification reward model (Skywork-Reward-V2 style: the chat template
+applied to prompt + candidate, score = the single logit), from a local directory.
+
+Loaded once at startup; all N candidates are scored in one batched forward pass on one worker
+thread (off the event loop), on the GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gateway.rewards.base import validated
+
+
+class HFRewardModel:
+    def __init__(self, path: str, max_length: int = 2048, batch_size: int = 16) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not Path(path).is_dir():
+            raise ValueError(f"hf scorer: {path} is not a model directory (no hub access: give a local path)")
+        self.name = f"hf:{Path(path).name}"
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id  # where the last real token is
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-reward")
+
+    def _text(self, prompt: str, candidate: str) -> str:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": candidate}], tokenize=False)
+        return f"{prompt}\n\n{candidate}"
+
+    def score_blocking(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        import torch
+
+        scores: list[float] = []
+        texts = [self._text(prompt, c) for c in candidates]
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                   truncation=True, max_length=self.max_length, add_special_tokens=False)
+            with torch.inference_mode():
+                logits = self.model(**batch.to(self.device)).logits
+            scores.extend(float(x) for x in logits[:, 0].float().cpu())
+        return scores
+
+    async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self.score_blocking, prompt, list(candidates))
+        return validated(result, len(candidates), self.name)

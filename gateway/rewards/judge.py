@@ -1,0 +1,97 @@
+"""An LLM judge through LiteLLM. Listwise by default: ONE call sees the instruction once and every
+distinct candidate, tagged [1]..[k], and returns JSON `{"scores": [...]}` with a score in [0, 1]
+per candidate; identical candidates are sent once. `mode: pointwise` asks once per distinct
+candidate instead (`{"score": x}`), for judges that compare poorly. Malformed output is retried
+once; a second failure raises, which degrades the reply (flagged, never a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from gateway.rewards.base import ScorerOutputError
+
+RUBRIC = (
+    "You are a strict grader. Judge how well each response follows the user's instruction: every stated "
+    "constraint (length, format, words to use or avoid, case, structure), correctness, and clarity. "
+    "Score each response from 0 (fails the instruction) to 1 (follows it perfectly)."
+)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    match = re.search(r"\{.*\}", text or "", flags=re.DOTALL)
+    if not match:
+        raise ScorerOutputError(f"judge returned no JSON object: {text!r:.200}")
+    try:
+        return json.loads(match.group(0))
+    except json.JSONDecodeError as exc:
+        raise ScorerOutputError(f"judge returned invalid JSON: {exc}") from exc
+
+
+def _unit(value: Any) -> float:
+    score = float(value)
+    if not 0.0 <= score <= 1.0:
+        raise ScorerOutputError(f"judge score {score} is outside [0, 1]")
+    return score
+
+
+class JudgeScorer:
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None,
+                 mode: Literal["listwise", "pointwise"] = "listwise", temperature: float = 0.0,
+                 timeout_s: float = 60.0, max_chars: int = 4000) -> None:
+        if mode not in ("listwise", "pointwise"):
+            raise ValueError(f"judge mode must be listwise or pointwise, got {mode!r}")
+        self.name = f"judge:{model}"
+        self.model, self.api_base, self.api_key = model, api_base, api_key
+        self.mode, self.temperature, self.timeout_s, self.max_chars = mode, temperature, timeout_s, max_chars
+        self.calls = 0
+
+    async def _ask(self, user: str) -> str:
+        import litellm
+
+        self.calls += 1
+        kwargs: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "timeout": self.timeout_s,
+                                  "messages": [{"role": "system", "content": RUBRIC}, {"role": "user", "content": user}]}
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.api_key:
+            kwargs["api_key"] = self.api_key
+        response = await litellm.acompletion(**kwargs)
+        return response.choices[0].message.content or ""
+
+    async def _with_retry(self, user: str, parse) -> Any:
+        try:
+            return parse(await self._ask(user))
+        except (ScorerOutputError, KeyError, TypeError, ValueError):
+            return parse(await self._ask(user + "\n\nReply with the JSON object only."))
+
+    async def _listwise(self, prompt: str, distinct: list[str]) -> list[float]:
+        tagged = "\n\n".join(f"[{i + 1}]\n{text[:self.max_chars]}" for i, text in enumerate(distinct))
+        user = (f"Instruction:\n{prompt}\n\nResponses:\n{tagged}\n\nReturn a JSON object "
+                f'{{"scores": [...]}} with exactly {len(distinct)} numbers in [0, 1], one per response, in order.')
+
+        def parse(text: str) -> list[float]:
+            scores = _json_object(text)["scores"]
+            if not isinstance(scores, list) or len(scores) != len(distinct):
+                raise ScorerOutputError(f"judge gave {scores!r:.100} for {len(distinct)} responses")
+            return [_unit(s) for s in scores]
+
+        return await self._with_retry(user, parse)
+
+    async def _pointwise(self, prompt: str, distinct: list[str]) -> list[float]:
+        async def one(text: str) -> float:
+            user = (f"Instruction:\n{prompt}\n\nResponse:\n{text[:self.max_chars]}\n\n"
+                    'Return a JSON object {"score": <number in [0, 1]>}.')
+            return await self._with_retry(user, lambda reply: _unit(_json_object(reply)["score"]))
+
+        return list(await asyncio.gather(*(one(text) for text in distinct)))
+
+    async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        distinct = list(dict.fromkeys(candidates))  # identical candidates are judged once
+        judged = await (self._listwise if self.mode == "listwise" else self._pointwise)(prompt, distinct)
+        by_text = dict(zip(distinct, judged))
+        return [by_text[c] for c in candidates]
