@@ -132,37 +132,64 @@ class Engine:
         return req.model_version or self.backends[req.model.name].model_version
 
     # ---- non-streaming, and streaming at best_of > 1 -----------------------------------------
-    async def complete(self, req: ServeRequest) -> Outcome:
-        backend = self.backends[req.model.name]
-        upstream_started = time.perf_counter()
+    async def _generate(self, req: ServeRequest, n: int) -> tuple[Generation, float]:
+        """n candidates and the milliseconds they took; upstream failures become API errors (logged)."""
+        started = time.perf_counter()
         try:
-            generation = await backend.generate(self.generation_request(req, req.best_of))
+            generation = await self.backends[req.model.name].generate(self.generation_request(req, n))
         except UpstreamError as exc:
             self.metrics.upstream_failures.labels(req.model.name).inc()
             self.record_failure(req, exc.status, str(exc), model_version=self.version(req))
             raise APIError(exc.status, str(exc), type="upstream_error" if exc.status != 400 else
                            "invalid_request_error", code="upstream_timeout" if exc.status == 504 else
                            "upstream_error") from exc
-        upstream_ms = (time.perf_counter() - upstream_started) * 1000
         if generation.failures:
             self.metrics.upstream_failures.labels(req.model.name).inc(len(generation.failures))
             log.warning("request %s: %d of %d candidates failed upstream; serving the best of the rest",
-                        req.request_id, len(generation.failures), req.best_of)
+                        req.request_id, len(generation.failures), n)
+        return generation, (time.perf_counter() - started) * 1000
 
+    async def _score(self, req: ServeRequest, texts: list[str]) -> tuple[list[float | None], str | None, float]:
+        """(scores, degraded reason, milliseconds); a failing scorer yields Nones and a reason."""
+        started = time.perf_counter()
+        try:
+            scores = list(await asyncio.wait_for(self.scorer.score(req.body.prompt_text(), texts),
+                                                 self.reward.timeout_s))
+            return scores, None, (time.perf_counter() - started) * 1000
+        except TimeoutError:
+            reason = f"scorer timed out after {self.reward.timeout_s:g} s"
+        except Exception as exc:  # noqa: BLE001 - any scorer failure degrades, never fails
+            reason = f"scorer failed: {type(exc).__name__}: {exc}"
+        return [None] * len(texts), reason, (time.perf_counter() - started) * 1000
+
+    async def complete(self, req: ServeRequest) -> Outcome:
+        adaptive = req.model.adaptive
+        first = req.best_of
+        if adaptive is not None and req.n <= adaptive.first < req.best_of:
+            first = adaptive.first
+        generation, upstream_ms = await self._generate(req, first)
         texts = [c.text for c in generation.candidates]
         scores: list[float | None] = [None] * len(texts)
         degraded_reason: str | None = None
         scoring_ms = 0.0
         if len(texts) > 1:
-            scoring_started = time.perf_counter()
+            scores, degraded_reason, scoring_ms = await self._score(req, texts)
+        if first < req.best_of and degraded_reason is None and adaptive.uncertain(scores):
+            # The first batch disagrees: spend the rest of the budget on this prompt.
             try:
-                scores = list(await asyncio.wait_for(
-                    self.scorer.score(req.body.prompt_text(), texts), self.reward.timeout_s))
-            except TimeoutError:
-                degraded_reason = f"scorer timed out after {self.reward.timeout_s:g} s"
-            except Exception as exc:  # noqa: BLE001 - any scorer failure degrades, never fails
-                degraded_reason = f"scorer failed: {type(exc).__name__}: {exc}"
-            scoring_ms = (time.perf_counter() - scoring_started) * 1000
+                more, more_ms = await self._generate(req, req.best_of - first)
+            except APIError as exc:
+                more, more_ms = Generation(candidates=[], prompt_tokens=0, upstream_calls=0,
+                                           failures=[exc.message]), 0.0
+            more_scores, degraded_reason, more_scoring_ms = await self._score(req, [c.text for c in more.candidates])
+            generation = Generation(candidates=generation.candidates + more.candidates,
+                                    prompt_tokens=generation.prompt_tokens,
+                                    upstream_calls=generation.upstream_calls + more.upstream_calls,
+                                    failures=generation.failures + more.failures)
+            texts = [c.text for c in generation.candidates]
+            scores = scores + more_scores if degraded_reason is None else [None] * len(texts)
+            upstream_ms += more_ms
+            scoring_ms += more_scoring_ms
 
         if degraded_reason is None and scores[0] is not None:
             ranking = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
@@ -297,6 +324,7 @@ class Engine:
         completion_tokens = sum(c.completion_tokens for c in generation.candidates)
         row = self._request_row(req, tao.model_version, status, http_status, error)
         row.update(
+            n_generated=len(generation.candidates),
             winner_index=tao.winner, latency_ms=latency_s * 1000, upstream_ms=upstream_ms,
             scoring_ms=scoring_ms, prompt_tokens=generation.prompt_tokens,
             completion_tokens=completion_tokens, upstream_calls=generation.upstream_calls,
@@ -335,7 +363,7 @@ class Engine:
             "id": req.request_id, "created_at": req.created, "model": req.model.name, "arm": req.arm,
             "model_version": model_version, "endpoint": req.endpoint, "messages": messages,
             "prompt": body.prompt_text(), "params": orjson.dumps(params).decode(), "best_of": req.best_of,
-            "n": req.n, "winner_index": None, "latency_ms": None, "upstream_ms": None, "scoring_ms": None,
+            "n": req.n, "n_generated": None, "winner_index": None, "latency_ms": None, "upstream_ms": None, "scoring_ms": None,
             "prompt_tokens": None, "completion_tokens": None, "upstream_calls": None,
             "stream": int(body.stream), "user": body.user, "status": status, "http_status": http_status,
             "error": error,

@@ -21,6 +21,24 @@ from pydantic_settings import (
 EMBEDDED_MODEL = "embedded:smollm2"
 
 
+class AdaptiveConfig(BaseModel):
+    """Adaptive N: sample `first` candidates; draw the rest of best_of only when they disagree."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first: int = Field(2, ge=1, description="Candidates in the first batch.")
+    spread: float = Field(0.1, ge=0, description="Draw more only when max - min of the first scores exceeds this.")
+    good_enough: float | None = Field(None, description="... and the best first score is below this.")
+
+    def uncertain(self, scores: list[float | None]) -> bool:
+        known = [s for s in scores if s is not None]
+        if len(known) < 2:
+            return True
+        if self.good_enough is not None and max(known) >= self.good_enough:
+            return False
+        return max(known) - min(known) > self.spread
+
+
 class ModelConfig(BaseModel):
     """One public model name and how to generate for it."""
 
@@ -49,6 +67,8 @@ class ModelConfig(BaseModel):
         "HTTP session (openai/ and hosted_vllm/ models only); `litellm` always calls LiteLLM; `auto` "
         "picks direct where it applies.",
     )
+    adaptive: AdaptiveConfig | None = Field(
+        None, description="Adaptive N (off by default): spend candidates only where the scores disagree.")
     n_strategy: Literal["auto", "native", "fanout"] = Field(
         "auto",
         description="auto: ask for all N in one call, fan out the rest if the provider returns fewer; "

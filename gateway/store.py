@@ -36,8 +36,9 @@ REQUESTS_COLUMNS: dict[str, type] = {
     "messages": str,  # JSON: chat messages, or the completion prompt as a string
     "prompt": str,  # the text scorers read (system + last user turn)
     "params": str,  # JSON: sampling and passthrough fields as sent upstream
-    "best_of": int,
+    "best_of": int,  # N asked for
     "n": int,
+    "n_generated": int,  # candidates actually generated (fewer under adaptive N or partial failure)
     "winner_index": int,
     "latency_ms": float,
     "upstream_ms": float,

@@ -234,3 +234,19 @@ def test_models_and_health(gateway):
         [card] = gw.client.models.list().data
         assert card.id == "mock" and card.model_extra["best_of"] == 2 and card.model_extra["max_best_of"] == 8
         assert httpx.get(gw.url + "/healthz").json()["status"] == "ok"
+
+
+def test_adaptive_n_draws_more_only_when_the_first_scores_disagree(gateway, fake):
+    upstream, _ = fake
+    adaptive = {"first": 2, "spread": 0.5}
+    with gateway(reward=PICK_LONGEST, adaptive=adaptive) as gw:
+        upstream.config.texts = ["same", "same"]
+        agreed = gw.client.chat.completions.create(model="mock", messages=PROMPT, extra_body={"best_of": 6})
+        assert len(agreed.model_extra["tao"]["scores"]) == 2 and upstream.calls == 1
+        upstream.config.texts = ["a", "aaaaaaaa", "aaa", "aa", "aaaaaaaaaaaa", "b"]
+        disputed = gw.client.chat.completions.create(model="mock", messages=PROMPT, extra_body={"best_of": 6})
+        tao = disputed.model_extra["tao"]
+        assert len(tao["scores"]) == 6 and upstream.calls == 3  # the first 2, then the other 4 in one call
+        assert disputed.choices[0].message.content == "aaaaaaaaaaaa" and tao["best_of"] == 6
+        rows = gw.wait_for_rows(2)
+        assert [(r["best_of"], r["n_generated"], r["upstream_calls"]) for r in rows] == [(6, 2, 1), (6, 6, 2)]
