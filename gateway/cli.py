@@ -193,6 +193,30 @@ def _demo(args: argparse.Namespace) -> int:
                                 rounds=args.rounds, gate_margin=args.gate_margin))
 
 
+def _reward_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from distill.job import base_weights
+    from distill.reward_model import RewardTrainOptions, TooFewPairs, train_reward_model
+    from gateway.config import load_settings
+
+    settings = load_settings(args.config)
+    base = Path(args.base_model) if args.base_model else base_weights(settings)[1]
+    options = RewardTrainOptions(base_model=base, out_dir=Path(args.out), from_logs=args.from_logs,
+                                 model=settings.distill.model, min_gap=args.min_gap, max_steps=args.max_steps,
+                                 min_pairs=args.min_pairs)
+    try:
+        row = train_reward_model(settings.store.path, options)
+    except TooFewPairs as exc:
+        print(exc)
+        return 2
+    metrics = row["metrics"]
+    print(f"held-out pairwise accuracy {metrics['heldout_pairwise_accuracy']:.1%} on {metrics['heldout_pairs']} pairs "
+          f"({metrics['train_pairs']} trained on); registered {row['id']}")
+    print(f"use it with:  reward: {{kind: hf, path: {row['path']}}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tao",
@@ -264,6 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=3, help="times the held-out prompts are sent in the rollout")
     demo.add_argument("--gate-margin", type=float, default=0.0, help="publish only if N=1 reward improves by more")
     demo.set_defaults(run=_demo)
+
+    reward = sub.add_parser("reward", help="reward models")
+    reward_sub = reward.add_subparsers(dest="reward_command", required=True)
+    reward_train = reward_sub.add_parser(
+        "train", help="train a reward model from feedback",
+        description="Build preference pairs from POST /v1/feedback verdicts (and with --from-logs, from confident "
+        "score gaps in the logs), train a Bradley-Terry reward model with TRL's RewardTrainer (LoRA on a small "
+        "base, CPU-capable), report held-out pairwise accuracy, and register it; then use it with "
+        "`reward: {kind: hf, path: ...}`. Exit code 2 when there are too few pairs.")
+    reward_train.add_argument("--config")
+    reward_train.add_argument("--base-model", help="weights directory (default: the distill model's weights)")
+    reward_train.add_argument("--from-logs", action="store_true", help="add best-vs-worst pairs from the logs")
+    reward_train.add_argument("--min-gap", type=float, default=0.3, help="score gap for --from-logs pairs")
+    reward_train.add_argument("--min-pairs", type=int, default=16)
+    reward_train.add_argument("--max-steps", type=int, default=60)
+    reward_train.add_argument("--out", default="reward_models", help="where trained reward models are written")
+    reward_train.set_defaults(run=_reward_train)
 
     logs = sub.add_parser("logs", help="work with the request log")
     logs_sub = logs.add_subparsers(dest="logs_command", required=True)
