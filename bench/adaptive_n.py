@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--db", required=True, help="a tao.db with best-of-N traffic (e.g. from tao demo)")
     parser.add_argument("--first", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--spread", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--good-enough", type=float, nargs="*", default=[0.9, 0.95],
+                        help="also: spread 0 with these good_enough cut-offs (stop once an answer is good enough)")
     args = parser.parse_args()
     requests = load(sqlite_utils.Database(args.db))
     if not requests:
@@ -78,6 +80,9 @@ def main() -> None:
         for spread in args.spread:
             rule = AdaptiveConfig(first=first, spread=spread)
             row(f"adaptive first={first} spread>{spread:g}", *replay(requests, rule))
+        for good in args.good_enough:
+            rule = AdaptiveConfig(first=first, spread=0.0, good_enough=good)
+            row(f"adaptive first={first} until>={good:g}", *replay(requests, rule))
 
 
 if __name__ == "__main__":
