@@ -35,12 +35,12 @@ MODEL = "smollm2"
 
 @dataclass
 class DemoOptions:
-    prompts: int = 96
+    prompts: int = 80
     best_of: int = 8
     method: str = "dpo"
     seed: int = 0
     out: Path = Path("tao-demo")
-    max_steps: int = 60
+    max_steps: int = 40
     max_tokens: int = 48
     rounds: int = 3
     concurrency: int = 2

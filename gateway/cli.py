@@ -278,12 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         "distill the log, roll the checkpoint out at N=1 on the held-out prompts and let the policy decide, "
         "then write a report (table, report.html, report.json, PNG plots) computed from the SQLite log. "
         "Offline, on this CPU: about 12 minutes with the defaults on 2 cores.")
-    demo.add_argument("--prompts", type=int, default=96, help="prompts in the best-of-N traffic (default 96)")
+    demo.add_argument("--prompts", type=int, default=80, help="prompts in the best-of-N traffic (default 80)")
     demo.add_argument("--best-of", type=int, default=8, help="N of the traffic (default 8)")
     demo.add_argument("--method", choices=["dpo", "grpo", "sft"], default="dpo")
     demo.add_argument("--seed", type=int, default=0, help="prompt generator and training seed")
     demo.add_argument("--out", default="tao-demo", help="directory for the log, checkpoints and report")
-    demo.add_argument("--max-steps", type=int, default=60, help="training steps")
+    demo.add_argument("--max-steps", type=int, default=40, help="training steps")
     demo.add_argument("--max-tokens", type=int, default=48, help="tokens per generated answer")
     demo.add_argument("--rounds", type=int, default=3, help="times the held-out prompts are sent in the rollout")
     demo.add_argument("--gate-margin", type=float, default=0.0, help="publish only if N=1 reward improves by more")

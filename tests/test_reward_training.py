@@ -59,6 +59,7 @@ def test_reward_model_from_feedback_beats_chance_on_held_out_pairs(tmp_path: Pat
     [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
     metrics = json.loads(row["metrics"])
     assert row["method"] == "reward" and metrics["heldout_pairs"] >= 10
+    print(f"held-out pairwise accuracy {metrics['heldout_pairwise_accuracy']:.1%} on {metrics['heldout_pairs']} pairs")
     assert metrics["heldout_pairwise_accuracy"] >= 0.8, metrics  # chance is 0.5
     assert f"path: {row['path']}" in run.stdout
 
