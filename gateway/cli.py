@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the embedded SmolLM2, send generated instruction-following prompts at best-of-N, "
         "distill the log, roll the checkpoint out at N=1 on the held-out prompts and let the policy decide, "
         "then write a report (table, report.html, report.json, PNG plots) computed from the SQLite log. "
-        "Offline, on this CPU: about 12 minutes with the defaults on 2 cores.")
+        "Offline, on this CPU: about 13 minutes with the defaults on 2 cores.")
     demo.add_argument("--prompts", type=int, default=80, help="prompts in the best-of-N traffic (default 80)")
     demo.add_argument("--best-of", type=int, default=8, help="N of the traffic (default 8)")
     demo.add_argument("--method", choices=["dpo", "grpo", "sft"], default="dpo")

@@ -12,7 +12,8 @@ began: candidate reward c (candidate + shadow replies) and incumbent best-of-N r
 means, variances and counts. With d = mean(c) − mean(b) and se = sqrt(var(c)/n_c + var(b)/n_b):
 - roll back at once when the upper bound d + z·se < −margin (confidently worse than allowed), or
   when the candidate's error rate exceeds the incumbent's by more than max_error_rate_increase
-  (each after min_requests_rollback candidate requests);
+  (each once both arms have min_requests_rollback scored replies; the error rule needs only the
+  candidate's);
 - step up (10 → 25 → 50 → 100 %) when the lower bound d − z·se ≥ −margin over at least
   min_requests candidate replies; passing the last step promotes;
 - otherwise hold. (z = 1.645: one-sided 95 % normal bounds on the difference of means.)
@@ -116,7 +117,8 @@ def decide(candidate: ArmStats, incumbent: ArmStats, settings_margin: float, z: 
     if candidate.requests >= min_requests_rollback and error_gap > max_error_rate_increase:
         return Decision("rollback", f"candidate error rate {candidate.error_rate:.1%} exceeds the incumbent's "
                         f"{incumbent.error_rate:.1%} by more than {max_error_rate_increase:.1%}", numbers)
-    comparable = incumbent.scored >= 2
+    # Both means need some evidence before a normal bound on their difference means anything.
+    comparable = incumbent.scored >= max(2, min_requests_rollback)
     if comparable and candidate.scored >= min_requests_rollback and diff + z * se < -settings_margin:
         return Decision("rollback", f"candidate reward is confidently below the incumbent's: upper bound of the "
                         f"difference {diff + z * se:+.4f} < -{settings_margin:g}", numbers)
