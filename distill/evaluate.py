@@ -20,6 +20,8 @@ from statistics import mean
 from tqdm.auto import tqdm
 
 from distill.dataset import LoggedPrompt
+from distill.train import load_base
+from gateway.backends.local import answer_length
 from gateway.config import ModelConfig
 from gateway.protocol import ChatMessage, scored_prompt
 from gateway.rewards import Scorer
@@ -52,7 +54,6 @@ def _sample(model, tokenizer, prompts: list[LoggedPrompt], sampling: ModelConfig
 
     tokenizer.padding_side = "left"
     results: list[list[tuple[str, int]]] = []
-    eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     for start in tqdm(range(0, len(prompts), batch_size), desc=f"eval {label} N=1", unit="batch"):
         batch = prompts[start:start + batch_size]
         texts = [tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=False) for p in batch]
@@ -66,7 +67,8 @@ def _sample(model, tokenizer, prompts: list[LoggedPrompt], sampling: ModelConfig
         for i in range(len(batch)):
             per_prompt = []
             for sequence in generated[i * samples:(i + 1) * samples]:
-                end = next((k for k, tok in enumerate(sequence) if tok in eos), len(sequence))
+                end = answer_length(sequence, tokenizer)
+                end = len(sequence) if end is None else end
                 per_prompt.append((tokenizer.decode(sequence[:end], skip_special_tokens=True), end))
             results.append(per_prompt)
     return results
@@ -84,13 +86,8 @@ def evaluate(base_dir: Path, adapter_dir: Path, heldout: list[LoggedPrompt], sco
              sampling: ModelConfig, samples: int, seed: int) -> EvalReport:
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    base, tokenizer = load_base(base_dir)
     if torch.cuda.is_available():
         base = base.cuda()
     model = PeftModel.from_pretrained(base, adapter_dir).eval()

@@ -59,7 +59,8 @@ def _lora(config: DistillConfig):
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
 
 
-def _load(base_dir: Path):
+def load_base(base_dir: Path):
+    """The base causal LM (bf16 on a GPU, fp32 on CPU) and its tokenizer, with a pad token."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -86,7 +87,7 @@ def train_sft(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: Di
     """Rejection-sampling fine-tuning: learn to write the logged winners (loss on the completion only)."""
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer = _load(base_dir)
+    model, tokenizer = load_base(base_dir)
     args = SFTConfig(**_common_args(config, work_dir), max_length=config.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=_lora(config))
@@ -98,7 +99,7 @@ def train_dpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: Di
     """Direct preference optimisation on logged best-vs-worst pairs: no generation, cheap on CPU."""
     from trl import DPOConfig, DPOTrainer
 
-    model, tokenizer = _load(base_dir)
+    model, tokenizer = load_base(base_dir)
     dataset = dataset.remove_columns([c for c in ("score_chosen", "score_rejected") if c in dataset.column_names])
     args = DPOConfig(**_common_args(config, work_dir), max_length=config.max_length, beta=config.dpo_beta)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -140,7 +141,7 @@ def train_grpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: D
 
     if scorer is None:
         raise ValueError("GRPO needs the scorer")
-    model, tokenizer = _load(base_dir)
+    model, tokenizer = load_base(base_dir)
     common = _common_args(config, work_dir)
     # One optimiser step sees batch_size prompts × num_generations samples.
     common["per_device_train_batch_size"] = config.grpo_num_generations

@@ -23,7 +23,7 @@ from gateway import __version__
 from gateway.backends import Backend, StreamDelta, build_backend
 from gateway.bestofn import BEST_OF_HEADER, Engine, Outcome, ServeRequest, resolve_best_of
 from gateway.config import Settings
-from gateway.errors import APIError, UpstreamError
+from gateway.errors import APIError, UpstreamError, from_upstream
 from gateway.metrics import Metrics
 from gateway.protocol import (
     ChatChoice,
@@ -169,10 +169,12 @@ def create_app(settings: Settings) -> FastAPI:
                            type="not_found_error", param="model", code="model_not_found")
         request_id = f"tao-{uuid.uuid4().hex}"
         pinned = request.headers.get(ARM_HEADER)
-        if pinned is not None and (pinned not in ("base", "candidate") or not is_admin(request)):
-            raise APIError(400 if is_admin(request) else 403, "X-TAO-Arm takes base or candidate, with the admin key",
-                           type="invalid_request_error" if is_admin(request) else "permission_error",
-                           param="X-TAO-Arm", code="invalid_arm")
+        if pinned is not None:
+            admin = is_admin(request)
+            if not admin or pinned not in ("base", "candidate"):
+                raise APIError(400 if admin else 403, "X-TAO-Arm takes base or candidate, with the admin key",
+                               type="invalid_request_error" if admin else "permission_error",
+                               param="X-TAO-Arm", code="invalid_arm")
         # A user stays on one arm: the split hashes the `user` field, else the API key.
         route = rollouts.route(model, body.user or bearer(request) or request_id, pinned)
         req = ServeRequest(request_id=request_id, endpoint=endpoint, body=body, model=model, best_of=0,
@@ -250,8 +252,7 @@ def create_app(settings: Settings) -> FastAPI:
         except StopAsyncIteration:
             first = None
         except UpstreamError as exc:
-            raise APIError(exc.status, str(exc), type="upstream_error",
-                           code="upstream_timeout" if exc.status == 504 else "upstream_error") from exc
+            raise from_upstream(exc) from exc
 
         async def events() -> AsyncIterator[bytes]:
             prompt_tokens = completion_tokens = 0
@@ -267,7 +268,7 @@ def create_app(settings: Settings) -> FastAPI:
                     if delta.text or delta.message_delta:
                         yield _sse(chunk(req, 0, delta.text, None, delta=delta.message_delta))
             except UpstreamError as exc:
-                yield _sse(APIError(exc.status, str(exc), type="upstream_error").body())
+                yield _sse(from_upstream(exc).body())
                 return
             finally:
                 await deltas.aclose()

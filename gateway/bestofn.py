@@ -20,7 +20,7 @@ import orjson
 
 from gateway.backends import Backend, Candidate, Generation, GenerationRequest, StreamDelta
 from gateway.config import ModelConfig, RewardConfig
-from gateway.errors import APIError, UpstreamError
+from gateway.errors import APIError, UpstreamError, from_upstream
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, TaoInfo, Usage
 from gateway.rewards import Scorer
@@ -140,9 +140,7 @@ class Engine:
         except UpstreamError as exc:
             self.metrics.upstream_failures.labels(req.model.name).inc()
             self.record_failure(req, exc.status, str(exc), model_version=self.version(req))
-            raise APIError(exc.status, str(exc), type="upstream_error" if exc.status != 400 else
-                           "invalid_request_error", code="upstream_timeout" if exc.status == 504 else
-                           "upstream_error") from exc
+            raise from_upstream(exc) from exc
         if generation.failures:
             self.metrics.upstream_failures.labels(req.model.name).inc(len(generation.failures))
             log.warning("request %s: %d of %d candidates failed upstream; serving the best of the rest",
@@ -285,18 +283,14 @@ class Engine:
 
     async def _score_and_log(self, req: ServeRequest, generation: Generation, tao: TaoInfo,
                              upstream_ms: float, failure: tuple[int, str] | None = None) -> None:
-        scoring_started = time.perf_counter()
+        scoring_ms = 0.0
         if failure is None:
-            try:
-                scores = await asyncio.wait_for(
-                    self.scorer.score(req.body.prompt_text(), [c.text for c in generation.candidates]),
-                    self.reward.timeout_s)
-                tao = tao.model_copy(update={"scores": list(scores)})
-            except Exception as exc:  # noqa: BLE001 - logged unscored; the reply already went out
+            scores, reason, scoring_ms = await self._score(req, [c.text for c in generation.candidates])
+            if reason is None:
+                tao = tao.model_copy(update={"scores": scores})
+            else:  # logged unscored; the reply already went out
                 self.metrics.degraded.labels(req.model.name, "scorer").inc()
-                tao = tao.model_copy(update={"degraded": True,
-                                             "degraded_reason": f"scorer failed: {type(exc).__name__}: {exc}"})
-        scoring_ms = (time.perf_counter() - scoring_started) * 1000
+                tao = tao.model_copy(update={"degraded": True, "degraded_reason": reason})
         self._finish(req, generation, tao, upstream_ms, scoring_ms, failure=failure)
 
     def _finish(self, req: ServeRequest, generation: Generation, tao: TaoInfo, upstream_ms: float,

@@ -29,6 +29,14 @@ class APIError(Exception):
         return ErrorResponse(error=error).model_dump()
 
 
+def from_upstream(exc: UpstreamError) -> APIError:
+    """The client-facing error for an upstream failure (400 when the upstream blamed the request)."""
+    if exc.status == 400:
+        return APIError(400, str(exc), type="invalid_request_error", code="upstream_error")
+    return APIError(exc.status, str(exc), type="upstream_error",
+                    code="upstream_timeout" if exc.status == 504 else "upstream_error")
+
+
 class UpstreamError(Exception):
     """The upstream failed after its retries (502), or rejected the request as invalid (400)."""
 

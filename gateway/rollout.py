@@ -232,8 +232,8 @@ class RolloutManager:
 
     def promote(self, model: str, reason: str = "promoted by an operator", numbers: dict | None = None) -> dict:
         row = self._active(model)
-        self._set(self.store.connect(), {**row, "state": PROMOTED, "share": 100.0}, "promote", reason, numbers or {})
         db = self.store.connect()
+        self._set(db, {**row, "state": PROMOTED, "share": 100.0}, "promote", reason, numbers or {})
         db["checkpoints"].update(row["checkpoint_id"], {"status": "promoted"})
         return self.describe(model)
 
@@ -290,10 +290,10 @@ class RolloutManager:
 
     def describe(self, model: str) -> dict[str, Any]:
         db = self.store.connect()
-        row = db.execute("SELECT * FROM rollouts WHERE model = ?", [model]).fetchone()
-        if row is None:
+        rows = list(db["rollouts"].rows_where("model = ?", [model]))
+        if not rows:
             return {"model": model, "state": None}
-        info = dict(zip([c[0] for c in db.execute("SELECT * FROM rollouts LIMIT 0").description], row))
+        info = rows[0]
         since = info["step_started_at"]
         arms = {name: asdict(arm_stats(db, model, arms, since)) for name, arms in
                 (("incumbent", (BASE_ARM,)), ("candidate", (CANDIDATE_ARM, SHADOW_ARM)))}

@@ -22,6 +22,12 @@ from gateway.errors import UpstreamError
 log = logging.getLogger(__name__)
 
 
+def answer_length(sequence: list[int], tokenizer: Any) -> int | None:
+    """Tokens before the first end-of-turn (eos or pad) token; None if the answer never ended."""
+    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    return next((i for i, token in enumerate(sequence) if token in ends), None)
+
+
 def _truncate_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -132,11 +138,10 @@ class LocalBackend:
             torch.manual_seed(int(request.params["seed"]))
         with torch.inference_mode(), self._generating_with(request.adapter):
             output = self._model.generate(**inputs, **self._generate_kwargs(request, request.n))
-        eos_ids = {self._tokenizer.eos_token_id, self._tokenizer.pad_token_id}
         stops = [s for s in (request.params.get("stop") or []) if s]
         candidates = []
         for sequence in output[:, prompt_len:].tolist():
-            ended = next((i for i, tok in enumerate(sequence) if tok in eos_ids), None)
+            ended = answer_length(sequence, self._tokenizer)
             tokens = sequence if ended is None else sequence[:ended]
             text = self._tokenizer.decode(tokens, skip_special_tokens=True)
             text, stopped = _truncate_at_stop(text, stops)
@@ -182,8 +187,7 @@ class LocalBackend:
                 with torch.inference_mode(), self._generating_with(single.adapter):
                     out = self._model.generate(**inputs, **self._generate_kwargs(single, 1), streamer=streamer)
                 generated = out[0, inputs["input_ids"].shape[1]:].tolist()
-                eos_ids = {self._tokenizer.eos_token_id, self._tokenizer.pad_token_id}
-                ended = next((i for i, tok in enumerate(generated) if tok in eos_ids), None)
+                ended = answer_length(generated, self._tokenizer)
                 put(StreamDelta(
                     finish_reason="stop" if ended is not None else "length",
                     prompt_tokens=inputs["input_ids"].shape[1],
