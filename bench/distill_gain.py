@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 from distill.job import run_distill
-from distill.prompts import generate_prompts
-from distill.workload import send_workload
+from tao.demo.prompts import generate_prompts
+from tao.demo.workload import send_workload
 from gateway.app import create_app
-from gateway.cli import _print_outcome
+from tao.cli import _print_outcome
 from gateway.config import DistillConfig, Settings, StoreConfig, default_models
-from gateway.serving import serve_in_thread as running
+from tao.server_thread import serve_in_thread as running
 
 
 def main() -> None:

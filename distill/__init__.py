@@ -1,1 +1,1 @@
-"""The offline distill job (logs -> dataset -> TRL + PEFT -> eval gate -> registry). Not built yet."""
+"""The offline distill job: logs → dataset → TRL + PEFT → eval gate → registry (see `distill.job`)."""

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,41 @@ from typing import Any
 import sqlite_utils
 
 log = logging.getLogger(__name__)
+
+
+class RequestStatus(StrEnum):
+    """`requests.status`: how a request ended."""
+
+    OK = "ok"
+    DEGRADED = "degraded"  # answered, but the scorer failed: no scores
+    ERROR = "error"  # no answer (upstream failure, client error after parsing, client gone)
+
+
+class Arm(StrEnum):
+    """`requests.arm`: which side of a rollout served the request."""
+
+    BASE = "base"  # the incumbent (base weights at the model's best_of); every request without a rollout
+    CANDIDATE = "candidate"  # the canary checkpoint
+    SHADOW = "shadow"  # the canary answering an incumbent request in the background (never returned)
+    PROMOTED = "promoted"  # the checkpoint after promotion
+
+
+class CheckpointStatus(StrEnum):
+    """`checkpoints.status`."""
+
+    CANDIDATE = "candidate"  # published, may be rolled out
+    REJECTED = "rejected"  # refused by the eval gate (no files)
+    PROMOTED = "promoted"
+    RETIRED = "retired"
+
+
+class RolloutState(StrEnum):
+    """`rollouts.state`."""
+
+    CANARY = "canary"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
 
 REQUESTS_COLUMNS: dict[str, type] = {
     "id": str,

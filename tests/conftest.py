@@ -13,7 +13,7 @@ from openai import OpenAI  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
 from gateway.config import AuthConfig, ModelConfig, RewardConfig, RolloutConfig, Settings, StoreConfig  # noqa: E402
-from tests.fakes.upstream import FakeConfig, FakeUpstream  # noqa: E402
+from tao.fake_upstream import FakeConfig, FakeUpstream  # noqa: E402
 from tests.servers import running  # noqa: E402
 
 

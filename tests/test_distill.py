@@ -14,8 +14,8 @@ import yaml
 
 from distill.dataset import build_rows, load_prompts, split
 from distill.job import LOCKED, TOO_LITTLE_DATA, run_distill
-from distill.prompts import generate_prompts
-from distill.workload import send_workload
+from tao.demo.prompts import generate_prompts
+from tao.demo.workload import send_workload
 from gateway.app import create_app
 from gateway.config import DistillConfig, load_settings
 from gateway.rewards.instructions import detect

@@ -9,7 +9,7 @@ import pytest
 from gateway.config import RewardConfig
 from gateway.rewards import build_scorer
 from gateway.rewards.base import ScorerOutputError
-from tests.fakes.upstream import FakeConfig, FakeUpstream
+from tao.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import running
 
 

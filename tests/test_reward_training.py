@@ -12,7 +12,7 @@ import pytest
 import sqlite_utils
 import yaml
 
-from distill.prompts import TOPICS
+from tao.demo.prompts import TOPICS
 from gateway.store import RequestLog, Store
 
 pytestmark = pytest.mark.slow

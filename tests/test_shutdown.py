@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import sqlite_utils
 
-from tests.fakes.upstream import FakeConfig, FakeUpstream
+from tao.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import free_port, running
 
 

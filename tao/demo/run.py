@@ -20,14 +20,14 @@ import sqlite_utils
 from rich.console import Console
 from rich.table import Table
 
-from distill import report
+from tao.demo import report
 from distill.dataset import load_prompts, split
 from distill.job import PUBLISHED, run_distill
-from distill.prompts import generate_prompts
-from distill.workload import send_workload
+from tao.demo.prompts import generate_prompts
+from tao.demo.workload import send_workload
 from gateway.app import create_app
 from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models
-from gateway.serving import serve_in_thread
+from tao.server_thread import serve_in_thread
 
 log = logging.getLogger(__name__)
 MODEL = "smollm2"

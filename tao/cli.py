@@ -186,7 +186,7 @@ def _rollout_command(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from distill.demo import DemoOptions, run_demo
+    from tao.demo.run import DemoOptions, run_demo
 
     return run_demo(DemoOptions(prompts=args.prompts, best_of=args.best_of, method=args.method, seed=args.seed,
                                 out=Path(args.out), max_steps=args.max_steps, max_tokens=args.max_tokens,

@@ -1,0 +1,1 @@
+"""`tao demo`: the whole TAO loop on the embedded model, with its workload, prompt generator and report."""
