@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from pathlib import Path
 from statistics import mean
 
-import sqlite_utils
-
 from gateway.config import AdaptiveConfig
+from gateway.store import best_of_n_candidates, connection
 
 
-def load(db: sqlite_utils.Database) -> list[list[tuple[float, int]]]:
-    """Per logged best-of-N request: (score, tokens) of each candidate in generation order."""
+def load(db_path: Path) -> list[list[tuple[float, int]]]:
+    """Per complete, fully scored best-of-N request: (score, tokens) of each candidate in generation order."""
     requests: dict[str, list[tuple[float, int]]] = defaultdict(list)
     asked: dict[str, int] = {}
-    for rid, best_of, score, tokens in db.execute(
-            "SELECT c.request_id, r.best_of, c.score, c.tokens FROM candidates c JOIN requests r ON r.id = c.request_id "
-            "WHERE r.status = 'ok' AND r.arm = 'base' AND r.best_of > 1 ORDER BY c.request_id, c.idx").fetchall():
-        requests[rid].append((score, tokens or 0))
-        asked[rid] = best_of
+    with connection(db_path) as db:
+        candidates = best_of_n_candidates(db)
+    for c in candidates:
+        requests[c.request_id].append((c.score, c.tokens or 0))
+        asked[c.request_id] = c.best_of
     return [cands for rid, cands in requests.items()
             if len(cands) == asked[rid] and all(s is not None for s, _ in cands)]
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--good-enough", type=float, nargs="*", default=[0.9, 0.95],
                         help="also: spread 0 with these good_enough cut-offs (stop once an answer is good enough)")
     args = parser.parse_args()
-    requests = load(sqlite_utils.Database(args.db))
+    requests = load(Path(args.db))
     if not requests:
         raise SystemExit(f"no complete scored best-of-N requests in {args.db}")
     n = max(len(c) for c in requests)

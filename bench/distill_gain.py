@@ -18,47 +18,57 @@ import tempfile
 import time
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 from distill.job import run_distill
+from gateway.app import create_app
+from gateway.config import DistillConfig, DistillMethod, Settings, StoreConfig, default_models, with_updates
+from tao.console import print_outcome
 from tao.demo.prompts import generate_prompts
 from tao.demo.workload import send_workload
-from gateway.app import create_app
-from tao.cli import _print_outcome
-from gateway.config import DistillConfig, Settings, StoreConfig, default_models
-from tao.server_thread import serve_in_thread as running
+from tao.flags import add_field_flags, field_values
+from tao.server_thread import serve_in_thread
+
+
+class DistillGainConfig(BaseModel):
+    """The benchmark's options: bigger than the demo's, to measure rather than to show."""
+
+    prompts: int = Field(300, ge=1, description="Prompts in the best-of-N traffic.")
+    best_of: int = Field(8, ge=1, description="N of the traffic.")
+    method: DistillMethod = Field(DistillConfig.model_fields["method"].default, description="Distill method.")
+    max_steps: int = Field(120, ge=1, description="Training steps.")
+    max_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
+    seed: int = Field(0, description="Prompt generator and training seed.")
+    workdir: Path | None = Field(None, description="Keep the database and checkpoints here (else a temp dir).")
+    reuse_log: bool = Field(False, description="Skip the traffic if the workdir has a log.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", type=int, default=300)
-    parser.add_argument("--best-of", type=int, default=8)
-    parser.add_argument("--method", choices=["dpo", "grpo", "sft"], default="dpo")
-    parser.add_argument("--max-steps", type=int, default=120)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", help="keep the database and checkpoints here (default: a temp dir)")
-    parser.add_argument("--reuse-log", action="store_true", help="skip the traffic if the workdir has a log")
-    args = parser.parse_args()
+    add_field_flags(parser, DistillGainConfig, "bench")
+    opts = DistillGainConfig.model_validate(field_values(parser.parse_args(), "bench"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tao-distill-bench-"))
+    workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="tao-distill-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    models = [m.model_copy(update={"max_tokens": args.max_tokens}) for m in default_models()]
     settings = Settings(
-        models=models, store=StoreConfig(path=workdir / "tao.db"),
-        distill=DistillConfig(method=args.method, max_steps=args.max_steps, checkpoints_dir=workdir / "checkpoints",
-                              seed=args.seed, max_new_tokens=args.max_tokens, min_heldout_prompts=4),
+        models=[with_updates(m, max_tokens=opts.max_tokens) for m in default_models()],
+        store=StoreConfig(path=workdir / "tao.db"),
+        distill=DistillConfig(method=opts.method, max_steps=opts.max_steps, checkpoints_dir=workdir / "checkpoints",
+                              seed=opts.seed, max_new_tokens=opts.max_tokens, min_heldout_prompts=4),
     )
     started = time.time()
-    if not (args.reuse_log and (workdir / "tao.db").exists()):
-        with running(create_app(settings), startup_timeout_s=300) as url:
-            results = send_workload(url + "/v1", "smollm2", generate_prompts(args.prompts, seed=args.seed),
-                                    best_of=args.best_of, concurrency=2, desc=f"best-of-{args.best_of} traffic")
+    if not (opts.reuse_log and (workdir / "tao.db").exists()):
+        with serve_in_thread(create_app(settings), startup_timeout_s=300) as url:
+            prompts = generate_prompts(opts.prompts, seed=opts.seed)
+            results = send_workload(url + "/v1", settings.distill.model, prompts, best_of=opts.best_of,
+                                    concurrency=2, desc=f"best-of-{opts.best_of} traffic")
         failed = [r for r in results if r.error]
         print(f"traffic: {len(results) - len(failed)} ok, {len(failed)} failed, {time.time() - started:.0f} s")
     outcome = run_distill(settings, since=0.0)
-    _print_outcome(outcome)
-    print(f"prompts {args.prompts}, best_of {args.best_of}, method {args.method}, max_steps {args.max_steps}, "
-          f"seed {args.seed}, total {time.time() - started:.0f} s, workdir {workdir}")
+    print_outcome(outcome)
+    print(f"prompts {opts.prompts}, best_of {opts.best_of}, method {opts.method}, max_steps {opts.max_steps}, "
+          f"seed {opts.seed}, total {time.time() - started:.0f} s, workdir {workdir}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from tao.server_thread import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"model": "{model}", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 WRK_SCRIPT = """
@@ -44,14 +46,6 @@ done = function(summary, latency, requests)
     summary.requests / (summary.duration / 1e6), summary.requests, e.status + e.connect + e.read + e.write + e.timeout))
 end
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -138,7 +132,7 @@ def main() -> None:
             "store": {"path": str(workdir / "tao.db")},
             "auth": {"api_keys": ["sk-bench"]},  # both proxies check a key, as in production
         }))
-        procs.append(start([sys.executable, "-m", "gateway", "--log-level", "warning", "serve", "--config",
+        procs.append(start([sys.executable, "-m", "tao", "--log-level", "warning", "serve", "--config",
                             str(config), "--port", str(gw_port)], gateway + "/healthz", env))
         targets = [("direct upstream", fast + "/v1/chat/completions", "mock"),
                    ("tao gateway (N=1)", gateway + "/v1/chat/completions", "fast")]

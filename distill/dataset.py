@@ -1,11 +1,13 @@
-"""Logs → training data. Reads `requests` + `candidates`, keeps what is trustworthy, splits by a
-stable hash of the prompt, and builds one dataset per method in TRL's conversational formats.
+"""Logs → training data. Reads the log's scored candidates (`gateway.store.scored_chat_candidates`),
+groups them into prompts, splits by a stable hash of the prompt, and builds one dataset per method in
+TRL's conversational formats.
 
 - Kept: chat requests with status `ok` (failed and degraded rows are dropped: a degraded reply
   has no scores), for one public model, at least one scored candidate, in the time window.
 - Deduplicated: identical message lists are one prompt; their candidates are pooled.
-- Held out: a prompt whose hash falls under `holdout_fraction` is never trained on (stable
-  across runs and machines, so a prompt never moves between train and held-out).
+- Held out: a prompt whose stable hash (`gateway.buckets.stable_fraction` of its canonical
+  messages) falls under `holdout_fraction` is never trained on (the same across runs and machines,
+  so a prompt never moves between train and held-out).
 - SFT: prompt → winner, where the winner beats the prompt's mean score by `sft_margin`.
 - DPO: winner (chosen) vs lowest-scored candidate (rejected), where the gap ≥ `dpo_min_gap`.
 - GRPO: the prompts alone (the trainer samples and scores online with the same scorer).
@@ -20,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlite_utils
 
+from gateway.buckets import stable_fraction
 from gateway.config import DistillConfig
+from gateway.store import scored_chat_candidates
 
 
 @dataclass
@@ -68,42 +71,31 @@ class LoggedPrompt:
         return sum(won) / len(won) if won else None
 
 
+def _canonical(messages: list[dict[str, Any]]) -> str:
+    """What makes two prompts the same: roles and contents, in order."""
+    return json.dumps([{"role": m.get("role"), "content": m.get("content")} for m in messages], sort_keys=True)
+
+
 def prompt_key(messages: list[dict[str, Any]]) -> str:
-    canonical = json.dumps([{"role": m.get("role"), "content": m.get("content")} for m in messages], sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_canonical(messages).encode()).hexdigest()
 
 
-def is_heldout(key: str, fraction: float) -> bool:
-    return int(key[:8], 16) / 0xFFFFFFFF < fraction
+def is_heldout(messages: list[dict[str, Any]], fraction: float) -> bool:
+    return stable_fraction(_canonical(messages)) < fraction
 
 
 def load_prompts(
     db: sqlite_utils.Database, model: str, *, since: float | None = None, until: float | None = None
 ) -> list[LoggedPrompt]:
     """Scored chat prompts of `model` in [since, until), deduplicated, oldest first."""
-    where = ["r.model = ?", "r.status = 'ok'", "r.endpoint = 'chat'", "c.score IS NOT NULL"]
-    params: list[Any] = [model]
-    if since is not None:
-        where.append("r.created_at >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("r.created_at < ?")
-        params.append(until)
-    sql = f"""
-        SELECT r.id, r.messages, r.prompt, r.completion_tokens, c.idx, c.text, c.score, c.won
-        FROM requests r JOIN candidates c ON c.request_id = r.id
-        WHERE {' AND '.join(where)}
-        ORDER BY r.created_at, r.id, c.idx
-    """
     prompts: dict[str, LoggedPrompt] = {}
-    for rid, messages_json, prompt_text, tokens, idx, text, score, won in db.execute(sql, params).fetchall():
-        messages = orjson.loads(messages_json)
-        key = prompt_key(messages)
-        entry = prompts.setdefault(key, LoggedPrompt(key=key, messages=messages, prompt_text=prompt_text or ""))
-        if rid not in entry.request_ids:
-            entry.request_ids.append(rid)
-            entry.completion_tokens.append(int(tokens or 0))
-        entry.candidates.append(ScoredText(text=text or "", score=float(score), first=idx == 0, won=bool(won)))
+    for row in scored_chat_candidates(db, model, since=since, until=until):
+        key = prompt_key(row.messages)
+        entry = prompts.setdefault(key, LoggedPrompt(key=key, messages=row.messages, prompt_text=row.prompt or ""))
+        if row.request_id not in entry.request_ids:
+            entry.request_ids.append(row.request_id)
+            entry.completion_tokens.append(int(row.completion_tokens or 0))
+        entry.candidates.append(ScoredText(text=row.text or "", score=row.score, first=row.idx == 0, won=row.won))
     return list(prompts.values())
 
 
@@ -111,7 +103,7 @@ def split(prompts: Iterable[LoggedPrompt], fraction: float) -> tuple[list[Logged
     """(train, held-out) by the stable prompt hash."""
     train, heldout = [], []
     for p in prompts:
-        (heldout if is_heldout(p.key, fraction) else train).append(p)
+        (heldout if is_heldout(p.messages, fraction) else train).append(p)
     return train, heldout
 
 

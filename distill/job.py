@@ -13,20 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
+
 from distill.dataset import build_rows, load_prompts, split, to_dataset
 from distill.evaluate import EvalReport, evaluate
-from distill.publish import (
-    last_published_until,
-    new_checkpoint_id,
-    publish,
-    register,
-    remove_stale_staging,
-    staging_dir,
-)
+from distill.publish import new_checkpoint_id, publish, register, remove_stale_staging, staging_dir
 from distill.train import METHODS
 from gateway.config import EMBEDDED_MODEL, ModelConfig, Settings
 from gateway.rewards import build_scorer
-from gateway.store import LockHeld, Store, exclusive
+from gateway.store import CheckpointStatus, LockHeld, Store, exclusive, last_distilled_until
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +56,19 @@ def base_weights(settings: Settings) -> tuple[ModelConfig, Path]:
 
 
 def run_distill(settings: Settings, *, since: float | None = None, until: float | None = None) -> DistillOutcome:
-    store = Store(settings.store.path)
-    db = store.connect()
-    try:
-        with exclusive(db, "distill"):
-            return _run_locked(settings, store, since, until)
-    except LockHeld as exc:
-        return DistillOutcome(LOCKED, f"another distill run is active: {exc}")
-    finally:
-        db.close()
+    """One run, on one connection held for its whole length (it holds the store's distill lock)."""
+    store = Store(settings.store.path)  # creates the schema on a new database
+    with store.connection() as db:
+        try:
+            with exclusive(db, "distill"):
+                return _run_locked(settings, db, since, until)
+        except LockHeld as exc:
+            return DistillOutcome(LOCKED, f"another distill run is active: {exc}")
 
 
-def _run_locked(settings: Settings, store: Store, since: float | None, until: float | None) -> DistillOutcome:
+def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | None,
+                until: float | None) -> DistillOutcome:
     cfg = settings.distill
-    db = store.connect()
     checkpoints_dir = cfg.checkpoints_dir
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_staging(checkpoints_dir):
@@ -82,7 +76,7 @@ def _run_locked(settings: Settings, store: Store, since: float | None, until: fl
 
     until = until or time.time()
     if since is None:
-        since = last_published_until(db, cfg.model)
+        since = last_distilled_until(db, cfg.model)
     prompts = load_prompts(db, cfg.model, since=since, until=until)
     train, heldout = split(prompts, cfg.holdout_fraction)
     rows = build_rows(cfg.method, train, cfg)
@@ -115,16 +109,15 @@ def _run_locked(settings: Settings, store: Store, since: float | None, until: fl
                "method": cfg.method, "data_since": since, "data_until": until, "metrics": metrics}
         improvement = report.new_n1 - report.base_n1
         if improvement <= cfg.gate_margin:
-            register(db, {**row, "path": None, "status": "rejected"})
+            register(db, {**row, "path": None, "status": CheckpointStatus.REJECTED})
             return DistillOutcome(
                 REJECTED, f"rejected: new N=1 reward {report.new_n1:.4f} does not beat base N=1 "
                 f"{report.base_n1:.4f} by more than {cfg.gate_margin:g} (difference {improvement:+.4f})",
                 checkpoint_id=checkpoint_id, report=report, counts=counts)
         final = publish(staging, checkpoints_dir, checkpoint_id, metadata=row,
                         merge_base=base_dir if cfg.merge else None)
-        register(db, {**row, "path": str(final / "adapter"), "status": "candidate"})
+        register(db, {**row, "path": str(final / "adapter"), "status": CheckpointStatus.CANDIDATE})
         return DistillOutcome(PUBLISHED, f"published {checkpoint_id} at {final / 'adapter'}",
                               checkpoint_id=checkpoint_id, path=final / "adapter", report=report, counts=counts)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        db.close()

@@ -3,7 +3,8 @@
 Training writes into `<checkpoints>/.staging-<id>/`; publishing fsyncs every file, renames the
 directory to `<checkpoints>/<id>/` (atomic on one filesystem) and then inserts the `checkpoints`
 row. A run killed at any point leaves at most a staging directory, which the next run removes,
-and never a registered checkpoint without its files.
+and never a registered checkpoint without its files. `tao reward train` publishes its reward
+models the same way (`move_into_place`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
+from gateway.store import Checkpoint, CheckpointStatus, register_checkpoint
 
 STAGING_PREFIX = ".staging-"
 
@@ -39,16 +43,31 @@ def remove_stale_staging(checkpoints_dir: Path) -> list[Path]:
     return stale
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(root: Path) -> None:
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             with open(Path(dirpath) / name, "rb") as f:
                 os.fsync(f.fileno())
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def move_into_place(staging: Path, parent: Path, name: str) -> Path:
+    """Drop the trainer's scratch, fsync the staged tree, rename it to `parent/name` in one step and
+    fsync `parent`, so that after a crash the directory is either whole or absent."""
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+    _fsync_tree(staging)
+    final = parent / name
+    os.rename(staging, final)
+    _fsync_dir(parent)
+    return final
 
 
 def publish(staging: Path, checkpoints_dir: Path, checkpoint_id: str, metadata: dict[str, Any],
@@ -63,25 +82,11 @@ def publish(staging: Path, checkpoints_dir: Path, checkpoint_id: str, metadata: 
         merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(merge_base), adapter).merge_and_unload()
         merged.save_pretrained(staging / "merged")
         AutoTokenizer.from_pretrained(adapter).save_pretrained(staging / "merged")
-    shutil.rmtree(staging / "trainer", ignore_errors=True)
-    _fsync_tree(staging)
-    final = checkpoints_dir / checkpoint_id
-    os.rename(staging, final)
-    fd = os.open(checkpoints_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return final
+    return move_into_place(staging, checkpoints_dir, checkpoint_id)
 
 
-def register(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
-    db["checkpoints"].insert({**row, "metrics": json.dumps(row.get("metrics") or {}, default=str)}, replace=True)
-
-
-def last_published_until(db: sqlite_utils.Database, model: str) -> float | None:
-    """End of the data window of the newest published (not rejected) checkpoint of `model`."""
-    row = db.execute(
-        "SELECT MAX(data_until) FROM checkpoints WHERE status IN ('candidate', 'promoted') AND model = ?",
-        [model]).fetchone()
-    return row[0] if row and row[0] is not None else None
+def register(db: sqlite_utils.Database, row: Mapping[str, Any]) -> Checkpoint:
+    """Register a checkpoint from a row of `checkpoints` columns (metrics as a dict); returns it typed."""
+    checkpoint = Checkpoint(**{**row, "status": CheckpointStatus(row["status"]), "metrics": row.get("metrics") or {}})
+    register_checkpoint(db, checkpoint)
+    return checkpoint

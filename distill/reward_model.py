@@ -8,14 +8,15 @@ Preference pairs:
 - `rating` feedback: a served answer rated >= 0.5 over one rated < 0.5 for the same prompt;
 - with `from_logs`: each logged prompt's best over its worst candidate when their score gap is at
   least `min_gap` (the current scorer's opinion: use it to distil a slow judge into a fast model).
-Pairs are split by a stable hash of the prompt; held-out pairwise accuracy is reported.
+Pairs are split by a stable hash of the prompt; held-out pairwise accuracy is reported. The model
+is published like a checkpoint (staged, fsynced, renamed) and registered in `checkpoints` with
+method `reward`: a scorer's weights, which never serve traffic and never move the distill window.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -23,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlite_utils
 
 from distill.dataset import is_heldout, load_prompts, prompt_key
-from distill.publish import register
+from distill.publish import move_into_place, register, staging_dir
+from gateway.store import REWARD_MODEL_METHOD, CheckpointStatus, FeedbackKind, connection, feedback_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +54,21 @@ class TooFewPairs(RuntimeError):
     pass
 
 
-def _candidates(db: sqlite_utils.Database, request_id: str) -> tuple[list[dict], list[str]]:
-    row = db.execute("SELECT messages FROM requests WHERE id = ?", [request_id]).fetchone()
-    texts = [r[0] for r in db.execute("SELECT text FROM candidates WHERE request_id = ? ORDER BY idx",
-                                      [request_id]).fetchall()]
-    return (orjson.loads(row[0]) if row else []), texts
-
-
 def feedback_pairs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     pairs: list[dict[str, Any]] = []
     rated: dict[str, list[tuple[float, list[dict], str]]] = {}
-    for request_id, kind, chosen, rejected, rating in db.execute(
-            "SELECT request_id, kind, candidate_index, rejected_index, rating FROM feedback").fetchall():
-        messages, texts = _candidates(db, request_id)
+    for verdict in feedback_verdicts(db):
+        messages, texts = verdict.messages, verdict.texts
+        chosen, rejected = verdict.candidate_index, verdict.rejected_index
         if not messages or chosen is None or chosen >= len(texts):
             continue
-        if kind == "preference":
+        if verdict.kind == FeedbackKind.PREFERENCE:
             pairs += [_pair(messages, texts[chosen], other) for other in dict.fromkeys(texts) if other != texts[chosen]]
-        elif kind == "pairwise" and rejected is not None and rejected < len(texts) and texts[chosen] != texts[rejected]:
+        elif (verdict.kind == FeedbackKind.PAIRWISE and rejected is not None and rejected < len(texts)
+              and texts[chosen] != texts[rejected]):
             pairs.append(_pair(messages, texts[chosen], texts[rejected]))
-        elif kind == "rating" and rating is not None:
-            rated.setdefault(prompt_key(messages), []).append((rating, messages, texts[chosen]))
+        elif verdict.kind == FeedbackKind.RATING and verdict.rating is not None:
+            rated.setdefault(prompt_key(messages), []).append((verdict.rating, messages, texts[chosen]))
     for answers in rated.values():
         good = [a for a in answers if a[0] >= 0.5]
         bad = [a for a in answers if a[0] < 0.5]
@@ -112,13 +107,13 @@ def train_reward_model(db_path: Path, options: RewardTrainOptions) -> dict[str, 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    db = sqlite_utils.Database(db_path)
-    pairs = feedback_pairs(db)
-    from_feedback = len(pairs)
-    if options.from_logs:
-        pairs += log_pairs(db, options.model or "smollm2", options.min_gap)
-    train = [p for p in pairs if not is_heldout(prompt_key(p["prompt"]), options.holdout_fraction)]
-    heldout = [p for p in pairs if is_heldout(prompt_key(p["prompt"]), options.holdout_fraction)]
+    with connection(db_path) as db:
+        pairs = feedback_pairs(db)
+        from_feedback = len(pairs)
+        if options.from_logs:
+            pairs += log_pairs(db, options.model or "smollm2", options.min_gap)
+    train = [p for p in pairs if not is_heldout(p["prompt"], options.holdout_fraction)]
+    heldout = [p for p in pairs if is_heldout(p["prompt"], options.holdout_fraction)]
     if len(train) < options.min_pairs or not heldout:
         raise TooFewPairs(
             f"too few preference pairs to train a reward model: {len(train)} for training (need "
@@ -134,9 +129,7 @@ def train_reward_model(db_path: Path, options: RewardTrainOptions) -> dict[str, 
         options.base_model, num_labels=1, dtype=torch.bfloat16 if gpu else torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
     reward_id = f"reward-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    staging = options.out_dir / f".staging-{reward_id}"
-    staging.mkdir()
+    staging = staging_dir(options.out_dir, reward_id)
     try:
         args = RewardConfig(output_dir=str(staging / "trainer"), max_steps=options.max_steps,
                             per_device_train_batch_size=options.batch_size, learning_rate=options.learning_rate,
@@ -151,16 +144,16 @@ def train_reward_model(db_path: Path, options: RewardTrainOptions) -> dict[str, 
         accuracy = _accuracy(merged, tokenizer, heldout)
         merged.save_pretrained(staging / "model")
         tokenizer.save_pretrained(staging / "model")
-        shutil.rmtree(staging / "trainer", ignore_errors=True)
-        final = options.out_dir / reward_id
-        os.rename(staging, final)
+        metrics = {"heldout_pairwise_accuracy": accuracy, "train_pairs": len(train), "heldout_pairs": len(heldout),
+                   "feedback_pairs": from_feedback, "from_logs": options.from_logs, "steps": options.max_steps}
+        row = {"id": reward_id, "created_at": time.time(), "model": options.model or "",
+               "base_model": str(options.base_model), "method": REWARD_MODEL_METHOD, "data_since": None,
+               "data_until": time.time(), "metrics": metrics, "path": str(options.out_dir / reward_id / "model"),
+               "status": CheckpointStatus.CANDIDATE}
+        (staging / "tao_reward_model.json").write_text(json.dumps(row, indent=2, default=str))
+        move_into_place(staging, options.out_dir, reward_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    metrics = {"heldout_pairwise_accuracy": accuracy, "train_pairs": len(train), "heldout_pairs": len(heldout),
-               "feedback_pairs": from_feedback, "from_logs": options.from_logs, "steps": options.max_steps}
-    row = {"id": reward_id, "created_at": time.time(), "model": options.model or "", "base_model": str(options.base_model),
-           "method": "reward", "data_since": None, "data_until": time.time(), "metrics": metrics,
-           "path": str(final / "model"), "status": "candidate"}
-    register(db, row)
-    (final / "tao_reward_model.json").write_text(json.dumps(row, indent=2, default=str))
+    with connection(db_path) as db:
+        register(db, row)
     return row

@@ -1,10 +1,12 @@
 """The engine: how many candidates, from which backend, scored how, who wins, and what is logged.
 
-At best_of = 1 nothing waits for the scorer: the reply goes out and the single candidate is scored
-afterwards, in the background, before its record is logged (so N=1 adds no scoring latency and
-the logs still hold its reward). At best_of > 1 the candidates are scored together and the top n
-are returned. A scorer that fails or times out degrades the reply to the first candidates in
-generation order, flagged `tao.degraded`; the record is logged either way.
+Best-of-N reads as three steps (`Engine.complete`): `infer_candidates` (generate, score; under
+adaptive N a second batch only where the first disagrees) → `select_best_candidates` (the top n
+by reward) → `record` (metrics and the log). At best_of = 1 nothing waits for the scorer: the
+reply goes out and the single candidate is scored afterwards, in the background, before its
+record is logged (so N=1 adds no scoring latency and the logs still hold its reward). A scorer
+that fails or times out degrades the reply to the first candidates in generation order, flagged
+`tao.degraded`; the record is logged either way.
 """
 
 from __future__ import annotations
@@ -12,45 +14,69 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, NamedTuple
 
 import orjson
 
-from gateway.backends import Backend, Candidate, Generation, GenerationRequest, StreamDelta
+from gateway.backends import Backend, Candidate, Generation, StreamDelta
 from gateway.config import ModelConfig, RewardConfig
 from gateway.errors import APIError, UpstreamError, from_upstream
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, TaoInfo, Usage
+from gateway.request import Endpoint, ServeRequest, upstream_request
 from gateway.rewards import Scorer
-from gateway.rollout import BASE_ARM, Route
-from gateway.store import RequestLog, Store
+from gateway.rollout import Route
+from gateway.store import RequestLog, RequestStatus, Store
 
 log = logging.getLogger(__name__)
 
-BEST_OF_HEADER = "x-tao-best-of"
-
 
 @dataclass
-class ServeRequest:
-    """A parsed, authorised request bound to its model config, before any generation."""
+class CandidatePool:
+    """One request's candidates in generation order, their rewards, and what producing them cost."""
 
-    request_id: str
-    endpoint: Literal["chat", "completion"]
-    body: ChatCompletionRequest | CompletionRequest
-    model: ModelConfig
-    best_of: int
-    arm: str = BASE_ARM
-    adapter: str | None = None  # the rollout candidate's LoRA adapter, when on that arm
-    model_version: str | None = None  # overrides the backend's label (a checkpoint id)
-    shadow: Route | None = None  # also answer this request on the candidate arm, in the background
-    created: float = field(default_factory=time.time)
-    started: float = field(default_factory=time.perf_counter)
+    candidates: list[Candidate]
+    prompt_tokens: int
+    upstream_calls: int
+    upstream_ms: float
+    failures: list[str] = field(default_factory=list)  # candidates lost to partial upstream failures
+    scores: list[float | None] = field(default_factory=list)  # all floats, or all None (unscored)
+    scoring_ms: float = 0.0
+    degraded_reason: str | None = None  # why the scores are missing, when the scorer failed
+
+    @classmethod
+    def of(cls, generation: Generation, upstream_ms: float) -> CandidatePool:
+        return cls(candidates=generation.candidates, prompt_tokens=generation.prompt_tokens,
+                   upstream_calls=generation.upstream_calls, upstream_ms=upstream_ms,
+                   failures=generation.failures, scores=[None] * len(generation.candidates))
+
+    def extend(self, more: CandidatePool) -> None:
+        """Add a later batch of the same prompt (the prompt was counted with the first)."""
+        self.candidates += more.candidates
+        self.scores += more.scores
+        self.upstream_calls += more.upstream_calls
+        self.upstream_ms += more.upstream_ms
+        self.failures += more.failures
 
     @property
-    def n(self) -> int:
-        return self.body.n
+    def scored(self) -> bool:
+        return bool(self.scores) and None not in self.scores
+
+    def usage(self) -> Usage:
+        completion_tokens = sum(c.completion_tokens for c in self.candidates)
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens,
+                     total_tokens=self.prompt_tokens + completion_tokens)
+
+
+def select_best_candidates(scores: list[float | None], n: int) -> list[int]:
+    """Indexes of the n candidates to return, best first: by reward (ties keep generation order),
+    or the first n in generation order when the candidates are unscored."""
+    order = range(len(scores))
+    if None in scores:
+        return list(order)[:n]
+    return sorted(order, key=lambda i: (-scores[i], i))[:n]
 
 
 @dataclass
@@ -62,32 +88,46 @@ class Outcome:
     tao: TaoInfo
 
 
-def resolve_best_of(model: ModelConfig, body_best_of: int | None, header: str | None, n: int,
-                    default: int | None = None) -> int:
-    """N from the body, else the `X-TAO-Best-Of` header, else the default (the model's, or its
-    rollout arm's); bounded by the model's max_best_of and at least n."""
-    if body_best_of is not None:
-        best_of, source = body_best_of, "best_of"
-    elif header is not None:
-        try:
-            best_of, source = int(header), "X-TAO-Best-Of"
-        except ValueError:
-            raise APIError(400, f"header X-TAO-Best-Of must be an integer, got {header!r}",
-                           param="best_of", code="invalid_best_of") from None
-        if best_of < 1:
-            raise APIError(400, "X-TAO-Best-Of must be at least 1", param="best_of", code="invalid_best_of")
-    else:
-        best_of, source = max(model.best_of if default is None else default, n), None
-    if best_of > model.max_best_of:
-        raise APIError(400, f"best_of {best_of} exceeds the maximum of {model.max_best_of} for model "
-                       f"{model.name}", param="best_of", code="best_of_too_large")
-    if best_of < n:
-        raise APIError(400, f"{source} ({best_of}) must be greater than or equal to n ({n})",
-                       param="best_of", code="invalid_best_of")
-    return best_of
+class Failure(NamedTuple):
+    """Why a request got no (complete) reply: the HTTP status and the logged message."""
+
+    status: int
+    message: str
+
+
+@dataclass
+class StreamedReply:
+    """An N=1 reply while it streams: the `tao` object the client gets, and what has arrived."""
+
+    tao: TaoInfo
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, delta: StreamDelta) -> None:
+        self.parts.append(delta.text)
+        self.finish_reason = delta.finish_reason or self.finish_reason
+        if delta.prompt_tokens is not None:
+            self.prompt_tokens = delta.prompt_tokens
+        if delta.completion_tokens is not None:
+            self.completion_tokens = delta.completion_tokens
+
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                     total_tokens=self.prompt_tokens + self.completion_tokens)
+
+    def pool(self, endpoint: Endpoint, upstream_ms: float) -> CandidatePool:
+        text = "".join(self.parts)
+        candidate = Candidate(text=text, finish_reason=self.finish_reason, completion_tokens=self.completion_tokens,
+                              message={"role": "assistant", "content": text} if endpoint == "chat" else None)
+        return CandidatePool(candidates=[candidate], prompt_tokens=self.prompt_tokens, upstream_calls=1,
+                             upstream_ms=upstream_ms, scores=[None])
 
 
 class Engine:
+    """Runs best-of-N for bound requests and logs every one, answered or not."""
+
     def __init__(
         self,
         backends: dict[str, Backend],
@@ -103,127 +143,105 @@ class Engine:
         self.metrics = metrics
         self._background: set[asyncio.Task] = set()
 
-    # ---- building the upstream request -------------------------------------------------------
-    @staticmethod
-    def generation_request(req: ServeRequest, n: int) -> GenerationRequest:
-        body, model = req.body, req.model
-        max_tokens = body.max_tokens
-        if isinstance(body, ChatCompletionRequest):
-            max_tokens = max_tokens or body.max_completion_tokens
-        params = {
-            **body.passthrough(),
-            "temperature": model.temperature if body.temperature is None else body.temperature,
-            "top_p": model.top_p if body.top_p is None else body.top_p,
-            "max_tokens": max_tokens or model.max_tokens,
-        }
-        if body.stop is not None:
-            params["stop"] = body.stop_list()
-        if body.seed is not None:
-            params["seed"] = body.seed
-        if body.user is not None:
-            params["user"] = body.user
-        if isinstance(body, ChatCompletionRequest):
-            messages = [m.model_dump(exclude_none=True) for m in body.messages]
-            return GenerationRequest(kind="chat", n=n, params=params, messages=messages, adapter=req.adapter)
-        return GenerationRequest(kind="completion", n=n, params=params, prompt=body.prompt_text(),
-                                 adapter=req.adapter)
+    def bind(self, request_id: str, endpoint: Endpoint, body: ChatCompletionRequest | CompletionRequest,
+             model: ModelConfig, route: Route, best_of: int, shadow: Route | None = None) -> ServeRequest:
+        """The request as the engine runs it (the upstream request and prompt text built once)."""
+        upstream = upstream_request(body, model, route.adapter)
+        return ServeRequest(
+            request_id=request_id, endpoint=endpoint, body=body, model=model, best_of=best_of, route=route,
+            model_version=route.model_version or self.backends[model.name].model_version, upstream=upstream,
+            prompt=body.prompt_text(), shadow=shadow)
 
-    def version(self, req: ServeRequest) -> str:
-        return req.model_version or self.backends[req.model.name].model_version
-
-    # ---- non-streaming, and streaming at best_of > 1 -----------------------------------------
-    async def _generate(self, req: ServeRequest, n: int) -> tuple[Generation, float]:
-        """n candidates and the milliseconds they took; upstream failures become API errors (logged)."""
-        started = time.perf_counter()
-        try:
-            generation = await self.backends[req.model.name].generate(self.generation_request(req, n))
-        except UpstreamError as exc:
-            self.metrics.upstream_failures.labels(req.model.name).inc()
-            self.record_failure(req, exc.status, str(exc), model_version=self.version(req))
-            raise from_upstream(exc) from exc
-        if generation.failures:
-            self.metrics.upstream_failures.labels(req.model.name).inc(len(generation.failures))
-            log.warning("request %s: %d of %d candidates failed upstream; serving the best of the rest",
-                        req.request_id, len(generation.failures), n)
-        return generation, (time.perf_counter() - started) * 1000
-
-    async def _score(self, req: ServeRequest, texts: list[str]) -> tuple[list[float | None], str | None, float]:
-        """(scores, degraded reason, milliseconds); a failing scorer yields Nones and a reason."""
-        started = time.perf_counter()
-        try:
-            scores = list(await asyncio.wait_for(self.scorer.score(req.body.prompt_text(), texts),
-                                                 self.reward.timeout_s))
-            return scores, None, (time.perf_counter() - started) * 1000
-        except TimeoutError:
-            reason = f"scorer timed out after {self.reward.timeout_s:g} s"
-        except Exception as exc:  # noqa: BLE001 - any scorer failure degrades, never fails
-            reason = f"scorer failed: {type(exc).__name__}: {exc}"
-        return [None] * len(texts), reason, (time.perf_counter() - started) * 1000
-
+    # ---- best-of-N: infer candidates → select the best → record ---------------------------------
     async def complete(self, req: ServeRequest) -> Outcome:
+        """The reply to a bound request; upstream failures raise APIError (already recorded)."""
+        pool = await self.infer_candidates(req)
+        returned = select_best_candidates(pool.scores, req.n)
+        tao = TaoInfo(
+            request_id=req.request_id, best_of=req.best_of, n=req.n, scores=pool.scores, winner=returned[0],
+            ranking=returned, model_version=req.model_version, arm=req.arm,
+            degraded=pool.degraded_reason is not None, degraded_reason=pool.degraded_reason,
+        )
+        if len(pool.candidates) == 1:  # nothing to choose between: score after replying
+            self._in_background(self._score_then_record(req, pool, tao))
+        else:
+            self.record(req, pool=pool, tao=tao)
+        self.start_shadow(req)
+        return Outcome(choices=[pool.candidates[i] for i in returned], usage=pool.usage(), tao=tao)
+
+    async def infer_candidates(self, req: ServeRequest) -> CandidatePool:
+        """Up to best_of candidates, scored when there is a choice. Under adaptive N a first batch
+        is drawn, and the rest of the budget is spent only when its scores disagree."""
         adaptive = req.model.adaptive
         first = req.best_of
         if adaptive is not None and req.n <= adaptive.first < req.best_of:
             first = adaptive.first
-        generation, upstream_ms = await self._generate(req, first)
-        texts = [c.text for c in generation.candidates]
-        scores: list[float | None] = [None] * len(texts)
-        degraded_reason: str | None = None
-        scoring_ms = 0.0
-        if len(texts) > 1:
-            scores, degraded_reason, scoring_ms = await self._score(req, texts)
-        if first < req.best_of and degraded_reason is None and adaptive.uncertain(scores):
-            # The first batch disagrees: spend the rest of the budget on this prompt.
+        try:
+            pool = await self._generate(req, first)
+        except UpstreamError as exc:
+            self.record(req, failure=Failure(exc.status, str(exc)))
+            raise from_upstream(exc) from exc
+        if len(pool.candidates) > 1:
+            await self._score(req, pool)
+        if first < req.best_of and pool.degraded_reason is None and adaptive.uncertain(pool.scores):
             try:
-                more, more_ms = await self._generate(req, req.best_of - first)
-            except APIError as exc:
-                more, more_ms = Generation(candidates=[], prompt_tokens=0, upstream_calls=0,
-                                           failures=[exc.message]), 0.0
-            more_scores, degraded_reason, more_scoring_ms = await self._score(req, [c.text for c in more.candidates])
-            generation = Generation(candidates=generation.candidates + more.candidates,
-                                    prompt_tokens=generation.prompt_tokens,
-                                    upstream_calls=generation.upstream_calls + more.upstream_calls,
-                                    failures=generation.failures + more.failures)
-            texts = [c.text for c in generation.candidates]
-            scores = scores + more_scores if degraded_reason is None else [None] * len(texts)
-            upstream_ms += more_ms
-            scoring_ms += more_scoring_ms
+                more = await self._generate(req, req.best_of - first)
+            except UpstreamError as exc:  # the first batch still stands
+                more = CandidatePool(candidates=[], prompt_tokens=0, upstream_calls=0, upstream_ms=0.0,
+                                     failures=[str(exc)])
+            pool.extend(more)
+            await self._score(req, pool)
+        return pool
 
-        if degraded_reason is None and scores[0] is not None:
-            ranking = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
-        else:
-            ranking = list(range(len(texts)))
-        returned = ranking[: req.n]
-        tao = TaoInfo(
-            request_id=req.request_id, best_of=req.best_of, n=req.n, scores=scores,
-            winner=returned[0], ranking=returned, model_version=self.version(req), arm=req.arm,
-            degraded=degraded_reason is not None, degraded_reason=degraded_reason,
-        )
-        completion_tokens = sum(c.completion_tokens for c in generation.candidates)
-        usage = Usage(prompt_tokens=generation.prompt_tokens, completion_tokens=completion_tokens,
-                      total_tokens=generation.prompt_tokens + completion_tokens)
-        outcome = Outcome(choices=[generation.candidates[i] for i in returned], usage=usage, tao=tao)
+    async def _generate(self, req: ServeRequest, n: int) -> CandidatePool:
+        """n candidates (fewer on partial failure, counted); raises UpstreamError when none came."""
+        started = time.perf_counter()
+        try:
+            generation = await self.backends[req.model.name].generate(req.call(n))
+        except UpstreamError:
+            self.metrics.upstream_failures.labels(req.model.name).inc()
+            raise
+        if generation.failures:
+            self.metrics.upstream_failures.labels(req.model.name).inc(len(generation.failures))
+            log.warning("request %s: %d of %d candidates failed upstream; serving the best of the rest",
+                        req.request_id, len(generation.failures), n)
+        return CandidatePool.of(generation, (time.perf_counter() - started) * 1000)
 
-        if degraded_reason:
+    async def _score(self, req: ServeRequest, pool: CandidatePool) -> None:
+        """Score the pool's unscored candidates; a failing scorer leaves all unscored and says why."""
+        todo = [i for i, s in enumerate(pool.scores) if s is None]
+        if not todo or pool.degraded_reason is not None:
+            return
+        started = time.perf_counter()
+        try:
+            scores = await asyncio.wait_for(self.scorer.score(req.prompt, [pool.candidates[i].text for i in todo]),
+                                            self.reward.timeout_s)
+            for i, score in zip(todo, scores, strict=True):
+                pool.scores[i] = score
+        except TimeoutError:
+            pool.degraded_reason = f"scorer timed out after {self.reward.timeout_s:g} s"
+        except Exception as exc:  # noqa: BLE001 - any scorer failure degrades, never fails
+            pool.degraded_reason = f"scorer failed: {type(exc).__name__}: {exc}"
+        pool.scoring_ms += (time.perf_counter() - started) * 1000
+        if pool.degraded_reason is not None:
+            pool.scores = [None] * len(pool.candidates)
             self.metrics.degraded.labels(req.model.name, "scorer").inc()
-            log.warning("request %s degraded: %s", req.request_id, degraded_reason)
-        if len(texts) == 1:
-            self._in_background(self._score_and_log(req, generation, tao, upstream_ms))
-        else:
-            self._finish(req, generation, tao, upstream_ms, scoring_ms)
-        self.start_shadow(req)
-        return outcome
+            log.warning("request %s degraded: %s", req.request_id, pool.degraded_reason)
 
+    async def _score_then_record(self, req: ServeRequest, pool: CandidatePool, tao: TaoInfo,
+                                 failure: Failure | None = None) -> None:
+        """A single candidate, already sent: score it (unless the reply failed), then record it."""
+        if failure is None:
+            await self._score(req, pool)
+            tao = tao.model_copy(update={"scores": pool.scores, "degraded": pool.degraded_reason is not None,
+                                         "degraded_reason": pool.degraded_reason})
+        self.record(req, pool=pool, tao=tao, failure=failure)
+
+    # ---- shadow: the rollout candidate answers an incumbent request too ---------------------------
     def start_shadow(self, req: ServeRequest) -> None:
         """Answer `req` on the candidate arm too, in the background: logged, never returned."""
-        if req.shadow is None:
-            return
-        route = req.shadow
-        shadow = ServeRequest(request_id=f"{req.request_id}-shadow", endpoint=req.endpoint,
-                              body=req.body.model_copy(update={"stream": False}), model=req.model,
-                              best_of=max(route.default_best_of, req.n), arm=route.arm, adapter=route.adapter,
-                              model_version=route.model_version)
-        self._in_background(self._shadow(shadow))
+        if req.shadow is not None:
+            self._in_background(self._shadow(req.on_shadow_arm()))
 
     async def _shadow(self, req: ServeRequest) -> None:
         try:
@@ -231,47 +249,98 @@ class Engine:
         except APIError:
             pass  # complete() already logged and counted the failure
 
-    # ---- streaming at best_of = 1 -------------------------------------------------------------
-    async def stream_single(self, req: ServeRequest, tao: TaoInfo) -> AsyncIterator[StreamDelta]:
-        """Tokens straight from the upstream; the record is logged (and scored) when it ends."""
-        backend = self.backends[req.model.name]
-        upstream_started = time.perf_counter()
-        parts: list[str] = []
-        last = StreamDelta()
-        status: tuple[int, str] | None = None
+    # ---- streaming at best_of = 1 -----------------------------------------------------------------
+    def stream_single(self, req: ServeRequest) -> tuple[StreamedReply, AsyncGenerator[StreamDelta, None]]:
+        """Tokens straight from the upstream, and the reply they add up to; when the stream ends
+        (or fails, or the client leaves) the candidate is scored and logged in the background."""
+        reply = StreamedReply(tao=TaoInfo(request_id=req.request_id, best_of=1, n=1, scores=[None], winner=0,
+                                          ranking=[0], model_version=req.model_version, arm=req.arm))
+        return reply, self._stream(req, reply)
+
+    async def _stream(self, req: ServeRequest, reply: StreamedReply) -> AsyncGenerator[StreamDelta, None]:
+        started = time.perf_counter()
+        failure: Failure | None = None
         try:
-            async for delta in backend.stream(self.generation_request(req, 1)):
-                parts.append(delta.text)
-                if delta.finish_reason:
-                    last.finish_reason = delta.finish_reason
-                if delta.prompt_tokens is not None:
-                    last.prompt_tokens = delta.prompt_tokens
-                if delta.completion_tokens is not None:
-                    last.completion_tokens = delta.completion_tokens
+            async for delta in self.backends[req.model.name].stream(req.call(1)):
+                reply.add(delta)
                 yield delta
         except UpstreamError as exc:
             self.metrics.upstream_failures.labels(req.model.name).inc()
-            status = (exc.status, str(exc))
+            failure = Failure(exc.status, str(exc))
             raise
         except BaseException:  # the client went away: log what was generated so far
-            status = (499, "client disconnected during streaming")
+            failure = Failure(499, "client disconnected during streaming")
             raise
         finally:
-            upstream_ms = (time.perf_counter() - upstream_started) * 1000
-            text = "".join(parts)
-            candidate = Candidate(
-                text=text, finish_reason=last.finish_reason, completion_tokens=last.completion_tokens or 0,
-                message={"role": "assistant", "content": text} if req.endpoint == "chat" else None,
-            )
-            generation = Generation(candidates=[candidate], prompt_tokens=last.prompt_tokens or 0, upstream_calls=1)
-            if status is None and text == "" and last.finish_reason is None:
-                status = (502, "upstream stream ended without content")
-            self._in_background(self._score_and_log(req, generation, tao, upstream_ms, failure=status))
-            if status is None:
+            pool = reply.pool(req.endpoint, (time.perf_counter() - started) * 1000)
+            if failure is None and not pool.candidates[0].text and reply.finish_reason is None:
+                failure = Failure(502, "upstream stream ended without content")
+            self._in_background(self._score_then_record(req, pool, reply.tao, failure))
+            if failure is None:
                 self.start_shadow(req)
 
-    # ---- logging and metrics --------------------------------------------------------------------
-    def _in_background(self, coro) -> None:
+    # ---- the record: metrics and the log, once per request ----------------------------------------
+    def record(self, req: ServeRequest, *, pool: CandidatePool | None = None, tao: TaoInfo | None = None,
+               failure: Failure | None = None) -> None:
+        """Count and log one request: answered (a pool and its tao), or not (a failure, with what
+        was generated before it, if anything)."""
+        model = req.model.name
+        latency_s = time.perf_counter() - req.started
+        http_status = failure.status if failure else 200
+        self.metrics.requests.labels(model, str(http_status)).inc()
+        self.metrics.request_latency.labels(model).observe(latency_s)
+        status = (RequestStatus.ERROR if failure else RequestStatus.DEGRADED if tao and tao.degraded
+                  else RequestStatus.OK)
+        error = failure.message if failure else tao.degraded_reason if tao else None
+        row = self._request_row(req, status, http_status, latency_s)
+        candidates: list[dict[str, Any]] = []
+        if pool is not None and tao is not None:
+            self._observe(model, pool, tao.winner)
+            if pool.failures:
+                error = "; ".join(filter(None, [error, f"{len(pool.failures)} candidates failed upstream: "
+                                                f"{pool.failures[0]}"]))
+            usage = pool.usage()
+            row.update(n_generated=len(pool.candidates), winner_index=tao.winner, upstream_ms=pool.upstream_ms,
+                       scoring_ms=pool.scoring_ms, prompt_tokens=usage.prompt_tokens,
+                       completion_tokens=usage.completion_tokens, upstream_calls=pool.upstream_calls)
+            returned = {idx: rank for rank, idx in enumerate(tao.ranking)}
+            candidates = [
+                {"request_id": req.request_id, "idx": i, "text": c.text,
+                 "message": orjson.dumps(c.message).decode() if c.message else None,
+                 "finish_reason": c.finish_reason, "tokens": c.completion_tokens, "score": tao.scores[i],
+                 "won": int(i == tao.winner and not failure), "returned_rank": returned.get(i)}
+                for i, c in enumerate(pool.candidates)
+            ]
+        row["error"] = error
+        self.store.log(RequestLog(request=row, candidates=candidates))
+        self.metrics.store_queue_depth.set(self.store.queue_depth())
+
+    def _observe(self, model: str, pool: CandidatePool, winner: int | None) -> None:
+        self.metrics.upstream_latency.labels(model).observe(pool.upstream_ms / 1000)
+        self.metrics.candidates.labels(model).inc(len(pool.candidates))
+        self.metrics.upstream_calls.labels(model).inc(pool.upstream_calls)
+        if len(pool.candidates) > 1:
+            self.metrics.scoring_latency.labels(model).observe(pool.scoring_ms / 1000)
+        if pool.scored and winner is not None:
+            self.metrics.first_reward.labels(model).observe(pool.scores[0])
+            self.metrics.winner_reward.labels(model).observe(pool.scores[winner])
+
+    @staticmethod
+    def _request_row(req: ServeRequest, status: RequestStatus, http_status: int, latency_s: float) -> dict[str, Any]:
+        upstream = req.upstream
+        return {
+            "id": req.request_id, "created_at": req.created, "model": req.model.name, "arm": req.arm,
+            "model_version": req.model_version, "endpoint": req.endpoint,
+            "messages": orjson.dumps(upstream.messages if upstream.kind == "chat" else upstream.prompt).decode(),
+            "prompt": req.prompt, "params": orjson.dumps(upstream.params).decode(), "best_of": req.best_of,
+            "n": req.n, "n_generated": None, "winner_index": None, "latency_ms": latency_s * 1000,
+            "upstream_ms": None, "scoring_ms": None, "prompt_tokens": None, "completion_tokens": None,
+            "upstream_calls": None, "stream": int(req.body.stream), "user": req.body.user, "status": status,
+            "http_status": http_status, "error": None,
+        }
+
+    # ---- background work --------------------------------------------------------------------------
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -280,85 +349,3 @@ class Engine:
         """Wait for background scoring/logging (called at shutdown, before the store flushes)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
-
-    async def _score_and_log(self, req: ServeRequest, generation: Generation, tao: TaoInfo,
-                             upstream_ms: float, failure: tuple[int, str] | None = None) -> None:
-        scoring_ms = 0.0
-        if failure is None:
-            scores, reason, scoring_ms = await self._score(req, [c.text for c in generation.candidates])
-            if reason is None:
-                tao = tao.model_copy(update={"scores": scores})
-            else:  # logged unscored; the reply already went out
-                self.metrics.degraded.labels(req.model.name, "scorer").inc()
-                tao = tao.model_copy(update={"degraded": True, "degraded_reason": reason})
-        self._finish(req, generation, tao, upstream_ms, scoring_ms, failure=failure)
-
-    def _finish(self, req: ServeRequest, generation: Generation, tao: TaoInfo, upstream_ms: float,
-                scoring_ms: float, failure: tuple[int, str] | None = None) -> None:
-        model = req.model.name
-        latency_s = time.perf_counter() - req.started
-        http_status = failure[0] if failure else 200
-        self.metrics.requests.labels(model, str(http_status)).inc()
-        self.metrics.request_latency.labels(model).observe(latency_s)
-        self.metrics.upstream_latency.labels(model).observe(upstream_ms / 1000)
-        self.metrics.candidates.labels(model).inc(len(generation.candidates))
-        self.metrics.upstream_calls.labels(model).inc(generation.upstream_calls)
-        if len(generation.candidates) > 1:
-            self.metrics.scoring_latency.labels(model).observe(scoring_ms / 1000)
-        if tao.scores and tao.scores[0] is not None:
-            self.metrics.first_reward.labels(model).observe(tao.scores[0])
-            self.metrics.winner_reward.labels(model).observe(tao.scores[tao.winner])
-
-        status = "error" if failure else ("degraded" if tao.degraded else "ok")
-        error = failure[1] if failure else tao.degraded_reason
-        if generation.failures:
-            error = "; ".join(filter(None, [error, f"{len(generation.failures)} candidates failed upstream: "
-                                            f"{generation.failures[0]}"]))
-        returned = {idx: rank for rank, idx in enumerate(tao.ranking)}
-        completion_tokens = sum(c.completion_tokens for c in generation.candidates)
-        row = self._request_row(req, tao.model_version, status, http_status, error)
-        row.update(
-            n_generated=len(generation.candidates),
-            winner_index=tao.winner, latency_ms=latency_s * 1000, upstream_ms=upstream_ms,
-            scoring_ms=scoring_ms, prompt_tokens=generation.prompt_tokens,
-            completion_tokens=completion_tokens, upstream_calls=generation.upstream_calls,
-        )
-        candidates = [
-            {
-                "request_id": req.request_id, "idx": i, "text": c.text,
-                "message": orjson.dumps(c.message).decode() if c.message else None,
-                "finish_reason": c.finish_reason, "tokens": c.completion_tokens, "score": tao.scores[i],
-                "won": int(i == tao.winner and not failure), "returned_rank": returned.get(i),
-            }
-            for i, c in enumerate(generation.candidates)
-        ]
-        self.store.log(RequestLog(request=row, candidates=candidates))
-        self.metrics.store_queue_depth.set(self.store.queue_depth())
-
-    def record_failure(self, req: ServeRequest, http_status: int, message: str, *, model_version: str = "") -> None:
-        """Log a request that got no reply (upstream failure, client error after parsing)."""
-        model = req.model.name
-        self.metrics.requests.labels(model, str(http_status)).inc()
-        self.metrics.request_latency.labels(model).observe(time.perf_counter() - req.started)
-        row = self._request_row(req, model_version, "error", http_status, message)
-        row["latency_ms"] = (time.perf_counter() - req.started) * 1000
-        self.store.log(RequestLog(request=row))
-
-    @staticmethod
-    def _request_row(req: ServeRequest, model_version: str, status: str, http_status: int,
-                     error: str | None) -> dict:
-        body = req.body
-        if isinstance(body, ChatCompletionRequest):
-            messages = orjson.dumps([m.model_dump(exclude_none=True) for m in body.messages]).decode()
-        else:
-            messages = orjson.dumps(body.prompt_text()).decode()
-        params = body.model_dump(exclude={"messages", "prompt", "model"}, exclude_none=True)
-        return {
-            "id": req.request_id, "created_at": req.created, "model": req.model.name, "arm": req.arm,
-            "model_version": model_version, "endpoint": req.endpoint, "messages": messages,
-            "prompt": body.prompt_text(), "params": orjson.dumps(params).decode(), "best_of": req.best_of,
-            "n": req.n, "n_generated": None, "winner_index": None, "latency_ms": None, "upstream_ms": None, "scoring_ms": None,
-            "prompt_tokens": None, "completion_tokens": None, "upstream_calls": None,
-            "stream": int(body.stream), "user": body.user, "status": status, "http_status": http_status,
-            "error": error,
-        }

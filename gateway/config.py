@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -19,6 +19,8 @@ from pydantic_settings import (
 )
 
 EMBEDDED_MODEL = "embedded:smollm2"
+EMBEDDED_NAME = "smollm2"  # the public name the embedded model is served (and distilled) under
+DistillMethod = Literal["dpo", "grpo", "sft"]  # one training function each in distill/train.py
 
 
 class AdaptiveConfig(BaseModel):
@@ -137,18 +139,20 @@ class DistillConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("smollm2", description="Public model name whose logs are distilled.")
+    model: str = Field(EMBEDDED_NAME, description="Public model name whose logs are distilled.")
     base_model: str | None = Field(
         None, description="Weights directory to fine-tune; default: the model's own local weights."
     )
-    method: Literal["dpo", "grpo", "sft"] = "dpo"
-    checkpoints_dir: Path = Path("./checkpoints")
+    method: DistillMethod = Field(
+        "dpo", description="dpo: logged best-vs-worst pairs (the CPU default); grpo: online RL with the "
+        "gateway's own scorer; sft: the winners.")
+    checkpoints_dir: Path = Field(Path("./checkpoints"), description="Where checkpoints are written.")
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts (by hash) never trained on.")
     min_train_prompts: int = Field(8, ge=1)
     min_heldout_prompts: int = Field(2, ge=1)
     sft_margin: float = Field(0.05, ge=0, description="SFT keeps winners beating their prompt's mean by this.")
     dpo_min_gap: float = Field(0.1, ge=0, description="DPO keeps best-vs-worst pairs at least this far apart.")
-    max_steps: int = Field(60, ge=1)
+    max_steps: int = Field(60, ge=1, description="Training steps.")
     batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
@@ -169,7 +173,7 @@ def default_models() -> list[ModelConfig]:
     """What `tao serve` serves with no config: the embedded SmolLM2 on this machine's CPU."""
     return [
         ModelConfig(
-            name="smollm2",
+            name=EMBEDDED_NAME,
             backend="local",
             model=EMBEDDED_MODEL,
             best_of=4,
@@ -214,6 +218,18 @@ class Settings(BaseSettings):
 
     def model_by_name(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def with_updates(config: ConfigT, **updates: Any) -> ConfigT:
+    """A copy of `config` with `updates`, validated like a config file's values.
+
+    `model_copy(update=...)` validates nothing: a command-line string would stay a string where a
+    Path belongs, and `max_steps=0` would slip past `ge=1`. This raises `ValidationError` instead.
+    """
+    return type(config).model_validate({**config.model_dump(), **updates})
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:

@@ -1,8 +1,15 @@
-"""The one exception type the HTTP layer turns into an OpenAI error object."""
+"""The one exception type the HTTP layer turns into an OpenAI error object, and the upstream
+failures the engine maps onto it."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.protocol import ErrorBody, ErrorResponse
+
+if TYPE_CHECKING:
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
 
 
 class APIError(Exception):
@@ -29,6 +36,14 @@ class APIError(Exception):
         return ErrorResponse(error=error).model_dump()
 
 
+def from_validation(exc: ValidationError | RequestValidationError) -> APIError:
+    """A 422 naming the first field that failed validation, as OpenAI does."""
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    return APIError(422, f"{param}: {first.get('msg')}" if param else str(first.get("msg")),
+                    param=param, code="invalid_value")
+
+
 def from_upstream(exc: UpstreamError) -> APIError:
     """The client-facing error for an upstream failure (400 when the upstream blamed the request)."""
     if exc.status == 400:
@@ -50,3 +65,10 @@ class UpstreamTimeout(UpstreamError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=504)
+
+
+def as_upstream_error(exc: BaseException) -> UpstreamError:
+    """Any exception from an upstream call as an UpstreamError (502 unless it already is one)."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    return UpstreamError(f"upstream failed: {type(exc).__name__}: {exc}")

@@ -17,7 +17,8 @@ means, variances and counts. With d = mean(c) − mean(b) and se = sqrt(var(c)/n
 - step up (10 → 25 → 50 → 100 %) when the lower bound d − z·se ≥ −margin over at least
   min_requests candidate replies; passing the last step promotes;
 - otherwise hold. (z = 1.645: one-sided 95 % normal bounds on the difference of means.)
-Every start, step, promotion, rollback and failure is a `rollout_events` row with the numbers.
+Every start, step, promotion, rollback and failure is a `rollout_events` row with the numbers. A
+rollback also marks the checkpoint `rolled_back`, so the next distill run uses its data window again.
 
 After **promotion** the checkpoint serves all traffic at its best_of (arm `promoted`), so the
 served cost drops by the incumbent's N. The state lives in the store's `rollouts` table: a
@@ -27,32 +28,42 @@ restarted gateway reloads the adapter and resumes the same split.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import math
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import sqlite_utils
+
 from gateway.backends import Backend
+from gateway.buckets import stable_fraction
 from gateway.config import ModelConfig, Settings
 from gateway.errors import APIError
 from gateway.metrics import Metrics
-from gateway.store import Store
+from gateway.store import (
+    Arm,
+    ArmOutcomes,
+    Checkpoint,
+    CheckpointStatus,
+    Rollout,
+    RolloutState,
+    Store,
+    active_rollouts,
+    arm_outcomes,
+    get_checkpoint,
+    get_rollout,
+    save_rollout,
+    set_checkpoint_status,
+)
 
 log = logging.getLogger(__name__)
 
-BASE_ARM, CANDIDATE_ARM, SHADOW_ARM, PROMOTED_ARM = "base", "candidate", "shadow", "promoted"
-ARMS = (BASE_ARM, CANDIDATE_ARM)
-CANARY, PROMOTED, ROLLED_BACK, FAILED = "canary", "promoted", "rolled_back", "failed"
-
-
-def bucket(key: str) -> float:
-    """A stable position in [0, 100) for a routing key."""
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0x100000000 * 100
+BASE_ARM = Arm.BASE  # imported by app.py and bestofn.py until they use Arm
+INCUMBENT_ARMS = (Arm.BASE,)
+CANDIDATE_ARMS = (Arm.CANDIDATE, Arm.SHADOW)  # every reply of the checkpoint during the canary
 
 
 def adapter_name(checkpoint_id: str) -> str:
@@ -63,7 +74,7 @@ def adapter_name(checkpoint_id: str) -> str:
 class Route:
     """Where one request goes."""
 
-    arm: str
+    arm: Arm
     adapter: str | None
     default_best_of: int
     model_version: str | None
@@ -90,21 +101,13 @@ class Decision:
     numbers: dict[str, Any]
 
 
-def arm_stats(db, model: str, arms: tuple[str, ...], since: float) -> ArmStats:
-    """Counts, error rate, reward mean/variance and tokens per request of the arms since `since`."""
-    marks = ",".join("?" for _ in arms)
-    params = [model, *arms, since]
-    total, errors, tokens = db.execute(
-        f"SELECT COUNT(*), SUM(r.status = 'error'), AVG(r.completion_tokens) FROM requests r "
-        f"WHERE r.model = ? AND r.arm IN ({marks}) AND r.created_at >= ?", params).fetchone()
-    rewards = [row[0] for row in db.execute(
-        f"SELECT c.score FROM requests r JOIN candidates c ON c.request_id = r.id AND c.won = 1 "
-        f"WHERE r.model = ? AND r.arm IN ({marks}) AND r.created_at >= ? AND r.status = 'ok' "
-        f"AND c.score IS NOT NULL", params).fetchall()]
+def arm_stats(outcomes: ArmOutcomes) -> ArmStats:
+    """The policy's view of an arm: counts, error rate, reward mean and (sample) variance."""
+    rewards = outcomes.rewards
     mean = sum(rewards) / len(rewards) if rewards else 0.0
     variance = sum((x - mean) ** 2 for x in rewards) / (len(rewards) - 1) if len(rewards) > 1 else 0.0
-    return ArmStats(requests=total or 0, errors=errors or 0, scored=len(rewards), mean=mean, variance=variance,
-                    tokens_per_request=float(tokens or 0.0))
+    return ArmStats(requests=outcomes.requests, errors=outcomes.errors, scored=len(rewards), mean=mean,
+                    variance=variance, tokens_per_request=outcomes.tokens_per_request)
 
 
 def decide(candidate: ArmStats, incumbent: ArmStats, settings_margin: float, z: float, min_requests: int,
@@ -130,33 +133,39 @@ def decide(candidate: ArmStats, incumbent: ArmStats, settings_margin: float, z: 
 
 
 class RolloutManager:
+    """The rollouts of every model: routing per request, the policy loop, and operator control.
+
+    Each public method that touches the store opens one connection for its unit of work and closes
+    it; the async ones do that work in a thread, off the event loop.
+    """
+
     def __init__(self, settings: Settings, backends: dict[str, Backend], store: Store, metrics: Metrics) -> None:
         self.settings = settings
         self.config = settings.rollout
         self.backends = backends
         self.store = store
         self.metrics = metrics
-        self.rollouts: dict[str, dict[str, Any]] = {}
+        self.rollouts: dict[str, Rollout] = {}  # the active (canary or promoted) rollout of each model
         self._rng = random.Random()
         self._task: asyncio.Task | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def resume(self) -> None:
         """Reload active rollouts from the store (after a restart) and their adapters."""
-        db = self.store.connect()
-        rows = list(db["rollouts"].rows_where("state IN (?, ?)", [CANARY, PROMOTED]))
-        for row in rows:
-            if row["model"] not in self.backends:
+        for rollout in await asyncio.to_thread(self._stored_active):
+            if rollout.model not in self.backends:
                 continue
             try:
-                await self.backends[row["model"]].load_adapter(adapter_name(row["checkpoint_id"]), row["adapter_path"])
+                await self.backends[rollout.model].load_adapter(adapter_name(rollout.checkpoint_id),
+                                                                rollout.adapter_path)
             except Exception as exc:  # noqa: BLE001 - the incumbent keeps serving
-                self._set(db, {**row, "state": FAILED, "share": 0.0}, "failed", f"adapter reload failed: {exc}", {})
+                await asyncio.to_thread(self._transition, replace(rollout, state=RolloutState.FAILED, share=0.0),
+                                        "failed", f"adapter reload failed: {exc}", {})
                 continue
-            self.rollouts[row["model"]] = row
-            self.metrics.rollout_share.labels(row["model"]).set(row["share"])
-            log.info("resumed rollout of %s on %s: %s at %g%%", row["checkpoint_id"], row["model"], row["state"],
-                     row["share"])
+            self.rollouts[rollout.model] = rollout
+            self.metrics.rollout_share.labels(rollout.model).set(rollout.share)
+            log.info("resumed rollout of %s on %s: %s at %g%%", rollout.checkpoint_id, rollout.model, rollout.state,
+                     rollout.share)
 
     def start_policy(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._policy_loop())
@@ -169,7 +178,7 @@ class RolloutManager:
     async def _policy_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.check_interval_s)
-            for model in [m for m, r in self.rollouts.items() if r["state"] == CANARY]:
+            for model in [m for m, r in self.rollouts.items() if r.state == RolloutState.CANARY]:
                 try:
                     await asyncio.to_thread(self.check, model)
                 except Exception:  # noqa: BLE001 - the loop must survive one bad check
@@ -178,26 +187,27 @@ class RolloutManager:
     # ---- routing ------------------------------------------------------------------------------
     def route(self, model: ModelConfig, key: str, pinned: str | None) -> Route:
         rollout = self.rollouts.get(model.name)
-        base = Route(BASE_ARM, None, model.best_of, None)
+        base = Route(Arm.BASE, None, model.best_of, None)
         if rollout is None:
-            if pinned == CANDIDATE_ARM:
+            if pinned == Arm.CANDIDATE:
                 raise APIError(400, f"model {model.name} has no rollout to pin", param="X-TAO-Arm")
             return base
-        candidate = Route(CANDIDATE_ARM, adapter_name(rollout["checkpoint_id"]), rollout["candidate_best_of"],
-                          rollout["checkpoint_id"])
-        if rollout["state"] == PROMOTED:
-            return Route(PROMOTED_ARM, candidate.adapter, candidate.default_best_of, candidate.model_version)
+        candidate = Route(Arm.CANDIDATE, adapter_name(rollout.checkpoint_id), rollout.candidate_best_of,
+                          rollout.checkpoint_id)
+        if rollout.state == RolloutState.PROMOTED:
+            return replace(candidate, arm=Arm.PROMOTED)
         if pinned is not None:
-            return candidate if pinned == CANDIDATE_ARM else base
-        return candidate if bucket(key) < rollout["share"] else base
+            return candidate if pinned == Arm.CANDIDATE else base
+        return candidate if stable_fraction(key) * 100 < rollout.share else base
 
     def shadow(self, model: str) -> Route | None:
         """For an incumbent request: a candidate route to answer it in the background, if sampled."""
         rollout = self.rollouts.get(model)
-        if rollout is None or rollout["state"] != CANARY or self._rng.random() >= self.config.shadow_fraction:
+        if (rollout is None or rollout.state != RolloutState.CANARY
+                or self._rng.random() >= self.config.shadow_fraction):
             return None
-        return Route(SHADOW_ARM, adapter_name(rollout["checkpoint_id"]), rollout["candidate_best_of"],
-                     rollout["checkpoint_id"])
+        return Route(Arm.SHADOW, adapter_name(rollout.checkpoint_id), rollout.candidate_best_of,
+                     rollout.checkpoint_id)
 
     # ---- control ------------------------------------------------------------------------------
     async def start(self, model: str, checkpoint: str, canary: float | None, best_of: int | None) -> dict[str, Any]:
@@ -205,104 +215,125 @@ class RolloutManager:
             raise APIError(404, f"model {model!r} does not exist", type="not_found_error", param="model",
                            code="model_not_found")
         current = self.rollouts.get(model)
-        if current is not None and current["state"] == CANARY:
-            raise APIError(409, f"model {model} already has a canary of {current['checkpoint_id']}; promote or "
+        if current is not None and current.state == RolloutState.CANARY:
+            raise APIError(409, f"model {model} already has a canary of {current.checkpoint_id}; promote or "
                            "roll it back first", code="rollout_active")
-        db = self.store.connect()
-        found = db.execute("SELECT id, path, status FROM checkpoints WHERE id = ?", [checkpoint]).fetchone()
-        if found is None:
-            raise APIError(404, f"checkpoint {checkpoint!r} is not registered (see `tao distill`)",
-                           type="not_found_error", param="checkpoint", code="checkpoint_not_found")
-        if not found[1]:
-            raise APIError(400, f"checkpoint {checkpoint} has no files (status {found[2]})", param="checkpoint")
+        found = await asyncio.to_thread(self._servable_checkpoint, checkpoint)
         share = canary if canary is not None else self.config.steps[0]
         now = time.time()
-        row = {"model": model, "checkpoint_id": checkpoint, "adapter_path": found[1], "state": CANARY,
-               "share": share, "candidate_best_of": best_of or self.config.candidate_best_of,
-               "incumbent_best_of": self.settings.model_by_name(model).best_of, "started_at": now,
-               "step_started_at": now, "updated_at": now}
+        rollout = Rollout(model=model, checkpoint_id=checkpoint, adapter_path=found.path, state=RolloutState.CANARY,
+                          share=share, candidate_best_of=best_of or self.config.candidate_best_of,
+                          incumbent_best_of=self.settings.model_by_name(model).best_of, started_at=now,
+                          step_started_at=now, updated_at=now)
         try:  # load before the arm takes any traffic
-            await self.backends[model].load_adapter(adapter_name(checkpoint), found[1])
+            await self.backends[model].load_adapter(adapter_name(checkpoint), found.path)
         except Exception as exc:  # noqa: BLE001
-            self._set(db, {**row, "state": FAILED, "share": 0.0}, "failed", f"adapter load failed: {exc}", {})
+            await asyncio.to_thread(self._transition, replace(rollout, state=RolloutState.FAILED, share=0.0),
+                                    "failed", f"adapter load failed: {exc}", {})
             raise APIError(502, f"loading checkpoint {checkpoint} failed; the incumbent keeps 100 % of traffic: "
                            f"{exc}", type="upstream_error", code="adapter_load_failed") from exc
-        self._set(db, row, "start", f"canary at {share:g}%", {"share": share})
-        return self.describe(model)
+        return await asyncio.to_thread(self._transition, rollout, "start", f"canary at {share:g}%", {"share": share})
 
     def promote(self, model: str, reason: str = "promoted by an operator", numbers: dict | None = None) -> dict:
-        row = self._active(model)
-        db = self.store.connect()
-        self._set(db, {**row, "state": PROMOTED, "share": 100.0}, "promote", reason, numbers or {})
-        db["checkpoints"].update(row["checkpoint_id"], {"status": "promoted"})
-        return self.describe(model)
+        rollout = self._active(model)
+        with self.store.connection() as db:
+            self._promote(db, rollout, reason, numbers or {})
+            return self._describe(db, model)
 
     def rollback(self, model: str, reason: str = "rolled back by an operator", numbers: dict | None = None) -> dict:
-        row = self._active(model)
-        self._set(self.store.connect(), {**row, "state": ROLLED_BACK, "share": 0.0}, "rollback", reason,
-                  numbers or {})
-        self.rollouts.pop(model, None)
-        return self.describe(model)
+        rollout = self._active(model)
+        with self.store.connection() as db:
+            self._rollback(db, rollout, reason, numbers or {})
+            return self._describe(db, model)
 
     def check(self, model: str) -> Decision:
         """Run the policy once for `model` and apply its decision."""
-        row = self._active(model)
-        if row["state"] != CANARY:
+        rollout = self._active(model)
+        if rollout.state != RolloutState.CANARY:
             return Decision("hold", "not a canary", {})
-        db = self.store.connect()
         cfg = self.config
-        candidate = arm_stats(db, model, (CANDIDATE_ARM, SHADOW_ARM), row["step_started_at"])
-        incumbent = arm_stats(db, model, (BASE_ARM,), row["step_started_at"])
-        decision = decide(candidate, incumbent, cfg.margin, cfg.z, cfg.min_requests, cfg.min_requests_rollback,
-                          cfg.max_error_rate_increase)
-        if decision.action == "rollback":
-            self.rollback(model, decision.reason, decision.numbers)
-        elif decision.action == "advance":
-            higher = [s for s in cfg.steps if s > row["share"]]
-            if not higher or higher[0] >= 100:
-                decision.action = "promote"
-                self.promote(model, decision.reason, decision.numbers)
-            else:
-                now = time.time()
-                self._set(db, {**row, "share": higher[0], "step_started_at": now}, "step",
-                          f"{row['share']:g}% → {higher[0]:g}%: {decision.reason}", decision.numbers)
+        with self.store.connection() as db:
+            candidate = arm_stats(arm_outcomes(db, model, CANDIDATE_ARMS, rollout.step_started_at))
+            incumbent = arm_stats(arm_outcomes(db, model, INCUMBENT_ARMS, rollout.step_started_at))
+            decision = decide(candidate, incumbent, cfg.margin, cfg.z, cfg.min_requests, cfg.min_requests_rollback,
+                              cfg.max_error_rate_increase)
+            if decision.action == "rollback":
+                self._rollback(db, rollout, decision.reason, decision.numbers)
+            elif decision.action == "advance":
+                higher = [s for s in cfg.steps if s > rollout.share]
+                if not higher or higher[0] >= 100:
+                    decision.action = "promote"
+                    self._promote(db, rollout, decision.reason, decision.numbers)
+                else:
+                    self._set(db, replace(rollout, share=higher[0], step_started_at=time.time()), "step",
+                              f"{rollout.share:g}% → {higher[0]:g}%: {decision.reason}", decision.numbers)
         return decision
 
+    def status(self) -> list[dict[str, Any]]:
+        with self.store.connection() as db:
+            return [self._describe(db, m.name) for m in self.settings.models]
+
     # ---- state ----------------------------------------------------------------------------------
-    def _active(self, model: str) -> dict[str, Any]:
-        row = self.rollouts.get(model)
-        if row is None:
+    def _active(self, model: str) -> Rollout:
+        rollout = self.rollouts.get(model)
+        if rollout is None:
             raise APIError(404, f"model {model!r} has no active rollout", type="not_found_error",
                            param="model", code="no_rollout")
-        return row
+        return rollout
 
-    def _set(self, db, row: dict[str, Any], event: str, reason: str, numbers: dict[str, Any]) -> None:
-        row = {**row, "updated_at": time.time()}
-        db["rollouts"].insert(row, replace=True)
-        db["rollout_events"].insert({"created_at": row["updated_at"], "model": row["model"], "event": event,
-                                     "checkpoint_id": row["checkpoint_id"], "share": row["share"],
-                                     "details": json.dumps({"reason": reason, **numbers}, default=str)})
-        if row["state"] in (CANARY, PROMOTED):
-            self.rollouts[row["model"]] = row
-        self.metrics.rollout_share.labels(row["model"]).set(row["share"] if row["state"] in (CANARY, PROMOTED) else 0)
-        self.metrics.rollout_events.labels(row["model"], event).inc()
-        log.info("rollout %s of %s on %s: %s", event, row["checkpoint_id"], row["model"], reason)
+    def _stored_active(self) -> list[Rollout]:
+        with self.store.connection() as db:
+            return active_rollouts(db)
 
-    def describe(self, model: str) -> dict[str, Any]:
-        db = self.store.connect()
-        rows = list(db["rollouts"].rows_where("model = ?", [model]))
-        if not rows:
+    def _servable_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        """The registered checkpoint, if it is an adapter with files; else the error that says why not."""
+        with self.store.connection() as db:
+            found = get_checkpoint(db, checkpoint_id)
+        if found is None:
+            raise APIError(404, f"checkpoint {checkpoint_id!r} is not registered (see `tao distill`)",
+                           type="not_found_error", param="checkpoint", code="checkpoint_not_found")
+        if found.is_reward_model:
+            raise APIError(400, f"checkpoint {checkpoint_id} is a reward model (from `tao reward train`): it scores "
+                           f"replies (reward: {{kind: hf, path: {found.path}}}) and cannot serve them",
+                           param="checkpoint", code="not_servable")
+        if not found.path:
+            raise APIError(400, f"checkpoint {checkpoint_id} has no files (status {found.status})", param="checkpoint")
+        return found
+
+    def _transition(self, rollout: Rollout, event: str, reason: str, numbers: dict[str, Any]) -> dict[str, Any]:
+        """Record a new state in one unit of work; returns the model's description."""
+        with self.store.connection() as db:
+            self._set(db, rollout, event, reason, numbers)
+            return self._describe(db, rollout.model)
+
+    def _promote(self, db: sqlite_utils.Database, rollout: Rollout, reason: str, numbers: dict[str, Any]) -> None:
+        self._set(db, replace(rollout, state=RolloutState.PROMOTED, share=100.0), "promote", reason, numbers)
+        set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.PROMOTED)
+
+    def _rollback(self, db: sqlite_utils.Database, rollout: Rollout, reason: str, numbers: dict[str, Any]) -> None:
+        self._set(db, replace(rollout, state=RolloutState.ROLLED_BACK, share=0.0), "rollback", reason, numbers)
+        self.rollouts.pop(rollout.model, None)
+        set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.ROLLED_BACK)
+
+    def _set(self, db: sqlite_utils.Database, rollout: Rollout, event: str, reason: str,
+             numbers: dict[str, Any]) -> None:
+        rollout = replace(rollout, updated_at=time.time())
+        save_rollout(db, rollout, event, {"reason": reason, **numbers})
+        if rollout.active:
+            self.rollouts[rollout.model] = rollout
+        self.metrics.rollout_share.labels(rollout.model).set(rollout.share if rollout.active else 0)
+        self.metrics.rollout_events.labels(rollout.model, event).inc()
+        log.info("rollout %s of %s on %s: %s", event, rollout.checkpoint_id, rollout.model, reason)
+
+    def _describe(self, db: sqlite_utils.Database, model: str) -> dict[str, Any]:
+        rollout = get_rollout(db, model)
+        if rollout is None:
             return {"model": model, "state": None}
-        info = rows[0]
-        since = info["step_started_at"]
-        arms = {name: asdict(arm_stats(db, model, arms, since)) for name, arms in
-                (("incumbent", (BASE_ARM,)), ("candidate", (CANDIDATE_ARM, SHADOW_ARM)))}
-        before = arm_stats(db, model, (BASE_ARM,), 0.0)  # the incumbent at its best_of
-        after = arm_stats(db, model, (PROMOTED_ARM,), info["started_at"])
-        info["arms_this_step"] = arms
-        info["tokens_per_request"] = {"before": before.tokens_per_request,
-                                      "after": after.tokens_per_request if after.requests else None}
-        return info
-
-    def status(self) -> list[dict[str, Any]]:
-        return [self.describe(m.name) for m in self.settings.models]
+        since = rollout.step_started_at
+        arms = {name: asdict(arm_stats(arm_outcomes(db, model, arms, since))) for name, arms in
+                (("incumbent", INCUMBENT_ARMS), ("candidate", CANDIDATE_ARMS))}
+        before = arm_outcomes(db, model, INCUMBENT_ARMS, 0.0)  # the incumbent at its best_of
+        after = arm_outcomes(db, model, (Arm.PROMOTED,), rollout.started_at)
+        return {**asdict(rollout), "arms_this_step": arms,
+                "tokens_per_request": {"before": before.tokens_per_request,
+                                       "after": after.tokens_per_request if after.requests else None}}

@@ -1,3 +1,5 @@
+"""`python -m tao`: the `tao` command."""
+
 from tao.cli import main
 
 if __name__ == "__main__":

@@ -1,12 +1,51 @@
-"""`tao`: the command line. Each subcommand mirrors a Python entry point."""
+"""`tao`: the command line. Each subcommand mirrors a Python entry point.
+
+Flags that set a config value are generated from the config models (`tao.flags`), so each default
+is stated once, in its model, and `--help` shows it. Heavy modules (the server, the trainers) are
+imported by the command that needs them, so `tao --help` stays quick.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
+import math
 import sys
+import time
+import typing
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from gateway import __version__
+from gateway.config import (
+    DistillConfig,
+    DistillMethod,
+    Settings,
+    StoreConfig,
+    default_models,
+    load_settings,
+    with_updates,
+)
+from tao.demo.config import DemoConfig
+from tao.flags import add_field_flags, explain, field_values, show_default
+
+DISTILL_FLAGS = ("method", "model", "max_steps", "checkpoints_dir")  # distill: keys a command line may override
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+REWARD_TRAIN_HELP = {  # RewardTrainOptions is a plain dataclass: its fields carry no descriptions
+    "out_dir": "where trained reward models are written",
+    "from_logs": "add best-vs-worst pairs from the logs",
+    "min_gap": "score gap for --from-logs pairs",
+    "min_pairs": "fewest training pairs to train on",
+    "holdout_fraction": "share of pairs (by prompt hash) held out to measure accuracy",
+    "max_steps": "training steps",
+    "batch_size": "pairs per training step",
+    "learning_rate": "LoRA learning rate",
+    "lora_r": "LoRA rank",
+    "max_length": "tokens of prompt + answer kept",
+    "seed": "training seed",
+}
 
 
 def _setup_logging(level: str) -> None:
@@ -16,36 +55,23 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.config import load_settings
-
-    settings = load_settings(args.config)
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
-                access_log=args.access_log, timeout_graceful_shutdown=30)
-    return 0
-
-
 def parse_duration(text: str) -> float:
-    """'90s', '30m', '6h', '7d' → seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    """'90s', '30m', '6h', '7d' (or plain seconds) → seconds, for argparse: a bad one is a usage error."""
     try:
-        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 30m, 6h, 7d)") from None
+        seconds = float(text[:-1]) * DURATION_UNITS[text[-1]] if text[-1:] in DURATION_UNITS else float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and math.isfinite(seconds)):  # a period must be a positive, finite time
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 30m, 6h, 7d)")
+    return seconds
 
 
 def parse_since(text: str) -> float:
-    """'all', a duration back from now ('24h'), unix seconds, or an ISO date/time → unix seconds."""
-    import datetime as dt
-    import time
-
+    """'all', a duration back from now ('24h'), unix seconds, or an ISO date/time (UTC unless it
+    says) → unix seconds, for argparse: a bad one is a usage error."""
     if text == "all":
         return 0.0
-    if text[-1:] in ("s", "m", "h", "d") and text[:-1].replace(".", "", 1).isdigit():
+    if text[-1:] in DURATION_UNITS and text[:-1].replace(".", "", 1).isdigit():
         return time.time() - parse_duration(text)
     try:
         return float(text)
@@ -58,67 +84,56 @@ def parse_since(text: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 
-def _distill_settings(args: argparse.Namespace):
-    from gateway.config import load_settings
+def _settings(args: argparse.Namespace) -> Settings:
+    """The config (file, then env) with this command's `distill` flags applied, all validated: a bad
+    value ends the command with the reason (exit 1), never a traceback or a half-applied value."""
+    try:
+        settings = load_settings(args.config)
+        distill = with_updates(settings.distill, **field_values(args, "distill"))
+    except ValidationError as exc:
+        raise SystemExit(f"tao: invalid configuration: {explain(exc)}") from None
+    except FileNotFoundError as exc:
+        raise SystemExit(f"tao: {exc}") from None
+    return settings.model_copy(update={"distill": distill})
 
-    settings = load_settings(args.config)
-    updates = {k: v for k, v in {"method": args.method, "max_steps": args.max_steps, "model": args.model,
-                                 "checkpoints_dir": args.checkpoints_dir}.items() if v is not None}
-    return settings.model_copy(update={"distill": settings.distill.model_copy(update=updates)})
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
 
-def _print_outcome(outcome) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from gateway.app import create_app
 
-    console = Console()
-    report = outcome.report
-    if report is not None:
-        table = Table(title=f"distill: {report.prompts} held-out prompts × {report.samples_per_prompt} samples")
-        table.add_column("")
-        table.add_column("mean reward", justify="right")
-        table.add_column("tokens / served answer", justify="right")
-        table.add_row("base N=1 (logged)", f"{report.base_n1_logged:.4f}", "")
-        table.add_row("base best-of-N (logged)", f"{report.base_best_of_n_logged:.4f}",
-                      f"{report.base_tokens_per_answer_logged:.1f}")
-        table.add_row("base N=1 (eval)", f"{report.base_n1:.4f}", "")
-        table.add_row("new checkpoint N=1 (eval)", f"{report.new_n1:.4f}", f"{report.new_tokens_per_answer:.1f}")
-        recovered = report.gain_recovered
-        table.add_row("share of best-of-N gain recovered", "n/a" if recovered is None else f"{recovered:.0%}", "")
-        console.print(table)
-    if outcome.counts:
-        console.print("data: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))
-    console.print(outcome.message, style="green" if outcome.exit_code == 0 else "red")
+    app = create_app(_settings(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
+                access_log=args.access_log, timeout_graceful_shutdown=30)
+    return 0
 
 
 def _distill(args: argparse.Namespace) -> int:
-    import time
-
     from distill.job import run_distill
+    from tao.console import print_outcome
 
     while True:
-        settings = _distill_settings(args)
-        outcome = run_distill(settings, since=args.since)
-        _print_outcome(outcome)
+        outcome = run_distill(_settings(args), since=args.since)  # the config is re-read each run
+        print_outcome(outcome)
         if not args.watch:
             return outcome.exit_code
-        logging.getLogger("tao").info("next distill run in %s", args.every)
-        time.sleep(parse_duration(args.every))
+        logging.getLogger("tao").info("next distill run in %s", dt.timedelta(seconds=args.every))
+        time.sleep(args.every)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from distill.dataset import build_rows, load_prompts, split, write_jsonl
-    from gateway.config import load_settings
-    from gateway.store import Store
+    from gateway.store import connection
 
-    settings = load_settings(args.config)
-    model = args.model or settings.distill.model
-    prompts = load_prompts(Store(settings.store.path).connect(), model, since=args.since)
+    settings = _settings(args)
+    model = settings.distill.model
+    if not settings.store.path.is_file():
+        raise SystemExit(f"tao: no log at {settings.store.path} (store.path)")
+    with connection(settings.store.path) as db:
+        prompts = load_prompts(db, model, since=args.since)
     train, heldout = split(prompts, settings.distill.holdout_fraction)
     chosen = {"train": train, "heldout": heldout, "all": prompts}[args.split]
-    count = write_jsonl(build_rows(args.format, chosen, settings.distill), Path(args.out))
+    count = write_jsonl(build_rows(args.format, chosen, settings.distill), args.out)
     print(f"wrote {count} {args.format} rows ({args.split} split of {len(prompts)} prompts of {model}) to {args.out}")
     return 0
 
@@ -128,8 +143,12 @@ def _rollout(args: argparse.Namespace) -> int:
 
     import httpx
     from rich.console import Console
-    from rich.table import Table
 
+    from tao.console import print_rollouts
+
+    if args.action != "status" and not args.target:
+        raise SystemExit(f"tao rollout {args.action} <{'checkpoint' if args.action == 'start' else 'model'}>")
+    model = args.model if args.action == "start" else args.target
     url = (args.url or os.environ.get("TAO_URL") or "http://127.0.0.1:8000").rstrip("/")
     key = args.admin_key or os.environ.get("TAO_AUTH__ADMIN_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -138,10 +157,10 @@ def _rollout(args: argparse.Namespace) -> int:
         if args.action == "status":
             response = httpx.get(f"{url}/admin/rollout", headers=headers, timeout=60)
         elif args.action == "start":
-            body = {"checkpoint": args.checkpoint, "canary": args.canary, "best_of": args.best_of}
-            response = httpx.post(f"{url}/admin/rollout/{args.model}/start", json=body, headers=headers, timeout=600)
+            body = {"checkpoint": args.target, "canary": args.canary, "best_of": args.best_of}
+            response = httpx.post(f"{url}/admin/rollout/{model}/start", json=body, headers=headers, timeout=600)
         else:
-            response = httpx.post(f"{url}/admin/rollout/{args.model}/{args.action}", headers=headers, timeout=60)
+            response = httpx.post(f"{url}/admin/rollout/{model}/{args.action}", headers=headers, timeout=60)
     except httpx.HTTPError as exc:
         console.print(f"cannot reach the gateway at {url}: {exc}", style="red")
         return 1
@@ -152,59 +171,23 @@ def _rollout(args: argparse.Namespace) -> int:
     if args.action == "check":
         console.print(f"{data['action']}: {data['reason']}")
         return 0
-    rows = data["rollouts"] if args.action == "status" else [data]
-    table = Table(title="rollouts")
-    for column in ("model", "checkpoint", "state", "candidate share", "incumbent reward (n)",
-                   "candidate reward (n)", "tokens/request before → after"):
-        table.add_column(column)
-    for row in rows:
-        if not row.get("state"):
-            table.add_row(row["model"], "-", "no rollout", "0%", "", "", "")
-            continue
-        arms, tokens = row["arms_this_step"], row["tokens_per_request"]
-        after = "-" if tokens["after"] is None else f"{tokens['after']:.1f}"
-        table.add_row(row["model"], row["checkpoint_id"], row["state"], f"{row['share']:g}%",
-                      f"{arms['incumbent']['mean']:.3f} ({arms['incumbent']['scored']})",
-                      f"{arms['candidate']['mean']:.3f} ({arms['candidate']['scored']})",
-                      f"{tokens['before']:.1f} → {after}")
-    console.print(table)
+    print_rollouts(data["rollouts"] if args.action == "status" else [data], console)
     return 0
 
 
-def _rollout_command(args: argparse.Namespace) -> int:
-    if args.action == "start":
-        if not args.target:
-            raise SystemExit("tao rollout start <checkpoint> [--model M]")
-        args.checkpoint, args.model = args.target, args.model or "smollm2"
-    elif args.action != "status":
-        if not args.target:
-            raise SystemExit(f"tao rollout {args.action} <model>")
-        args.model = args.target
-    return _rollout(args)
-
-
 def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from tao.demo.run import run_demo
 
-    from tao.demo.run import DemoOptions, run_demo
-
-    return run_demo(DemoOptions(prompts=args.prompts, best_of=args.best_of, method=args.method, seed=args.seed,
-                                out=Path(args.out), max_steps=args.max_steps, max_tokens=args.max_tokens,
-                                rounds=args.rounds, gate_margin=args.gate_margin))
+    return run_demo(DemoConfig.model_validate(field_values(args, "demo")))
 
 
 def _reward_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from distill.job import base_weights
     from distill.reward_model import RewardTrainOptions, TooFewPairs, train_reward_model
-    from gateway.config import load_settings
 
-    settings = load_settings(args.config)
-    base = Path(args.base_model) if args.base_model else base_weights(settings)[1]
-    options = RewardTrainOptions(base_model=base, out_dir=Path(args.out), from_logs=args.from_logs,
-                                 model=settings.distill.model, min_gap=args.min_gap, max_steps=args.max_steps,
-                                 min_pairs=args.min_pairs)
+    settings = _settings(args)
+    base = args.base_model or base_weights(settings)[1]
+    options = RewardTrainOptions(base_model=base, model=settings.distill.model, **field_values(args, "reward"))
     try:
         row = train_reward_model(settings.store.path, options)
     except TooFewPairs as exc:
@@ -217,7 +200,15 @@ def _reward_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="tao.yaml (default: $TAO_CONFIG, else built-in defaults)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; flags that set config values are generated from the config models."""
+    from distill.reward_model import RewardTrainOptions
+
+    embedded = default_models()[0]
     parser = argparse.ArgumentParser(
         prog="tao",
         description="TAO Gateway: an OpenAI-compatible best-of-N proxy. It samples N candidates, returns "
@@ -230,31 +221,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="run the gateway",
         description="Serve /v1/chat/completions, /v1/completions, /v1/models, /healthz and /metrics. "
-        "With no --config it serves the embedded SmolLM2-135M-Instruct as model 'smollm2' on this CPU, "
-        "best_of 4 by default, with the built-in instruction-following scorer, logging to ./tao.db.",
+        f"With no --config it serves the embedded SmolLM2-135M-Instruct as model '{embedded.name}' on this "
+        f"CPU, best_of {embedded.best_of} by default, with the built-in instruction-following scorer, "
+        f"logging to {show_default(StoreConfig().path)}.",
     )
-    serve.add_argument("--config", help="tao.yaml (default: $TAO_CONFIG, else built-in defaults)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    _config_flag(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request line")
     serve.set_defaults(run=_serve)
 
     distill = sub.add_parser(
         "distill", help="fine-tune the model on its best-of-N logs and publish a checkpoint",
         description="Read scored best-of-N logs from the store (since the last published checkpoint unless "
-        "--since), build a dataset, train a LoRA adapter with TRL (dpo: logged best-vs-worst pairs, the CPU "
-        "default; grpo: online RL with the gateway's own scorer; sft: on the winners), evaluate it at N=1 "
-        "against the base model on held-out prompts, and publish it only if it wins. Exit codes: 0 "
-        "published, 2 too little data, 3 rejected by the eval gate, 4 another run holds the lock.",
+        "--since), build a dataset, train a LoRA adapter with TRL, evaluate it at N=1 against the base model "
+        "on held-out prompts, and publish it only if it wins. Exit codes: 0 published, 1 an error (a bad "
+        "config), 2 too little data (or, from argparse, a bad flag), 3 rejected by the eval gate, 4 another "
+        "run holds the lock.",
     )
-    distill.add_argument("--config", help="tao.yaml (its distill: section; default: built-in defaults)")
-    distill.add_argument("--method", choices=["dpo", "grpo", "sft"], help="default: distill.method (dpo)")
-    distill.add_argument("--model", help="public model whose logs to distill (default: distill.model)")
-    distill.add_argument("--since", type=parse_since, help="all, 24h, 2026-11-30, or unix seconds")
-    distill.add_argument("--max-steps", type=int, help="training steps (default: distill.max_steps)")
-    distill.add_argument("--checkpoints-dir", help="where checkpoints are written (default: ./checkpoints)")
-    distill.add_argument("--watch", action="store_true", help="run again every --every")
-    distill.add_argument("--every", default="6h", help="period for --watch (90s, 30m, 6h, 1d)")
+    _config_flag(distill)
+    add_field_flags(distill, DistillConfig, "distill", only=DISTILL_FLAGS, overrides=True)
+    distill.add_argument("--since", type=parse_since, help="all, 24h, 2026-11-30, or unix seconds "
+                         "(default: the end of the last published checkpoint's data)")
+    distill.add_argument("--watch", action="store_true", help="run again every --every, until stopped")
+    distill.add_argument("--every", type=parse_duration, default="6h",
+                         help="period for --watch: 90s, 30m, 6h, 1d (default: %(default)s)")
     distill.set_defaults(run=_distill)
 
     rollout = sub.add_parser(
@@ -265,12 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
         "measured reward; `promote` and `rollback` override it; `check` runs the policy once now.")
     rollout.add_argument("action", choices=["status", "start", "promote", "rollback", "check"])
     rollout.add_argument("target", nargs="?", help="start: the checkpoint id; promote/rollback/check: the model")
-    rollout.add_argument("--model", help="start: the public model (default: distill.model's default, smollm2)")
-    rollout.add_argument("--canary", type=float, help="start: initial share in percent (default: first step)")
-    rollout.add_argument("--best-of", type=int, help="start: N for the candidate arm (default 1)")
+    rollout.add_argument("--model", default=DistillConfig.model_fields["model"].default,
+                         help="start: the public model (default: %(default)s)")
+    rollout.add_argument("--canary", type=float,
+                         help="start: initial share in percent (default: the first of the gateway's rollout.steps)")
+    rollout.add_argument("--best-of", type=int,
+                         help="start: N for the candidate arm (default: the gateway's rollout.candidate_best_of)")
     rollout.add_argument("--url")
     rollout.add_argument("--admin-key")
-    rollout.set_defaults(run=_rollout_command)
+    rollout.set_defaults(run=_rollout)
 
     demo = sub.add_parser(
         "demo", help="run the whole TAO loop on the embedded model and report",
@@ -278,15 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         "distill the log, roll the checkpoint out at N=1 on the held-out prompts and let the policy decide, "
         "then write a report (table, report.html, report.json, PNG plots) computed from the SQLite log. "
         "Offline, on this CPU: about 13 minutes with the defaults on 2 cores.")
-    demo.add_argument("--prompts", type=int, default=80, help="prompts in the best-of-N traffic (default 80)")
-    demo.add_argument("--best-of", type=int, default=8, help="N of the traffic (default 8)")
-    demo.add_argument("--method", choices=["dpo", "grpo", "sft"], default="dpo")
-    demo.add_argument("--seed", type=int, default=0, help="prompt generator and training seed")
-    demo.add_argument("--out", default="tao-demo", help="directory for the log, checkpoints and report")
-    demo.add_argument("--max-steps", type=int, default=40, help="training steps")
-    demo.add_argument("--max-tokens", type=int, default=48, help="tokens per generated answer")
-    demo.add_argument("--rounds", type=int, default=3, help="times the held-out prompts are sent in the rollout")
-    demo.add_argument("--gate-margin", type=float, default=0.0, help="publish only if N=1 reward improves by more")
+    add_field_flags(demo, DemoConfig, "demo")
     demo.set_defaults(run=_demo)
 
     reward = sub.add_parser("reward", help="reward models")
@@ -297,13 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
         "score gaps in the logs), train a Bradley-Terry reward model with TRL's RewardTrainer (LoRA on a small "
         "base, CPU-capable), report held-out pairwise accuracy, and register it; then use it with "
         "`reward: {kind: hf, path: ...}`. Exit code 2 when there are too few pairs.")
-    reward_train.add_argument("--config")
-    reward_train.add_argument("--base-model", help="weights directory (default: the distill model's weights)")
-    reward_train.add_argument("--from-logs", action="store_true", help="add best-vs-worst pairs from the logs")
-    reward_train.add_argument("--min-gap", type=float, default=0.3, help="score gap for --from-logs pairs")
-    reward_train.add_argument("--min-pairs", type=int, default=16)
-    reward_train.add_argument("--max-steps", type=int, default=60)
-    reward_train.add_argument("--out", default="reward_models", help="where trained reward models are written")
+    _config_flag(reward_train)
+    reward_train.add_argument("--base-model", type=Path,
+                              help="weights directory (default: the distill model's weights)")
+    add_field_flags(reward_train, RewardTrainOptions, "reward", exclude=("base_model", "model"),
+                    flags={"out_dir": "--out"}, helps=REWARD_TRAIN_HELP)
     reward_train.set_defaults(run=_reward_train)
 
     logs = sub.add_parser("logs", help="work with the request log")
@@ -312,12 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write the logs as a JSONL dataset",
         description="Export logged prompts as JSONL in TRL's conversational formats: sft (prompt, completion), "
         "dpo (prompt, chosen, rejected), grpo (prompt), or raw (every scored candidate).")
-    export.add_argument("--config")
-    export.add_argument("--format", choices=["raw", "sft", "dpo", "grpo"], default="raw")
-    export.add_argument("--split", choices=["train", "heldout", "all"], default="all")
-    export.add_argument("--model", help="public model (default: distill.model)")
-    export.add_argument("--since", type=parse_since)
-    export.add_argument("--out", required=True, help="output .jsonl path")
+    _config_flag(export)
+    export.add_argument("--format", choices=["raw", *typing.get_args(DistillMethod)], default="raw",
+                        help="(default: %(default)s)")
+    export.add_argument("--split", choices=["train", "heldout", "all"], default="all",
+                        help="prompts held out from training by distill.holdout_fraction, the rest, or all "
+                        "(default: %(default)s)")
+    add_field_flags(export, DistillConfig, "distill", only=("model",), overrides=True)
+    export.add_argument("--since", type=parse_since, help="all, 24h, 2026-11-30, or unix seconds (default: all)")
+    export.add_argument("--out", type=Path, required=True, help="output .jsonl path")
     export.set_defaults(run=_export)
     return parser
 

@@ -16,6 +16,7 @@ import uvicorn
 
 
 def free_port() -> int:
+    """A loopback port the OS says is free now, for a server the caller starts next."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -1,20 +1,19 @@
-import os
+"""Fixtures: a fake upstream, and gateways in front of it over real HTTP and a real SQLite file."""
 
-os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import pytest
+import sqlite_utils
+from openai import OpenAI
 
-import pytest  # noqa: E402
-import sqlite_utils  # noqa: E402
-from openai import OpenAI  # noqa: E402
-
-from gateway.app import create_app  # noqa: E402
-from gateway.config import AuthConfig, ModelConfig, RewardConfig, RolloutConfig, Settings, StoreConfig  # noqa: E402
-from tao.fake_upstream import FakeConfig, FakeUpstream  # noqa: E402
-from tests.servers import running  # noqa: E402
+from gateway.app import create_app
+from gateway.config import AuthConfig, ModelConfig, RewardConfig, RolloutConfig, Settings, StoreConfig
+from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.servers import running
 
 
 @pytest.fixture
@@ -28,36 +27,47 @@ def fake() -> Iterator[tuple[FakeUpstream, str]]:
 class Gateway:
     """A running gateway: its URL, an OpenAI client, and its SQLite file."""
 
-    def __init__(self, url: str, db_path: Path, app: Any, transport: str) -> None:
+    def __init__(self, url: str, db_path: Path, transport: str) -> None:
         self.url = url
         self.transport = transport
         self.db_path = db_path
-        self.app = app
         self.client = OpenAI(base_url=url + "/v1", api_key="test-key", max_retries=0, timeout=60)
 
     def db(self) -> sqlite_utils.Database:
         return sqlite_utils.Database(self.db_path)
 
     def wait_for_rows(self, count: int, timeout_s: float = 10.0) -> list[dict]:
-        """Requests rows once the background writer has written `count` of them."""
-        import time
-
+        """Requests rows (oldest first) once the background writer has written `count` of them."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            rows = list(self.db()["requests"].rows_where(order_by="created_at"))
-            if len(rows) >= count or time.monotonic() > deadline:
-                return rows
+        while len(rows := list(self.db()["requests"].rows_where(order_by="created_at"))) < count:
+            assert time.monotonic() < deadline, f"{len(rows)} of {count} requests rows written after {timeout_s:g} s"
             time.sleep(0.02)
+        return rows
 
 
-@pytest.fixture(params=["direct", "litellm"])
-def gateway(request, tmp_path: Path, fake):
-    """Build and run a gateway in front of the fake upstream: `with gateway(**model_overrides) as gw:`.
+TRANSPORTS = ("direct", "litellm")
 
-    Every test using it runs twice: through the direct OpenAI-compatible transport and through LiteLLM.
-    """
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "each_transport: run once per upstream transport (direct, litellm)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of the upstream call path (`@pytest.mark.each_transport`) run on every transport."""
+    if "transport" in metafunc.fixturenames and metafunc.definition.get_closest_marker("each_transport"):
+        metafunc.parametrize("transport", TRANSPORTS)
+
+
+@pytest.fixture
+def transport() -> str:
+    """The upstream transport a test's gateway uses; the direct one unless the test is marked."""
+    return "direct"
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, fake, transport: str):
+    """Build and run a gateway in front of the fake upstream: `with gateway(**model_overrides) as gw:`."""
     upstream, upstream_url = fake
-    transport = request.param
 
     @contextmanager
     def start(reward: dict | None = None, auth: dict | None = None, rollout: dict | None = None,
@@ -71,8 +81,7 @@ def gateway(request, tmp_path: Path, fake):
             auth=AuthConfig(**(auth or {})),
             rollout=RolloutConfig(**(rollout or {})),
         )
-        app = create_app(settings)
-        with running(app) as url:
-            yield Gateway(url, tmp_path / "tao.db", app, transport)
+        with running(create_app(settings)) as url:
+            yield Gateway(url, tmp_path / "tao.db", transport)
 
     return start

@@ -96,7 +96,8 @@ def test_failed_and_degraded_requests_are_not_training_data(tmp_path: Path):
             candidates=[{"request_id": rid, "idx": k, "text": f"a{k}", "score": None if status == "degraded" else k,
                          "won": int(k == 1)} for k in range(2)]))
     store.close()
-    assert [p.prompt_text for p in load_prompts(store.connect(), "smollm2")] == ["q0"]
+    with store.connection() as db:
+        assert [p.prompt_text for p in load_prompts(db, "smollm2")] == ["q0"]
 
 
 def tao(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -184,7 +185,7 @@ def test_concurrent_runs_are_refused_by_the_store_lock(tmp_path: Path):
     config = write_config(tmp_path / "tao.yaml", tmp_path / "tao.db", tmp_path / "checkpoints")
     settings = load_settings(config)
     store = Store(settings.store.path)
-    with exclusive(store.connect(), "distill"):
+    with store.connection() as db, exclusive(db, "distill"):
         outcome = run_distill(settings)
     assert outcome.exit_code == LOCKED and "another distill run" in outcome.message
 

@@ -1,4 +1,7 @@
-"""The gateway over real HTTP, driven by the official OpenAI SDK, in front of the fake upstream."""
+"""The gateway over real HTTP, driven by the official OpenAI SDK, in front of the fake upstream.
+
+Tests of the upstream call path run on both transports (`each_transport`); the rest run once.
+"""
 
 import json
 
@@ -10,6 +13,7 @@ PROMPT = [{"role": "user", "content": "Answer briefly."}]
 PICK_LONGEST = {"kind": "python", "function": "tests.scorers:longest"}
 
 
+@pytest.mark.each_transport
 def test_best_of_returns_the_top_scored_candidate_and_logs_every_candidate(gateway, fake):
     upstream, _ = fake
     upstream.config.texts = ["mid answer", "the longest answer of all", "short", "a medium one"]
@@ -31,6 +35,7 @@ def test_best_of_returns_the_top_scored_candidate_and_logs_every_candidate(gatew
         assert [c["won"] for c in candidates] == [0, 1, 0, 0]
 
 
+@pytest.mark.each_transport
 def test_n_returns_the_top_n_of_best_of(gateway, fake):
     upstream, _ = fake
     upstream.config.texts = ["aa", "aaaa", "a", "aaa"]
@@ -92,6 +97,7 @@ def test_unknown_model_is_404_and_bad_json_is_400(gateway):
         assert httpx.get(gw.url + "/v1/nothing").json()["error"]["type"] == "not_found_error"
 
 
+@pytest.mark.each_transport
 def test_unknown_openai_fields_pass_through_to_the_upstream(gateway, fake):
     upstream, _ = fake
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
@@ -118,6 +124,7 @@ def test_api_keys_are_enforced_when_configured(gateway):
         assert httpx.get(gw.url + "/healthz").status_code == 200  # probes need no key
 
 
+@pytest.mark.each_transport
 def test_streaming_at_n1_passes_tokens_through_and_carries_tao(gateway, fake):
     upstream, _ = fake
     upstream.config.texts = ["one two three four"]
@@ -149,6 +156,7 @@ def test_streaming_best_of_streams_the_winner_once_chosen(gateway, fake):
         assert chunks[-1].model_extra["tao"]["winner"] == 1
 
 
+@pytest.mark.each_transport
 def test_upstream_failure_is_502_and_logged(gateway, fake):
     upstream, _ = fake
     upstream.config.fail_calls = 100
@@ -161,6 +169,7 @@ def test_upstream_failure_is_502_and_logged(gateway, fake):
         assert 'tao_upstream_failures_total{model="mock"} 1.0' in httpx.get(gw.url + "/metrics").text
 
 
+@pytest.mark.each_transport
 def test_upstream_timeout_is_504(gateway, fake):
     upstream, _ = fake
     upstream.config.hang_s = 3
@@ -170,6 +179,7 @@ def test_upstream_timeout_is_504(gateway, fake):
         assert info.value.status_code == 504 and info.value.body["code"] == "upstream_timeout"
 
 
+@pytest.mark.each_transport
 def test_partial_upstream_failure_serves_the_best_of_the_rest(gateway, fake):
     upstream, _ = fake
     upstream.config.texts = ["a", "bbb", "cc", "dddd"]
@@ -182,6 +192,7 @@ def test_partial_upstream_failure_serves_the_best_of_the_rest(gateway, fake):
         assert row["status"] == "ok" and "2 candidates failed upstream" in row["error"]
 
 
+@pytest.mark.each_transport
 def test_provider_without_n_support_is_fanned_out(gateway, fake):
     upstream, _ = fake
     upstream.config.supports_n = False
@@ -226,7 +237,7 @@ def test_metrics_show_requests_latency_candidates_and_rewards(gateway, fake):
     assert 'tao_scoring_latency_seconds_count{model="mock"} 3.0' in text
     assert 'tao_winner_reward_sum{model="mock"} 12.0' in text  # "xxxx" won every time
     assert 'tao_first_candidate_reward_sum{model="mock"} 3.0' in text
-    assert "tao_store_queue_depth" in text and "tao_store_write_errors_total 0.0" in text
+    assert "tao_store_write_errors_total 0.0" in text
 
 
 def test_models_and_health(gateway):
@@ -250,3 +261,27 @@ def test_adaptive_n_draws_more_only_when_the_first_scores_disagree(gateway, fake
         assert disputed.choices[0].message.content == "aaaaaaaaaaaa" and tao["best_of"] == 6
         rows = gw.wait_for_rows(2)
         assert [(r["best_of"], r["n_generated"], r["upstream_calls"]) for r in rows] == [(6, 2, 1), (6, 6, 2)]
+
+
+def test_the_log_holds_the_params_sent_upstream(gateway, fake):
+    upstream, _ = fake
+    with gateway(temperature=0.3) as gw:
+        gw.client.chat.completions.create(model="mock", messages=PROMPT, max_tokens=20, seed=7,
+                                          extra_body={"best_of": 2, "some_future_field": 1})
+        [row] = gw.wait_for_rows(1)
+    [sent] = upstream.bodies
+    params = json.loads(row["params"])
+    assert params == {k: v for k, v in sent.items() if k not in ("model", "messages", "n")}
+    assert params["temperature"] == 0.3 and params["top_p"] == 0.95 and "best_of" not in params
+
+
+@pytest.mark.parametrize("best_of", [1, 3])
+def test_streamed_completions_are_text_completion_chunks_to_the_usage_chunk(gateway, fake, best_of):
+    upstream, _ = fake
+    upstream.config.texts = ["one two three"]
+    with gateway() as gw:
+        chunks = list(gw.client.completions.create(model="mock", prompt="p", stream=True,
+                                                   stream_options={"include_usage": True},
+                                                   extra_body={"best_of": best_of}))
+    assert chunks[-1].usage.completion_tokens > 0
+    assert {c.object for c in chunks} == {"text_completion"}

@@ -1,12 +1,12 @@
 """The local backend on the real embedded SmolLM2-135M-Instruct (slow: loads the model)."""
 
 import asyncio
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlite_utils
 from openai import OpenAI
 
 from gateway.app import create_app
@@ -53,21 +53,23 @@ def test_streaming_and_completions_on_the_embedded_model(served):
 
 def test_the_server_answers_while_the_model_generates(served):
     url, client, db_path = served
-    done = threading.Event()
-
-    def generate() -> None:
-        client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=64, extra_body={"best_of": 4})
-        done.set()
-
-    worker = threading.Thread(target=generate)
-    worker.start()
-    time.sleep(0.5)
+    story = [{"role": "user", "content": "Tell a long story about a lighthouse keeper."}]
+    chunks = iter(client.chat.completions.create(model="smollm2", messages=story, max_tokens=64, temperature=0,
+                                                 stream=True, extra_body={"best_of": 1}))
+    next(chunks)  # the reply started: the gateway sends it once the model has produced a first token
     started = time.perf_counter()
     assert httpx.get(url + "/healthz").status_code == 200
     health_s = time.perf_counter() - started
-    generating = not done.is_set()
-    worker.join()
-    assert generating and health_s < 1.0  # generation runs off the event loop
+    answered_at = time.time()
+    request_id = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1].model_extra["tao"]["request_id"]
+    db = sqlite_utils.Database(db_path)
+    deadline = time.monotonic() + 30
+    while not (rows := list(db["requests"].rows_where("id = ?", [request_id]))):
+        assert time.monotonic() < deadline, "the streamed request was never logged"
+        time.sleep(0.05)
+    [row] = rows
+    generated_until = row["created_at"] + row["latency_ms"] / 1000
+    assert health_s < 1.0 and generated_until > answered_at  # answered mid-generation: it runs off the event loop
 
 
 def test_a_lora_adapter_loads_with_peft_and_changes_the_output(tmp_path: Path):
@@ -100,7 +102,6 @@ def test_rollout_serves_a_trained_adapter_beside_the_base_weights(tmp_path: Path
     """A few SFT steps make a real adapter; `tao rollout start` loads it next to the base weights."""
     import subprocess
     import sys
-    import time
 
     from distill.dataset import to_dataset
     from distill.publish import register
@@ -118,8 +119,6 @@ def test_rollout_serves_a_trained_adapter_beside_the_base_weights(tmp_path: Path
     with running(app, startup_timeout_s=300) as url:
         client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
         base_before = client.chat.completions.create(**greedy).choices[0].message.content
-        import sqlite_utils
-
         register(sqlite_utils.Database(tmp_path / "tao.db"), {
             "id": "ckpt-1", "created_at": time.time(), "model": "smollm2", "base_model": "embedded", "method": "sft",
             "data_since": 0, "data_until": time.time(), "metrics": {}, "path": str(trained.adapter_dir),

@@ -13,7 +13,7 @@ import sqlite_utils
 import yaml
 
 from tao.demo.prompts import TOPICS
-from gateway.store import RequestLog, Store
+from gateway.store import RequestLog, Store, connection, last_distilled_until
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +24,13 @@ def preference_store(path: Path, count: int) -> None:
     rng = random.Random(0)
     store = Store(path)
     store.start()
+    preferred: list[int] = []
     for i in range(count):
         topic = TOPICS[i % len(TOPICS)]
         good = f"{topic.capitalize()} can be calm and interesting to learn about, in many small ways."
         bad = f"{topic.upper()}!!! {topic.upper()} {topic.upper()} NO NO NO NO."
         texts = [good, bad] if rng.random() < 0.5 else [bad, good]
+        preferred.append(texts.index(good))
         rid = f"r{i}"
         messages = [{"role": "user", "content": f"Tell me something about {topic} (#{i})."}]
         store.log(RequestLog(
@@ -36,12 +38,9 @@ def preference_store(path: Path, count: int) -> None:
                      "messages": json.dumps(messages), "prompt": messages[0]["content"], "best_of": 2},
             candidates=[{"request_id": rid, "idx": k, "text": t, "score": None, "won": 0} for k, t in enumerate(texts)]))
     store.close()
-    for i in range(count):
-        texts = [r[0] for r in store.connect().execute(
-            "SELECT text FROM candidates WHERE request_id = ? ORDER BY idx", [f"r{i}"]).fetchall()]
-        preferred = 0 if "!!!" not in texts[0] else 1
+    for i, index in enumerate(preferred):
         store.record_feedback({"request_id": f"r{i}", "user": "rater", "created_at": time.time(),
-                               "kind": "preference", "candidate_index": preferred})
+                               "kind": "preference", "candidate_index": index})
 
 
 def tao(config: Path, *args: str) -> subprocess.CompletedProcess:
@@ -62,6 +61,10 @@ def test_reward_model_from_feedback_beats_chance_on_held_out_pairs(tmp_path: Pat
     print(f"held-out pairwise accuracy {metrics['heldout_pairwise_accuracy']:.1%} on {metrics['heldout_pairs']} pairs")
     assert metrics["heldout_pairwise_accuracy"] >= 0.8, metrics  # chance is 0.5
     assert f"path: {row['path']}" in run.stdout
+    published = Path(row["path"]).parent
+    assert (published / "tao_reward_model.json").is_file() and not list((tmp_path / "rm").glob(".staging-*"))
+    with connection(tmp_path / "tao.db") as db:
+        assert last_distilled_until(db, "smollm2") is None  # a reward model does not move the distill window
 
     import asyncio
 

@@ -7,20 +7,30 @@ import httpx
 import openai
 import pytest
 
-from distill.publish import register
+from gateway.store import Arm, Checkpoint, CheckpointStatus, arm_outcomes, connection, register_checkpoint
 
 CHECKPOINT = "smollm2-dpo-20261130-000000-abcdef"
 PROMPT = [{"role": "user", "content": "Say something."}]
 PREFERS_WINNER = {"kind": "python", "function": "tests.scorers:prefers_keyword"}
 
 
-def register_checkpoint(db_path) -> None:
-    import sqlite_utils
+def register(db_path, checkpoint_id: str = CHECKPOINT, method: str = "dpo") -> None:
+    with connection(db_path) as db:
+        register_checkpoint(db, Checkpoint(
+            id=checkpoint_id, created_at=time.time(), model="mock", base_model="base", method=method, data_since=0,
+            data_until=time.time(), metrics={}, path="/adapters/" + checkpoint_id, status=CheckpointStatus.CANDIDATE))
 
-    register(sqlite_utils.Database(db_path), {
-        "id": CHECKPOINT, "created_at": time.time(), "model": "mock", "base_model": "base", "method": "dpo",
-        "data_since": 0, "data_until": time.time(), "metrics": {}, "path": "/adapters/" + CHECKPOINT,
-        "status": "candidate"})
+
+def wait_until_scored(gw, count: int, timeout_s: float = 10.0) -> None:
+    """Wait for `count` logged requests, each with its reward (N=1 replies are scored just after they are sent)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with connection(gw.db_path) as db:
+            logged = arm_outcomes(db, "mock", [Arm.BASE, Arm.CANDIDATE], since=0.0)
+        if logged.requests >= count and len(logged.rewards) == logged.requests:
+            return
+        assert time.monotonic() < deadline, f"{len(logged.rewards)} of {logged.requests} requests scored"
+        time.sleep(0.02)
 
 
 def admin(gw, action: str, **body) -> httpx.Response:
@@ -37,7 +47,7 @@ def ask(gw, user: str, **kwargs):
 def test_split_is_stable_per_user_and_near_the_canary_share(gateway, fake):
     upstream, _ = fake
     with gateway(rollout={"shadow_fraction": 0.0, "check_interval_s": 3600}) as gw:
-        register_checkpoint(gw.db_path)
+        register(gw.db_path)
         started = admin(gw, "start", checkpoint=CHECKPOINT, canary=20)
         assert started.status_code == 200, started.text
         assert upstream.adapters == {CHECKPOINT: "/adapters/" + CHECKPOINT}  # loaded before any traffic
@@ -60,19 +70,17 @@ def test_a_better_candidate_steps_up_and_is_promoted_and_serves_at_n1(gateway, f
     upstream.config.adapter_texts = ["WINNER answer"]
     rollout = {"steps": [25, 50, 100], "min_requests": 5, "shadow_fraction": 0.0, "check_interval_s": 3600}
     with gateway(reward=PREFERS_WINNER, rollout=rollout) as gw:
-        register_checkpoint(gw.db_path)
+        register(gw.db_path)
         admin(gw, "start", checkpoint=CHECKPOINT, canary=25)
         for i in range(60):
             ask(gw, f"u{i}")
-        gw.wait_for_rows(60)
-        time.sleep(0.3)  # N=1 replies are scored just after they are sent
+        wait_until_scored(gw, 60)
         first = admin(gw, "check").json()
         assert first["action"] == "advance" and first["numbers"]["lower_bound"] >= -0.05
         assert admin(gw, "status").json()["rollouts"][0]["share"] == 50
         for i in range(60, 100):
             ask(gw, f"u{i}")
-        gw.wait_for_rows(100)
-        time.sleep(0.3)
+        wait_until_scored(gw, 100)
         assert admin(gw, "check").json()["action"] == "promote"
         status = admin(gw, "status").json()["rollouts"][0]
         assert status["state"] == "promoted" and status["share"] == 100
@@ -95,7 +103,7 @@ def test_a_worse_candidate_is_rolled_back_automatically(gateway, fake):
     upstream.config.adapter_texts = ["plain answer"]
     rollout = {"min_requests_rollback": 5, "shadow_fraction": 0.0, "check_interval_s": 0.1}
     with gateway(reward=PREFERS_WINNER, rollout=rollout) as gw:
-        register_checkpoint(gw.db_path)
+        register(gw.db_path)
         admin(gw, "start", checkpoint=CHECKPOINT, canary=50)
         deadline = time.monotonic() + 30
         i = 0
@@ -107,13 +115,27 @@ def test_a_worse_candidate_is_rolled_back_automatically(gateway, fake):
         [rollback] = list(gw.db()["rollout_events"].rows_where("event = 'rollback'"))
         details = json.loads(rollback["details"])
         assert details["upper_bound"] < -details["margin"] and details["candidate"]["mean"] == 0.0
+        # The checkpoint is marked, so the next distill run uses its data window again.
+        assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "rolled_back"
+
+
+def test_a_reward_model_cannot_be_rolled_out(gateway, fake):
+    upstream, _ = fake
+    with gateway() as gw:
+        register(gw.db_path, "reward-20261130-000000-abcdef", method="reward")  # as `tao reward train` registers
+        response = admin(gw, "start", checkpoint="reward-20261130-000000-abcdef", canary=50)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "not_servable" and "reward model" in error["message"]
+        assert upstream.adapters == {}
+        assert admin(gw, "status").json()["rollouts"][0]["state"] is None
 
 
 def test_a_failed_adapter_load_leaves_the_incumbent_serving(gateway, fake):
     upstream, _ = fake
     upstream.config.fail_lora_load = True
     with gateway() as gw:
-        register_checkpoint(gw.db_path)
+        register(gw.db_path)
         response = admin(gw, "start", checkpoint=CHECKPOINT, canary=50)
         assert response.status_code == 502 and response.json()["error"]["code"] == "adapter_load_failed"
         assert all(ask(gw, f"u{i}")["arm"] == "base" for i in range(20))
@@ -125,7 +147,7 @@ def test_a_failed_adapter_load_leaves_the_incumbent_serving(gateway, fake):
 def test_rollout_state_survives_a_restart(gateway, fake):
     upstream, _ = fake
     with gateway(rollout={"shadow_fraction": 0.0, "check_interval_s": 3600}) as gw:
-        register_checkpoint(gw.db_path)
+        register(gw.db_path)
         admin(gw, "start", checkpoint=CHECKPOINT, canary=30)
         before = {f"u{i}": ask(gw, f"u{i}")["arm"] for i in range(40)}
     upstream.adapters.clear()  # the upstream restarted too: the adapter must be loaded again
@@ -139,7 +161,7 @@ def test_rollout_state_survives_a_restart(gateway, fake):
 def test_shadow_answers_are_logged_not_returned(gateway, fake):
     upstream, _ = fake
     with gateway(rollout={"shadow_fraction": 1.0, "check_interval_s": 3600}) as gw:
-        register_checkpoint(gw.db_path)
+        register(gw.db_path)
         admin(gw, "start", checkpoint=CHECKPOINT, canary=1)
         tao = ask(gw, "user-on-base", extra_headers={"X-TAO-Arm": "base"})
         assert tao["arm"] == "base"

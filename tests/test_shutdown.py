@@ -53,7 +53,10 @@ store: {{path: {tmp_path / 'tao.db'}}}
 
             with ThreadPoolExecutor(16) as pool:
                 futures = [pool.submit(ask, i) for i in range(16)]
-                time.sleep(0.25)  # all 16 are waiting on the slow upstream now
+                deadline = time.monotonic() + 30
+                while upstream.calls < 16:  # until all 16 are waiting on the slow upstream
+                    assert time.monotonic() < deadline, f"{upstream.calls} of 16 requests reached the upstream"
+                    time.sleep(0.01)
                 proc.send_signal(signal.SIGTERM)
                 statuses = [f.result() for f in futures]
             output, _ = proc.communicate(timeout=60)

@@ -31,8 +31,8 @@ def test_records_are_batched_and_everything_is_flushed_on_close(tmp_path: Path):
     for i in range(500):
         store.log(record(i))
     store.close()
-    db = store.connect()
-    assert db["requests"].count == 500 and db["candidates"].count == 1000
+    with store.connection() as db:
+        assert db["requests"].count == 500 and db["candidates"].count == 1000
     assert sum(written) == 500 and max(written) <= 50 and len(written) >= 10
 
 
@@ -50,7 +50,8 @@ def test_failing_writes_are_retried_and_counted_until_they_succeed(tmp_path: Pat
     assert len(errors) >= 4  # several rounds of retries failed, the records were kept
     blocker.execute("DROP TRIGGER refuse")
     store.close()
-    assert store.connect()["requests"].count == 3
+    with store.connection() as db:
+        assert db["requests"].count == 3
     assert not (tmp_path / "tao.db.unwritten.jsonl").exists()
 
 

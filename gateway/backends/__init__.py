@@ -8,10 +8,10 @@ from gateway.config import ModelConfig
 
 def build_backend(config: ModelConfig) -> Backend:
     """The backend a model's config asks for (imports are lazy: torch only when local is used)."""
-    if config.backend == "litellm":
-        from gateway.backends.litellm_backend import LiteLLMBackend
+    if config.backend == "litellm":  # the config's name for every remote model (LiteLLM or direct HTTP)
+        from gateway.backends.upstream import UpstreamBackend
 
-        return LiteLLMBackend(config)
+        return UpstreamBackend(config)
     if config.backend == "local":
         from gateway.backends.local import LocalBackend
 

@@ -12,7 +12,8 @@ Every other provider still goes through LiteLLM.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,43 @@ def _error_message(status: int, raw: bytes) -> str:
     except Exception:  # noqa: BLE001 - any unparseable error body is shown raw
         detail = raw[:300].decode(errors="replace")
     return f"upstream returned HTTP {status}: {detail}"
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"upstream sent invalid JSON: {exc}") from exc
+
+
+def _candidates(data: dict[str, Any], kind: str) -> list[Candidate]:
+    """The choices of a completion response; the reported completion tokens shared among them."""
+    choices = data.get("choices") or []
+    share = int((data.get("usage") or {}).get("completion_tokens") or 0) // max(len(choices), 1)
+    if kind == "chat":
+        return [Candidate(text=(c.get("message") or {}).get("content") or "", finish_reason=c.get("finish_reason"),
+                          completion_tokens=share, message={"role": "assistant", **(c.get("message") or {})})
+                for c in choices]
+    return [Candidate(text=c.get("text") or "", finish_reason=c.get("finish_reason"), completion_tokens=share)
+            for c in choices]
+
+
+def _stream_delta(data: dict[str, Any], kind: str) -> StreamDelta:
+    """One event of a streamed response (text, tool calls, finish reason or usage)."""
+    if "error" in data:
+        raise UpstreamError(f"upstream stream error: {data['error'].get('message')}")
+    usage = data.get("usage") or {}
+    delta = StreamDelta(prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
+    for choice in data.get("choices") or []:
+        delta.finish_reason = choice.get("finish_reason")
+        if kind == "chat":
+            piece = choice.get("delta") or {}
+            delta.text = piece.get("content") or ""
+            if piece.get("tool_calls"):
+                delta.message_delta = {"tool_calls": piece["tool_calls"]}
+        else:
+            delta.text = choice.get("text") or ""
+    return delta
 
 
 class OpenAIHTTPTransport:
@@ -73,6 +111,16 @@ class OpenAIHTTPTransport:
             body["stream_options"] = {"include_usage": True}
         return orjson.dumps(body)
 
+    @contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """aiohttp's failures as the engine's: a timeout is a 504, any other client error a 502."""
+        try:
+            yield
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream timed out after {self.config.timeout_s:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream {what}: {type(exc).__name__}: {exc}") from exc
+
     async def _post(self, request: GenerationRequest, n: int, stream: bool) -> aiohttp.ClientResponse:
         """The response, status 200, with retries; the caller reads and releases it."""
         assert self._session is not None, "transport not started"
@@ -81,17 +129,18 @@ class OpenAIHTTPTransport:
         for attempt in range(self.config.num_retries + 1):
             last_try = attempt == self.config.num_retries
             try:
-                response = await self._session.post(self.urls[request.kind], data=body, headers=self.headers)
-            except TimeoutError as exc:
-                raise UpstreamTimeout(f"upstream timed out after {self.config.timeout_s:g} s") from exc
-            except aiohttp.ClientError as exc:
+                with self._failures("unreachable"):
+                    response = await self._session.post(self.urls[request.kind], data=body, headers=self.headers)
+                    if response.status == 200:
+                        return response
+                    raw = await response.read()
+                    response.release()
+            except UpstreamTimeout:
+                raise  # not retried: the call's time budget is spent
+            except UpstreamError:
                 if last_try:
-                    raise UpstreamError(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
+                    raise
             else:
-                if response.status == 200:
-                    return response
-                raw = await response.read()
-                response.release()
                 if response.status in CLIENT_FAULT:
                     raise UpstreamError(_error_message(response.status, raw), status=400)
                 if last_try or response.status not in RETRYABLE:
@@ -103,56 +152,27 @@ class OpenAIHTTPTransport:
     async def call(self, request: GenerationRequest, n: int) -> tuple[list[Candidate], int]:
         response = await self._post(request, n, stream=False)
         try:
-            data = orjson.loads(await response.read())
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream timed out after {self.config.timeout_s:g} s") from exc
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"upstream sent invalid JSON: {exc}") from exc
+            with self._failures("response broke"):
+                raw = await response.read()
         finally:
             response.release()
-        choices = data.get("choices") or []
+        data = _json(raw)
         usage = data.get("usage") or {}
-        share = int(usage.get("completion_tokens") or 0) // max(len(choices), 1)
-        if request.kind == "chat":
-            candidates = [Candidate(text=(c.get("message") or {}).get("content") or "",
-                                    finish_reason=c.get("finish_reason"), completion_tokens=share,
-                                    message={"role": "assistant", **(c.get("message") or {})})
-                          for c in choices]
-        else:
-            candidates = [Candidate(text=c.get("text") or "", finish_reason=c.get("finish_reason"),
-                                    completion_tokens=share) for c in choices]
-        return candidates, int(usage.get("prompt_tokens") or 0)
+        return _candidates(data, request.kind), int(usage.get("prompt_tokens") or 0)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         response = await self._post(request, 1, stream=True)
         try:
-            async for raw_line in response.content:
-                line = raw_line.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    break
-                data = orjson.loads(payload)
-                if "error" in data:
-                    raise UpstreamError(f"upstream stream error: {data['error'].get('message')}")
-                usage = data.get("usage") or {}
-                delta = StreamDelta(prompt_tokens=usage.get("prompt_tokens"),
-                                    completion_tokens=usage.get("completion_tokens"))
-                for choice in data.get("choices") or []:
-                    delta.finish_reason = choice.get("finish_reason")
-                    if request.kind == "chat":
-                        piece = choice.get("delta") or {}
-                        delta.text = piece.get("content") or ""
-                        if piece.get("tool_calls"):
-                            delta.message_delta = {"tool_calls": piece["tool_calls"]}
-                    else:
-                        delta.text = choice.get("text") or ""
-                if delta.text or delta.finish_reason or delta.message_delta or delta.completion_tokens:
-                    yield delta
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream timed out after {self.config.timeout_s:g} s") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream stream broke: {exc}") from exc
+            with self._failures("stream broke"):
+                async for raw_line in response.content:
+                    line = raw_line.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        break
+                    delta = _stream_delta(_json(payload), request.kind)
+                    if delta.text or delta.finish_reason or delta.message_delta or delta.completion_tokens:
+                        yield delta
         finally:
             response.release()

@@ -1,10 +1,11 @@
-"""The scorer contract: given the prompt text and N candidate texts, one reward per candidate."""
+"""The scorer contract (given the prompt text and N candidate texts, one reward per candidate), and
+what the scorers share."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Scorer(Protocol):
@@ -25,6 +26,15 @@ def validated(scores: object, count: int, name: str) -> list[float]:
         return [float(s) for s in scores]
     except (TypeError, ValueError) as exc:
         raise ScorerOutputError(f"scorer {name} returned a non-number: {exc}") from exc
+
+
+def reward_model_input(tokenizer: Any, prompt: str, candidate: str) -> str:
+    """The text a reward model reads for one candidate: the user turn and the reply in the
+    tokenizer's chat template (what chat reward models are trained on), else both plainly joined."""
+    if tokenizer is not None and tokenizer.chat_template:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": candidate}], tokenize=False)
+    return f"{prompt}\n\n{candidate}"
 
 
 class FunctionScorer:

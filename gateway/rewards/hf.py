@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gateway.rewards.base import validated
+from gateway.rewards.base import reward_model_input, validated
 
 
 class HFRewardModel:
@@ -35,17 +35,11 @@ class HFRewardModel:
         self.model.config.pad_token_id = self.tokenizer.pad_token_id  # where the last real token is
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-reward")
 
-    def _text(self, prompt: str, candidate: str) -> str:
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}, {"role": "assistant", "content": candidate}], tokenize=False)
-        return f"{prompt}\n\n{candidate}"
-
     def score_blocking(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         import torch
 
         scores: list[float] = []
-        texts = [self._text(prompt, c) for c in candidates]
+        texts = [reward_model_input(self.tokenizer, prompt, c) for c in candidates]
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
                                    truncation=True, max_length=self.max_length, add_special_tokens=False)

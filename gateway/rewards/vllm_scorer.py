@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
-from gateway.rewards.base import ScorerOutputError, validated
+from gateway.rewards.base import ScorerOutputError, reward_model_input, validated
 
 
 def _last_number(value: Any) -> float:
@@ -39,14 +39,8 @@ class VLLMRewardScorer:
 
             self._tokenizer = AutoTokenizer.from_pretrained(tokenizer)
 
-    def _text(self, prompt: str, candidate: str) -> str:
-        if self._tokenizer is not None and self._tokenizer.chat_template:
-            return self._tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}, {"role": "assistant", "content": candidate}], tokenize=False)
-        return f"{prompt}\n\n{candidate}"
-
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        body = {"model": self.model, "input": [self._text(prompt, c) for c in candidates]}
+        body = {"model": self.model, "input": [reward_model_input(self._tokenizer, prompt, c) for c in candidates]}
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             response = await client.post(self.url, json=body, headers=self.headers)
         if response.status_code != 200:

@@ -16,49 +16,30 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-import sqlite_utils
-
 from distill.dataset import load_prompts, prompt_key, split
+from gateway.store import Arm, best_of_n_candidates, connection, get_checkpoint, rollout_events, served_replies
 
-CHECKPOINT_ARMS = ("candidate", "shadow", "promoted")
-
-
-def _rows(db: sqlite_utils.Database, sql: str, params: list[Any]) -> list[tuple]:
-    return db.execute(sql, params).fetchall()
+CHECKPOINT_ARMS = (Arm.CANDIDATE, Arm.SHADOW, Arm.PROMOTED)
 
 
 def compute(db_path: Path, model: str, checkpoint_id: str | None, holdout_fraction: float) -> dict[str, Any]:
-    db = sqlite_utils.Database(db_path)
-    checkpoint = db["checkpoints"].get(checkpoint_id) if checkpoint_id else None
-    until = checkpoint["data_until"] if checkpoint else None
-    _, heldout = split(load_prompts(db, model, until=until), holdout_fraction)
+    """Every figure of the report, read from the log in one connection and computed on the held-out prompts."""
+    with connection(db_path) as db:
+        checkpoint = get_checkpoint(db, checkpoint_id) if checkpoint_id else None
+        until = checkpoint.data_until if checkpoint else None
+        _, heldout = split(load_prompts(db, model, until=until), holdout_fraction)
+        logged = best_of_n_candidates(db, model=model, until=until or None)
+        served = served_replies(db, model, CHECKPOINT_ARMS)
+        events = [{"at": e.created_at, "event": e.event, "share": e.share} for e in rollout_events(db, model)]
     keys = {p.key for p in heldout}
+    logged = [c for c in logged if c.score is not None and prompt_key(c.messages) in keys]
+    base_n1 = [c.score for c in logged if c.idx == 0]
+    base_best = [c.score for c in logged if c.won]
+    base_tokens = [c.completion_tokens for c in logged if c.idx == 0]
+    served = [r for r in served if prompt_key(r.messages) in keys]
+    distilled = [r.score for r in served]
+    distilled_tokens = [r.completion_tokens for r in served]
 
-    def on_heldout(messages_json: str) -> bool:
-        return prompt_key(json.loads(messages_json)) in keys
-
-    window = [model] + ([until] if until else [])
-    before = "AND r.created_at < ?" if until else ""
-    logged = [row for row in _rows(db, f"""
-        SELECT r.messages, r.completion_tokens, c.idx, c.score, c.won FROM requests r
-        JOIN candidates c ON c.request_id = r.id
-        WHERE r.model = ? AND r.arm = 'base' AND r.status = 'ok' AND r.best_of > 1 AND c.score IS NOT NULL {before}
-    """, window) if on_heldout(row[0])]
-    base_n1 = [row[3] for row in logged if row[2] == 0]
-    base_best = [row[3] for row in logged if row[4]]
-    base_tokens = [row[1] for row in logged if row[2] == 0]
-
-    marks = ",".join("?" for _ in CHECKPOINT_ARMS)
-    served = [row for row in _rows(db, f"""
-        SELECT r.messages, r.completion_tokens, c.score FROM requests r
-        JOIN candidates c ON c.request_id = r.id AND c.won = 1
-        WHERE r.model = ? AND r.arm IN ({marks}) AND r.status = 'ok' AND c.score IS NOT NULL
-    """, [model, *CHECKPOINT_ARMS]) if on_heldout(row[0])]
-    distilled = [row[2] for row in served]
-    distilled_tokens = [row[1] for row in served]
-
-    events = [{"at": at, "event": event, "share": share} for at, event, share in _rows(
-        db, "SELECT created_at, event, share FROM rollout_events WHERE model = ? ORDER BY id", [model])]
     means = {"base_n1": mean(base_n1) if base_n1 else None, "base_best_of_n": mean(base_best) if base_best else None,
              "distilled_n1": mean(distilled) if distilled else None}
     uplift = (means["base_best_of_n"] - means["base_n1"]) if base_n1 and base_best else None
@@ -72,8 +53,9 @@ def compute(db_path: Path, model: str, checkpoint_id: str | None, holdout_fracti
         "tokens_per_answer": {"base_best_of_n": mean(base_tokens) if base_tokens else None,
                               "distilled_n1": mean(distilled_tokens) if distilled_tokens else None},
         "rollout_events": events,
-        "checkpoint": {k: checkpoint[k] for k in ("id", "method", "status", "path")} if checkpoint else None,
-        "checkpoint_eval": json.loads(checkpoint["metrics"]).get("eval") if checkpoint else None,
+        "checkpoint": ({"id": checkpoint.id, "method": checkpoint.method, "status": checkpoint.status,
+                        "path": checkpoint.path} if checkpoint else None),
+        "checkpoint_eval": checkpoint.metrics.get("eval") if checkpoint else None,
     }
 
 

@@ -10,46 +10,29 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import httpx
-import sqlite_utils
 from rich.console import Console
 from rich.table import Table
 
-from tao.demo import report
 from distill.dataset import load_prompts, split
 from distill.job import PUBLISHED, run_distill
+from gateway.app import create_app
+from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models, with_updates
+from gateway.store import connection
+from tao.demo import report
+from tao.demo.config import DemoConfig
 from tao.demo.prompts import generate_prompts
 from tao.demo.workload import send_workload
-from gateway.app import create_app
-from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models
 from tao.server_thread import serve_in_thread
 
-log = logging.getLogger(__name__)
-MODEL = "smollm2"
 
-
-@dataclass
-class DemoOptions:
-    prompts: int = 80
-    best_of: int = 8
-    method: str = "dpo"
-    seed: int = 0
-    out: Path = Path("tao-demo")
-    max_steps: int = 40
-    max_tokens: int = 48
-    rounds: int = 3
-    concurrency: int = 2
-    gate_margin: float = 0.0
-
-
-def demo_settings(opts: DemoOptions, heldout_hint: int) -> Settings:
-    models = [m.model_copy(update={"best_of": opts.best_of, "max_best_of": max(16, opts.best_of),
-                                   "max_tokens": opts.max_tokens}) for m in default_models()]
+def demo_settings(opts: DemoConfig, heldout_hint: int) -> Settings:
+    """The embedded model at the demo's N, a private log and checkpoints under `out`, data minimums a
+    small run meets, and a rollout whose steps need about the evidence one held-out round gives."""
+    models = [with_updates(m, best_of=opts.best_of, max_best_of=max(m.max_best_of, opts.best_of),
+                           max_tokens=opts.max_tokens) for m in default_models()]
     return Settings(
         models=models,
         store=StoreConfig(path=opts.out / "tao.db"),
@@ -62,18 +45,20 @@ def demo_settings(opts: DemoOptions, heldout_hint: int) -> Settings:
     )
 
 
-def run_demo(opts: DemoOptions) -> int:
+def run_demo(opts: DemoConfig) -> int:
+    """Run the four steps and write the report; 0 when done (a rejected checkpoint is a result too)."""
     console = Console()
     opts.out.mkdir(parents=True, exist_ok=True)
     if (opts.out / "tao.db").exists():
         raise SystemExit(f"{opts.out / 'tao.db'} exists: pass a fresh --out directory")
     # Rollout evidence needed per step: about the candidate replies one round of held-out prompts gives.
     settings = demo_settings(opts, heldout_hint=round(opts.prompts * DistillConfig().holdout_fraction))
+    model = settings.distill.model
     started = time.time()
 
     console.rule(f"1/4 best-of-{opts.best_of} traffic: {opts.prompts} prompts (seed {opts.seed})")
     with serve_in_thread(create_app(settings), startup_timeout_s=600) as url:
-        results = send_workload(url + "/v1", MODEL, generate_prompts(opts.prompts, seed=opts.seed),
+        results = send_workload(url + "/v1", model, generate_prompts(opts.prompts, seed=opts.seed),
                                 best_of=opts.best_of, concurrency=opts.concurrency, desc="best-of-N traffic",
                                 user="traffic")
     failed = sum(r.error is not None for r in results)
@@ -85,17 +70,18 @@ def run_demo(opts: DemoOptions) -> int:
 
     if outcome.exit_code == PUBLISHED:
         console.rule("3/4 rollout at N=1: canary 50 %, the held-out prompts, policy decides")
-        logged = load_prompts(sqlite_utils.Database(settings.store.path), MODEL)
+        with connection(settings.store.path) as db:
+            logged = load_prompts(db, model)
         heldout = [p.messages[-1]["content"] for p in split(logged, settings.distill.holdout_fraction)[1]]
         with serve_in_thread(create_app(settings), startup_timeout_s=600) as url:
-            started_rollout = httpx.post(f"{url}/admin/rollout/{MODEL}/start", timeout=600,
+            started_rollout = httpx.post(f"{url}/admin/rollout/{model}/start", timeout=600,
                                          json={"checkpoint": outcome.checkpoint_id, "canary": 50, "best_of": 1})
             started_rollout.raise_for_status()
             for round_ in range(opts.rounds):
-                send_workload(url + "/v1", MODEL, heldout, best_of=None, concurrency=opts.concurrency,
+                send_workload(url + "/v1", model, heldout, best_of=None, concurrency=opts.concurrency,
                               desc=f"held-out round {round_ + 1}/{opts.rounds}", user=f"heldout-r{round_}")
             time.sleep(1.0)  # the last N=1 replies are scored just after they are sent
-            final = httpx.post(f"{url}/admin/rollout/{MODEL}/check", timeout=60)
+            final = httpx.post(f"{url}/admin/rollout/{model}/check", timeout=60)
             if final.status_code == 200:
                 console.print(f"policy: {final.json()['action']}: {final.json()['reason']}")
             state = httpx.get(f"{url}/admin/rollout", timeout=60).json()["rollouts"][0]
@@ -104,9 +90,8 @@ def run_demo(opts: DemoOptions) -> int:
         result = outcome.message
 
     console.rule("4/4 report (computed from the log)")
-    data = report.compute(settings.store.path, MODEL, outcome.checkpoint_id, settings.distill.holdout_fraction)
-    meta = {**{k: str(v) for k, v in asdict(opts).items()}, "prompts": opts.prompts, "best_of": opts.best_of,
-            "seed": opts.seed, "method": opts.method, "database": settings.store.path, "outcome": result,
+    data = report.compute(settings.store.path, model, outcome.checkpoint_id, settings.distill.holdout_fraction)
+    meta = {**opts.model_dump(mode="json"), "database": settings.store.path, "outcome": result,
             "seconds": round(time.time() - started)}
     html_path = report.write(data, meta, opts.out)
     table = Table(title=f"TAO demo: {data['heldout_prompts']} held-out prompts, seed {opts.seed}")

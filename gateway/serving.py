@@ -1,0 +1,164 @@
+"""The serving objects behind the routes, one per endpoint family (as vLLM's `OpenAIServingChat`).
+
+Each takes the parsed request and the raw one (for headers) and returns a wire model, a plain
+dict, or a stream of SSE bytes; `app.py` turns those into HTTP responses. The completions object
+is the request path: bind the request to a model and a rollout arm, then run best-of-N (or pass
+an N=1 stream through).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+
+from gateway import sse
+from gateway.auth import Auth, bearer, caller
+from gateway.bestofn import Engine, Failure, Outcome
+from gateway.config import Settings
+from gateway.errors import APIError, UpstreamError, from_upstream
+from gateway.metrics import Metrics
+from gateway.protocol import (
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    FeedbackRequest,
+    ModelCard,
+    ModelList,
+)
+from gateway.request import BEST_OF_HEADER, Endpoint, ServeRequest, resolve_best_of
+from gateway.rollout import RolloutManager
+from gateway.store import Arm, Store
+
+ARM_HEADER = "x-tao-arm"
+
+Reply = ChatCompletionResponse | CompletionResponse | AsyncIterator[bytes]  # a JSON body, or SSE bytes
+
+
+class ServingCompletions:
+    """POST /v1/chat/completions and /v1/completions."""
+
+    def __init__(self, settings: Settings, engine: Engine, rollouts: RolloutManager, auth: Auth) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.rollouts = rollouts
+        self.auth = auth
+
+    async def create_chat_completion(self, request: ChatCompletionRequest, raw_request: Request) -> Reply:
+        return await self._serve(self._bind(request, "chat", raw_request))
+
+    async def create_completion(self, request: CompletionRequest, raw_request: Request) -> Reply:
+        return await self._serve(self._bind(request, "completion", raw_request))
+
+    async def _serve(self, req: ServeRequest) -> Reply:
+        if req.body.stream and req.best_of == 1:
+            return await self._stream_single(req)
+        outcome = await self.engine.complete(req)
+        return sse.replay(req, outcome) if req.body.stream else response(req, outcome)
+
+    def _bind(self, body: ChatCompletionRequest | CompletionRequest, endpoint: Endpoint,
+              raw_request: Request) -> ServeRequest:
+        """The model, the rollout arm (and a shadow, if sampled) and N of this request."""
+        model = self.settings.model_by_name(body.model)
+        if model is None:
+            raise APIError(404, f"model {body.model!r} does not exist; see GET /v1/models",
+                           type="not_found_error", param="model", code="model_not_found")
+        request_id = f"tao-{uuid.uuid4().hex}"
+        # A user stays on one arm: the split hashes the `user` field, else the API key.
+        route = self.rollouts.route(model, body.user or bearer(raw_request) or request_id,
+                                    self._pinned_arm(raw_request))
+        shadow = self.rollouts.shadow(model.name) if route.arm == Arm.BASE else None
+        try:
+            best_of = resolve_best_of(model, body.best_of, raw_request.headers.get(BEST_OF_HEADER), body.n,
+                                      default=route.default_best_of)
+        except APIError as exc:
+            rejected = self.engine.bind(request_id, endpoint, body, model, route, body.best_of or 0)
+            self.engine.record(rejected, failure=Failure(exc.status, exc.message))
+            raise
+        return self.engine.bind(request_id, endpoint, body, model, route, best_of, shadow)
+
+    def _pinned_arm(self, raw_request: Request) -> str | None:
+        """The arm an operator pins with `X-TAO-Arm` (admin key only), else None."""
+        pinned = raw_request.headers.get(ARM_HEADER)
+        if pinned is None:
+            return None
+        admin = self.auth.is_admin(raw_request)
+        if not admin or pinned not in (Arm.BASE, Arm.CANDIDATE):
+            raise APIError(400 if admin else 403, "X-TAO-Arm takes base or candidate, with the admin key",
+                           type="invalid_request_error" if admin else "permission_error",
+                           param="X-TAO-Arm", code="invalid_arm")
+        return pinned
+
+    async def _stream_single(self, req: ServeRequest) -> AsyncIterator[bytes]:
+        reply, deltas = self.engine.stream_single(req)
+        try:  # pull the first piece before answering, so upstream failures keep their status code
+            first = await anext(deltas, None)
+        except UpstreamError as exc:
+            raise from_upstream(exc) from exc
+        return sse.stream_through(req, reply, first, deltas)
+
+
+def response(req: ServeRequest, outcome: Outcome) -> ChatCompletionResponse | CompletionResponse:
+    """The non-streamed reply: the returned candidates best first, usage, and `tao`."""
+    common = {"id": req.request_id, "created": int(req.created), "model": req.model.name,
+              "usage": outcome.usage, "tao": outcome.tao}
+    if req.endpoint == "chat":
+        choices = [ChatChoice(index=i, message=c.message or {"role": "assistant", "content": c.text},
+                              finish_reason=c.finish_reason) for i, c in enumerate(outcome.choices)]
+        return ChatCompletionResponse(choices=choices, **common)
+    return CompletionResponse(choices=[CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason)
+                                       for i, c in enumerate(outcome.choices)], **common)
+
+
+class ServingFeedback:
+    """POST /v1/feedback: a person's verdict on a logged reply, one row per (request, user)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create_feedback(self, request: FeedbackRequest, raw_request: Request) -> dict[str, Any]:
+        logged = await asyncio.to_thread(self.store.candidates_of, request.request_id)
+        if logged is None:
+            raise APIError(404, f"no logged request {request.request_id!r}", type="not_found_error",
+                           param="request_id", code="request_not_found")
+        count, winner = logged
+        for param in ("preferred", "chosen", "rejected"):
+            index = getattr(request, param)
+            if index is not None and index >= count:
+                raise APIError(400, f"{param} {index} is out of range: request {request.request_id} has "
+                               f"{count} candidates", param=param, code="invalid_candidate_index")
+        candidate_index = {"preference": request.preferred, "rating": winner, "pairwise": request.chosen}
+        row = {"request_id": request.request_id, "user": request.user or caller(raw_request),
+               "created_at": time.time(), "kind": request.kind, "candidate_index": candidate_index[request.kind],
+               "rejected_index": request.rejected, "rating": request.rating, "comment": request.comment}
+        await asyncio.to_thread(self.store.record_feedback, row)
+        return {"object": "feedback", **row}
+
+
+class ServingInfo:
+    """The read-only endpoints: GET /v1/models, /healthz and /metrics."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.started_at = int(time.time())
+
+    def list_models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=m.name, created=self.started_at, best_of=m.best_of,
+                                         max_best_of=m.max_best_of) for m in self.settings.models])
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "models": [m.name for m in self.settings.models],
+                "store_queue_depth": self.store.queue_depth()}
+
+    def render_metrics(self) -> bytes:
+        self.metrics.store_queue_depth.set(self.store.queue_depth())
+        return self.metrics.render()

@@ -1,0 +1,55 @@
+"""The log: one SQLite file (WAL), opened as is by sqlite-utils and Datasette.
+
+Everything that touches it goes through this package, as sqlite-utils keeps its API in one place:
+- `schema`: the tables, the enums their status/arm/kind columns take, `open_database`/`connection`;
+- `writer`: `Store`, the background thread that writes request logs without making requests wait;
+- `reads`: the reads over requests, candidates and feedback, as typed rows;
+- `checkpoints`: the checkpoint registry; `rollouts`: rollout state and events;
+- `locks`: named locks (one distill run per database).
+No other module holds SQL: ask for a new read here rather than writing a query elsewhere.
+"""
+
+from gateway.store.checkpoints import (
+    Checkpoint,
+    get_checkpoint,
+    last_distilled_until,
+    register_checkpoint,
+    set_checkpoint_status,
+)
+from gateway.store.locks import LockHeld, exclusive
+from gateway.store.reads import (
+    ArmOutcomes,
+    BestOfNCandidate,
+    ScoredCandidate,
+    ServedReply,
+    Verdict,
+    arm_outcomes,
+    best_of_n_candidates,
+    candidate_count_and_winner,
+    feedback_verdicts,
+    scored_chat_candidates,
+    served_replies,
+)
+from gateway.store.rollouts import Rollout, RolloutEvent, active_rollouts, get_rollout, rollout_events, save_rollout
+from gateway.store.schema import (
+    REWARD_MODEL_METHOD,
+    Arm,
+    CheckpointStatus,
+    FeedbackKind,
+    RequestStatus,
+    RolloutState,
+    connection,
+    ensure_schema,
+    open_database,
+)
+from gateway.store.writer import RequestLog, Store
+
+__all__ = [
+    "REWARD_MODEL_METHOD", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint", "CheckpointStatus",
+    "FeedbackKind", "LockHeld", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
+    "ScoredCandidate", "ServedReply", "Store", "Verdict", "active_rollouts", "arm_outcomes",
+    "best_of_n_candidates", "candidate_count_and_winner", "connection", "ensure_schema", "exclusive",
+    "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "open_database",
+    "register_checkpoint", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
+    "set_checkpoint_status",
+]

@@ -1,0 +1,54 @@
+"""What the `tao` commands print: results as rich tables, apart from the argument handling, so a
+benchmark or a script shows a distill outcome exactly as `tao distill` does."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from distill.job import DistillOutcome
+
+
+def print_outcome(outcome: DistillOutcome, console: Console | None = None) -> None:
+    """The eval table (when the run got that far), the data counts and the verdict, green when published."""
+    console = console or Console()
+    report = outcome.report
+    if report is not None:
+        table = Table(title=f"distill: {report.prompts} held-out prompts × {report.samples_per_prompt} samples")
+        table.add_column("")
+        table.add_column("mean reward", justify="right")
+        table.add_column("tokens / served answer", justify="right")
+        table.add_row("base N=1 (logged)", f"{report.base_n1_logged:.4f}", "")
+        table.add_row("base best-of-N (logged)", f"{report.base_best_of_n_logged:.4f}",
+                      f"{report.base_tokens_per_answer_logged:.1f}")
+        table.add_row("base N=1 (eval)", f"{report.base_n1:.4f}", "")
+        table.add_row("new checkpoint N=1 (eval)", f"{report.new_n1:.4f}", f"{report.new_tokens_per_answer:.1f}")
+        recovered = report.gain_recovered
+        table.add_row("share of best-of-N gain recovered", "n/a" if recovered is None else f"{recovered:.0%}", "")
+        console.print(table)
+    if outcome.counts:
+        console.print("data: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))
+    console.print(outcome.message, style="green" if outcome.exit_code == 0 else "red")
+
+
+def print_rollouts(rows: list[dict[str, Any]], console: Console | None = None) -> None:
+    """`GET /admin/rollout`'s rollouts (or one `start`/`promote`/`rollback` reply) as one table."""
+    console = console or Console()
+    table = Table(title="rollouts")
+    for column in ("model", "checkpoint", "state", "candidate share", "incumbent reward (n)",
+                   "candidate reward (n)", "tokens/request before → after"):
+        table.add_column(column)
+    for row in rows:
+        if not row.get("state"):
+            table.add_row(row["model"], "-", "no rollout", "0%", "", "", "")
+            continue
+        arms, tokens = row["arms_this_step"], row["tokens_per_request"]
+        after = "-" if tokens["after"] is None else f"{tokens['after']:.1f}"
+        table.add_row(row["model"], row["checkpoint_id"], row["state"], f"{row['share']:g}%",
+                      f"{arms['incumbent']['mean']:.3f} ({arms['incumbent']['scored']})",
+                      f"{arms['candidate']['mean']:.3f} ({arms['candidate']['scored']})",
+                      f"{tokens['before']:.1f} → {after}")
+    console.print(table)

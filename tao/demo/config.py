@@ -1,0 +1,29 @@
+"""`tao demo`'s options and their defaults, in one model: the CLI's flags are generated from it.
+
+A module of its own so that building the `tao` parser does not import the demo's machinery.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.config import DistillConfig, DistillMethod
+
+
+class DemoConfig(BaseModel):
+    """Sized to about 13 minutes on 2 CPU cores with the embedded SmolLM2."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: int = Field(80, ge=1, description="Prompts in the best-of-N traffic.")
+    best_of: int = Field(8, ge=1, description="N of the traffic.")
+    method: DistillMethod = Field(DistillConfig.model_fields["method"].default, description="Distill method.")
+    seed: int = Field(0, description="Prompt generator and training seed.")
+    out: Path = Field(Path("tao-demo"), description="Directory for the log, checkpoints and report.")
+    max_steps: int = Field(40, ge=1, description="Training steps.")
+    max_tokens: int = Field(48, ge=1, description="Tokens per generated answer.")
+    rounds: int = Field(3, ge=1, description="Times the held-out prompts are sent in the rollout.")
+    concurrency: int = Field(2, ge=1, description="Requests in flight at once.")
+    gate_margin: float = Field(0.0, description="Publish only if N=1 reward improves by more.")
