@@ -28,6 +28,7 @@ import sqlite_utils
 
 from distill.dataset import is_heldout, load_prompts, prompt_key
 from distill.publish import move_into_place, register, staging_dir
+from gateway.config import EMBEDDED_NAME
 from gateway.store import REWARD_MODEL_METHOD, CheckpointStatus, FeedbackKind, connection, feedback_verdicts
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def train_reward_model(db_path: Path, options: RewardTrainOptions) -> dict[str, 
         pairs = feedback_pairs(db)
         from_feedback = len(pairs)
         if options.from_logs:
-            pairs += log_pairs(db, options.model or "smollm2", options.min_gap)
+            pairs += log_pairs(db, options.model or EMBEDDED_NAME, options.min_gap)
     train = [p for p in pairs if not is_heldout(p["prompt"], options.holdout_fraction)]
     heldout = [p for p in pairs if is_heldout(p["prompt"], options.holdout_fraction)]
     if len(train) < options.min_pairs or not heldout:

@@ -61,7 +61,6 @@ from gateway.store import (
 
 log = logging.getLogger(__name__)
 
-BASE_ARM = Arm.BASE  # imported by app.py and bestofn.py until they use Arm
 INCUMBENT_ARMS = (Arm.BASE,)
 CANDIDATE_ARMS = (Arm.CANDIDATE, Arm.SHADOW)  # every reply of the checkpoint during the canary
 

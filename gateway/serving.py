@@ -35,7 +35,7 @@ from gateway.protocol import (
 )
 from gateway.request import BEST_OF_HEADER, Endpoint, ServeRequest, resolve_best_of
 from gateway.rollout import RolloutManager
-from gateway.store import Arm, Store
+from gateway.store import Arm, FeedbackKind, Store
 
 ARM_HEADER = "x-tao-arm"
 
@@ -134,7 +134,8 @@ class ServingFeedback:
             if index is not None and index >= count:
                 raise APIError(400, f"{param} {index} is out of range: request {request.request_id} has "
                                f"{count} candidates", param=param, code="invalid_candidate_index")
-        candidate_index = {"preference": request.preferred, "rating": winner, "pairwise": request.chosen}
+        candidate_index = {FeedbackKind.PREFERENCE: request.preferred, FeedbackKind.RATING: winner,
+                           FeedbackKind.PAIRWISE: request.chosen}
         row = {"request_id": request.request_id, "user": request.user or caller(raw_request),
                "created_at": time.time(), "kind": request.kind, "candidate_index": candidate_index[request.kind],
                "rejected_index": request.rejected, "rating": request.rating, "comment": request.comment}

@@ -48,10 +48,6 @@ class Gateway:
 TRANSPORTS = ("direct", "litellm")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "each_transport: run once per upstream transport (direct, litellm)")
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests of the upstream call path (`@pytest.mark.each_transport`) run on every transport."""
     if "transport" in metafunc.fixturenames and metafunc.definition.get_closest_marker("each_transport"):

@@ -44,6 +44,7 @@ def ask(gw, user: str, **kwargs):
     return reply.model_extra["tao"]
 
 
+@pytest.mark.each_transport
 def test_split_is_stable_per_user_and_near_the_canary_share(gateway, fake):
     upstream, _ = fake
     with gateway(rollout={"shadow_fraction": 0.0, "check_interval_s": 3600}) as gw:
