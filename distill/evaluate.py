@@ -1,30 +1,59 @@
-"""The eval gate: on held-out prompts, the new checkpoint at N=1 against the base at N=1.
+"""The eval gate: on held-out prompts, the new checkpoint at N=1 against the base, paired per prompt.
 
-Both are sampled the way the gateway serves (the model's temperature, top_p and max_tokens),
-`eval_samples` times per prompt, with the same seeds, and scored by the gateway's scorer. The
-logs add the reference points: the base model's N=1 (the first candidate of every logged request
-is an unbiased N=1 sample) and its best-of-N (the logged winners) on the same prompts.
+Samples come from the path the gateway serves with: the local backend, the checkpoint loaded as
+the rollout loads it (a LoRA adapter beside the base weights), the model's temperature, top_p and
+max_tokens, `eval_samples` answers per prompt for each of base and new with the same seeds, each
+answer scored alone as an N=1 reply is. Two paired comparisons, each a one-sided bound from
+`gateway.stats` (the statistic the rollout policy uses):
+
+- new N=1 − base N=1 (sampled now): the checkpoint must improve on what it was trained from;
+- new N=1 − logged best-of-N winners of the same prompts: the rollout's own hypothesis (candidate
+  N=1 against the incumbent's best-of-N, within `rollout.margin`), so the gate does not publish a
+  checkpoint the policy is sure to roll back.
 
     gain recovered = (new N=1 − base N=1) / (logged best-of-N − logged N=1)
 
-i.e. the share of the uplift best-of-N gave in production that the checkpoint now gives at N=1.
+i.e. the share of the uplift best-of-N gave in production that the checkpoint gives at N=1; its
+interval is the first bound divided by the logged uplift.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from distill.dataset import LoggedPrompt
-from distill.train import load_base
-from gateway.backends.local import answer_length
-from gateway.config import ModelConfig
-from gateway.protocol import ChatMessage, scored_prompt
+from gateway.backends import Candidate, GenerationRequest
+from gateway.backends.local import LocalBackend
+from gateway.config import ModelConfig, with_updates
 from gateway.rewards import Scorer
+from gateway.stats import PairedBound, paired_bound
+
+EVAL_ADAPTER = "evaluated"
+
+
+@dataclass
+class Answer:
+    text: str
+    score: float
+    tokens: int
+    ended: bool  # finished on its own, not cut at max_tokens
+
+
+@dataclass
+class PromptResult:
+    """One held-out prompt: its logged references and the answers sampled now."""
+
+    prompt: str
+    logged_n1: float | None
+    logged_best_of_n: float | None
+    base: list[Answer] = field(default_factory=list)
+    new: list[Answer] = field(default_factory=list)
 
 
 @dataclass
@@ -37,75 +66,116 @@ class EvalReport:
     new_n1: float
     base_tokens_per_answer_logged: float  # all candidates of a best-of-N request
     new_tokens_per_answer: float
+    versus_base: PairedBound  # new N=1 − base N=1, per prompt
+    versus_best_of_n: PairedBound  # new N=1 − logged best-of-N, per prompt
+    base_truncated: float = 0.0  # share of sampled answers cut at max_tokens
+    new_truncated: float = 0.0
+    results: list[PromptResult] = field(default_factory=list)
+
+    @property
+    def uplift(self) -> float:
+        return self.base_best_of_n_logged - self.base_n1_logged
 
     @property
     def gain_recovered(self) -> float | None:
-        uplift = self.base_best_of_n_logged - self.base_n1_logged
-        return (self.new_n1 - self.base_n1) / uplift if uplift > 1e-9 else None
+        return (self.new_n1 - self.base_n1) / self.uplift if self.uplift > 1e-9 else None
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        return {**asdict(self), "gain_recovered": self.gain_recovered}
+    @property
+    def gain_recovered_interval(self) -> tuple[float, float] | None:
+        if self.uplift <= 1e-9:
+            return None
+        return self.versus_base.lower / self.uplift, self.versus_base.upper / self.uplift
 
-
-def _sample(model, tokenizer, prompts: list[LoggedPrompt], sampling: ModelConfig, samples: int, seed: int,
-            label: str, batch_size: int = 8) -> list[list[tuple[str, int]]]:
-    """`samples` completions per prompt: (text, generated tokens)."""
-    import torch
-
-    tokenizer.padding_side = "left"
-    results: list[list[tuple[str, int]]] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=f"eval {label} N=1", unit="batch"):
-        batch = prompts[start:start + batch_size]
-        texts = [tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=False) for p in batch]
-        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        torch.manual_seed(seed + start)
-        with torch.inference_mode():
-            output = model.generate(**inputs, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                                    max_new_tokens=sampling.max_tokens, num_return_sequences=samples,
-                                    pad_token_id=tokenizer.pad_token_id)
-        generated = output[:, inputs["input_ids"].shape[1]:].tolist()
-        for i in range(len(batch)):
-            per_prompt = []
-            for sequence in generated[i * samples:(i + 1) * samples]:
-                end = answer_length(sequence, tokenizer)
-                end = len(sequence) if end is None else end
-                per_prompt.append((tokenizer.decode(sequence[:end], skip_special_tokens=True), end))
-            results.append(per_prompt)
-    return results
+    def as_dict(self) -> dict[str, Any]:
+        scalars = {k: getattr(self, k) for k in ("prompts", "samples_per_prompt", "base_n1_logged",
+                                                 "base_best_of_n_logged", "base_n1", "new_n1",
+                                                 "base_tokens_per_answer_logged", "new_tokens_per_answer",
+                                                 "base_truncated", "new_truncated")}
+        return {**scalars, "gain_recovered": self.gain_recovered,
+                "gain_recovered_interval": self.gain_recovered_interval,
+                "versus_base": self.versus_base.as_dict(), "versus_best_of_n": self.versus_best_of_n.as_dict()}
 
 
-async def _score(scorer: Scorer, prompts: list[LoggedPrompt], outputs: list[list[tuple[str, int]]]) -> list[float]:
-    scores = []
-    for prompt, samples in zip(prompts, outputs):
-        text = scored_prompt([ChatMessage.model_validate(m) for m in prompt.messages])
-        scores.extend(await scorer.score(text, [t for t, _ in samples]))
-    return scores
+@dataclass(frozen=True)
+class GateVerdict:
+    publish: bool
+    reason: str
+
+
+def gate(report: EvalReport, gate_margin: float, rollout_margin: float) -> GateVerdict:
+    """Publish when the checkpoint is shown better than the base at N=1 by more than `gate_margin`,
+    and not shown worse than best-of-N by more than the rollout's margin."""
+    vs_base, vs_bon = report.versus_base, report.versus_best_of_n
+    if vs_base.lower <= gate_margin:
+        return GateVerdict(False, f"new N=1 − base N=1 is {vs_base.mean:+.4f} (lower bound {vs_base.lower:+.4f} "
+                           f"over {vs_base.pairs} prompts): not shown above {gate_margin:g}")
+    if vs_bon.pairs and vs_bon.upper < -rollout_margin:
+        return GateVerdict(False, f"new N=1 − logged best-of-N is {vs_bon.mean:+.4f} (upper bound "
+                           f"{vs_bon.upper:+.4f}): the rollout policy would roll it back (margin {rollout_margin:g})")
+    return GateVerdict(True, f"new N=1 − base N=1 {vs_base.mean:+.4f} (lower bound {vs_base.lower:+.4f}); "
+                       f"new N=1 − best-of-N {vs_bon.mean:+.4f} [{vs_bon.lower:+.4f}, {vs_bon.upper:+.4f}]")
+
+
+async def _answers(backend: LocalBackend, scorer: Scorer, prompt: LoggedPrompt, samples: int, seed: int,
+                   adapter: str | None, sampling: ModelConfig) -> list[Answer]:
+    params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
+              "seed": seed}
+    generation = await backend.generate(GenerationRequest(kind="chat", n=samples, params=params,
+                                                          messages=prompt.messages, adapter=adapter))
+    return [await _scored(scorer, prompt.prompt_text, c) for c in generation.candidates]
+
+
+async def _scored(scorer: Scorer, prompt_text: str, candidate: Candidate) -> Answer:
+    [score] = await scorer.score(prompt_text, [candidate.text])  # alone, as an N=1 reply is scored
+    return Answer(text=candidate.text, score=float(score), tokens=candidate.completion_tokens,
+                  ended=candidate.finish_reason == "stop")
+
+
+async def _evaluate(backend: LocalBackend, adapter_dir: Path, heldout: list[LoggedPrompt], scorer: Scorer,
+                    sampling: ModelConfig, samples: int, seed: int) -> list[PromptResult]:
+    await backend.start()
+    try:
+        await backend.load_adapter(EVAL_ADAPTER, str(adapter_dir))
+        results = []
+        for i, prompt in enumerate(tqdm(heldout, desc=f"eval: base and new N=1 × {samples}", unit="prompt")):
+            result = PromptResult(prompt=prompt.prompt_text, logged_n1=prompt.n1_score,
+                                  logged_best_of_n=prompt.best_of_n_score)
+            result.base = await _answers(backend, scorer, prompt, samples, seed + i, None, sampling)
+            result.new = await _answers(backend, scorer, prompt, samples, seed + i, EVAL_ADAPTER, sampling)
+            results.append(result)
+        return results
+    finally:
+        await backend.close()
 
 
 def evaluate(base_dir: Path, adapter_dir: Path, heldout: list[LoggedPrompt], scorer: Scorer,
-             sampling: ModelConfig, samples: int, seed: int) -> EvalReport:
-    import torch
-    from peft import PeftModel
+             sampling: ModelConfig, samples: int, seed: int, z: float) -> EvalReport:
+    """Sample, score and compare; `z` is the one-sided quantile of both bounds."""
+    backend = LocalBackend(with_updates(sampling, backend="local", model=str(base_dir), adapter=None))
+    results = asyncio.run(_evaluate(backend, adapter_dir, heldout, scorer, sampling, samples, seed))
+    return summarize(results, samples, z, logged_tokens=[t for p in heldout for t in p.completion_tokens])
 
-    base, tokenizer = load_base(base_dir)
-    if torch.cuda.is_available():
-        base = base.cuda()
-    model = PeftModel.from_pretrained(base, adapter_dir).eval()
-    with model.disable_adapter():
-        base_out = _sample(model, tokenizer, heldout, sampling, samples, seed, "base")
-    new_out = _sample(model, tokenizer, heldout, sampling, samples, seed, "new")
-    base_scores = asyncio.run(_score(scorer, heldout, base_out))
-    new_scores = asyncio.run(_score(scorer, heldout, new_out))
-    logged_n1 = [p.n1_score for p in heldout if p.n1_score is not None]
-    logged_best = [p.best_of_n_score for p in heldout if p.best_of_n_score is not None]
-    logged_tokens = [t for p in heldout for t in p.completion_tokens]
+
+def summarize(results: list[PromptResult], samples: int, z: float, logged_tokens: list[int]) -> EvalReport:
+    """The report over per-prompt results: means, truncation, and the two paired bounds."""
+    base = [mean(a.score for a in r.base) for r in results]
+    new = [mean(a.score for a in r.new) for r in results]
+    with_best = [(n, r.logged_best_of_n) for n, r in zip(new, results) if r.logged_best_of_n is not None]
+    logged_n1 = [r.logged_n1 for r in results if r.logged_n1 is not None]
+    base_answers = [a for r in results for a in r.base]
+    new_answers = [a for r in results for a in r.new]
     return EvalReport(
-        prompts=len(heldout),
+        prompts=len(results),
         samples_per_prompt=samples,
         base_n1_logged=mean(logged_n1) if logged_n1 else 0.0,
-        base_best_of_n_logged=mean(logged_best) if logged_best else 0.0,
-        base_n1=mean(base_scores),
-        new_n1=mean(new_scores),
+        base_best_of_n_logged=mean(b for _, b in with_best) if with_best else 0.0,
+        base_n1=mean(base) if base else 0.0,
+        new_n1=mean(new) if new else 0.0,
         base_tokens_per_answer_logged=mean(logged_tokens) if logged_tokens else 0.0,
-        new_tokens_per_answer=mean(tokens for out in new_out for _, tokens in out),
+        new_tokens_per_answer=mean(a.tokens for a in new_answers) if new_answers else 0.0,
+        versus_base=paired_bound([n - b for n, b in zip(new, base)], z),
+        versus_best_of_n=paired_bound([n - b for n, b in with_best], z),
+        base_truncated=mean(not a.ended for a in base_answers) if base_answers else 0.0,
+        new_truncated=mean(not a.ended for a in new_answers) if new_answers else 0.0,
+        results=results,
     )

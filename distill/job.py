@@ -16,11 +16,12 @@ from typing import Any
 import sqlite_utils
 
 from distill.dataset import build_rows, load_prompts, split, to_dataset
-from distill.evaluate import EvalReport, evaluate
+from distill.evaluate import EvalReport, evaluate, gate
 from distill.publish import new_checkpoint_id, publish, register, remove_stale_staging, staging_dir
 from distill.train import METHODS
 from gateway.config import EMBEDDED_MODEL, ModelConfig, Settings
 from gateway.rewards import build_scorer
+from gateway.stats import z_for
 from gateway.store import CheckpointStatus, LockHeld, Store, exclusive, last_distilled_until
 
 log = logging.getLogger(__name__)
@@ -102,22 +103,21 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
         trainer = METHODS[cfg.method]
         extra: dict[str, Any] = {"temperature": model_config.temperature} if cfg.method == "grpo" else {}
         result = trainer(to_dataset(rows), base_dir, staging / "adapter", staging, cfg, scorer=scorer, **extra)
-        report = evaluate(base_dir, result.adapter_dir, heldout, scorer, model_config, cfg.eval_samples, cfg.seed)
+        report = evaluate(base_dir, result.adapter_dir, heldout, scorer, model_config, cfg.eval_samples, cfg.seed,
+                          z=z_for(settings.rollout.alpha))
+        verdict = gate(report, cfg.gate_margin, settings.rollout.margin)
         metrics = {"eval": report.as_dict(), "counts": counts, "train": result.metrics, "steps": result.steps,
                    "config": cfg.model_dump(mode="json"), "reward": settings.reward.model_dump(mode="json")}
         row = {"id": checkpoint_id, "created_at": time.time(), "model": cfg.model, "base_model": str(base_dir),
                "method": cfg.method, "data_since": since, "data_until": until, "metrics": metrics}
-        improvement = report.new_n1 - report.base_n1
-        if improvement <= cfg.gate_margin:
+        if not verdict.publish:
             register(db, {**row, "path": None, "status": CheckpointStatus.REJECTED})
-            return DistillOutcome(
-                REJECTED, f"rejected: new N=1 reward {report.new_n1:.4f} does not beat base N=1 "
-                f"{report.base_n1:.4f} by more than {cfg.gate_margin:g} (difference {improvement:+.4f})",
-                checkpoint_id=checkpoint_id, report=report, counts=counts)
+            return DistillOutcome(REJECTED, f"rejected by the eval gate: {verdict.reason}",
+                                  checkpoint_id=checkpoint_id, report=report, counts=counts)
         final = publish(staging, checkpoints_dir, checkpoint_id, metadata=row,
                         merge_base=base_dir if cfg.merge else None)
         register(db, {**row, "path": str(final / "adapter"), "status": CheckpointStatus.CANDIDATE})
-        return DistillOutcome(PUBLISHED, f"published {checkpoint_id} at {final / 'adapter'}",
+        return DistillOutcome(PUBLISHED, f"published {checkpoint_id} at {final / 'adapter'}: {verdict.reason}",
                               checkpoint_id=checkpoint_id, path=final / "adapter", report=report, counts=counts)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

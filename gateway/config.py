@@ -123,15 +123,25 @@ class RolloutConfig(BaseModel):
 
     steps: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0, 100.0],
                                description="Canary shares in percent, climbed in order; 100 means promote.")
-    min_requests: int = Field(30, ge=2, description="Candidate replies scored at a step before it may advance.")
-    min_requests_rollback: int = Field(10, ge=2, description="Candidate replies before a rollback may fire.")
+    pairs_per_look: int = Field(30, ge=2, description="Shadow pairs (one prompt answered by both arms) between "
+                                "two looks of the policy at the reward.")
+    max_looks: int = Field(6, ge=1, description="Looks before the test ends: a candidate not shown within the "
+                           "margin by then is rolled back. Each look spends alpha / max_looks.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Chance of a wrong promotion, and of a wrong rollback, "
+                         "across all looks (one-sided).")
     margin: float = Field(0.05, ge=0, description="How far below the incumbent's reward the candidate may be.")
-    z: float = Field(1.645, gt=0, description="Normal quantile of the confidence bounds (1.645: one-sided 95 %).")
+    min_requests_rollback: int = Field(10, ge=2, description="Candidate requests before the error-rate rule may fire.")
     max_error_rate_increase: float = Field(0.05, ge=0, description="Candidate error rate over incumbent's.")
-    shadow_fraction: float = Field(0.1, ge=0, le=1, description="Incumbent requests also answered by the "
-                                   "candidate in the background, for same-prompt comparison.")
-    check_interval_s: float = Field(5.0, gt=0, description="How often the policy looks at the numbers.")
+    shadow_fraction: float = Field(0.25, ge=0, le=1, description="Incumbent requests also answered by the "
+                                   "candidate in the background: the same-prompt pairs the policy compares.")
+    check_interval_s: float = Field(5.0, gt=0, description="How often the policy looks for a new look's worth of pairs.")
     candidate_best_of: int = Field(1, ge=1, description="N the candidate arm serves at.")
+
+    @model_validator(mode="after")
+    def _enough_looks_to_climb(self) -> RolloutConfig:
+        if len(self.steps) > self.max_looks:
+            raise ValueError(f"max_looks {self.max_looks} is fewer than the {len(self.steps)} steps to climb")
+        return self
 
 
 class DistillConfig(BaseModel):
@@ -163,8 +173,9 @@ class DistillConfig(BaseModel):
     grpo_num_generations: int = Field(4, ge=2)
     max_new_tokens: int = Field(96, ge=1, description="GRPO completion length and eval generation length.")
     max_length: int = Field(512, ge=16, description="Prompt + completion tokens kept for SFT/DPO.")
-    eval_samples: int = Field(2, ge=1, description="N=1 samples per held-out prompt at evaluation.")
-    gate_margin: float = Field(0.0, description="Publish only if new N=1 reward beats base N=1 by more.")
+    eval_samples: int = Field(4, ge=1, description="N=1 samples per held-out prompt, for base and new, at the gate.")
+    gate_margin: float = Field(0.0, description="Publish only if the lower bound of new − base N=1 reward "
+                               "(paired per prompt, at rollout.alpha) is above this.")
     merge: bool = Field(False, description="Also write merged full weights beside the adapter.")
     seed: int = 0
 

@@ -16,6 +16,7 @@ from gateway.config import ModelConfig
 from gateway.errors import APIError
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.rollout import Route
+from gateway.store import SHADOW_SUFFIX
 
 BEST_OF_HEADER = "x-tao-best-of"
 
@@ -59,7 +60,7 @@ class ServeRequest:
         """The same prompt for the rollout candidate to answer in the background (never streamed)."""
         assert self.shadow is not None, "no shadow route sampled for this request"
         route = self.shadow
-        return replace(self, request_id=f"{self.request_id}-shadow", body=self.body.model_copy(update={"stream": False}),
+        return replace(self, request_id=self.request_id + SHADOW_SUFFIX, body=self.body.model_copy(update={"stream": False}),
                        best_of=max(route.default_best_of, self.n), route=route,
                        model_version=route.model_version or self.model_version,
                        upstream=replace(self.upstream, adapter=route.adapter), shadow=None,

@@ -7,17 +7,21 @@ stable hash of the `user` field (else the API key, else the request id), so a us
 arm. A sampled share of incumbent requests is also answered by the candidate in the background
 (arm `shadow`, logged, never returned) so both arms are compared on the same prompts too.
 
-**The statistic.** Every `check_interval_s`, over the requests logged since the current step
-began: candidate reward c (candidate + shadow replies) and incumbent best-of-N reward b, their
-means, variances and counts. With d = mean(c) − mean(b) and se = sqrt(var(c)/n_c + var(b)/n_b):
-- roll back at once when the upper bound d + z·se < −margin (confidently worse than allowed), or
-  when the candidate's error rate exceeds the incumbent's by more than max_error_rate_increase
-  (each once both arms have min_requests_rollback scored replies; the error rule needs only the
-  candidate's);
-- step up (10 → 25 → 50 → 100 %) when the lower bound d − z·se ≥ −margin over at least
-  min_requests candidate replies; passing the last step promotes;
-- otherwise hold. (z = 1.645: one-sided 95 % normal bounds on the difference of means.)
-Every start, step, promotion, rollback and failure is a `rollout_events` row with the numbers. A
+**The statistic** (`gateway.stats`, the same one the eval gate uses). The reward comparison is
+paired: for every incumbent request that was also answered in shadow, d = candidate's shadow
+score − incumbent's best-of-N winner score on the same prompt (only incumbent requests that really
+generated more than one candidate, and shadow replies at the candidate's N). The policy looks at
+the pairs at planned moments only, every `pairs_per_look` pairs, at most `max_looks` times, each
+look at z = Φ⁻¹(1 − alpha / max_looks), so the chance of a wrong promotion (or a wrong rollback)
+stays below `alpha` across all looks (re-testing a fixed z every few seconds does not). At a look,
+with the mean of d and its one-sided bounds mean ± z·sd/√pairs:
+- upper bound < −margin: roll back (the candidate is confidently worse than allowed);
+- lower bound ≥ −margin: climb to the next share (10 → 25 → 50 → 100 %); past the last, promote;
+- otherwise hold, except at the last look, where a candidate not shown within the margin is
+  rolled back (the test is truncated: production keeps the incumbent when in doubt).
+Independently of the looks, the candidate is rolled back when its error rate exceeds the
+incumbent's by more than max_error_rate_increase (after min_requests_rollback candidate requests).
+Every start, look, step, promotion, rollback and failure is a `rollout_events` row with the numbers. A
 rollback also marks the checkpoint `rolled_back`, so the next distill run uses its data window again.
 
 After **promotion** the checkpoint serves all traffic at its best_of (arm `promoted`), so the
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import re
 import time
@@ -40,9 +43,10 @@ import sqlite_utils
 
 from gateway.backends import Backend
 from gateway.buckets import stable_fraction
-from gateway.config import ModelConfig, Settings
+from gateway.config import ModelConfig, RolloutConfig, Settings
 from gateway.errors import APIError
 from gateway.metrics import Metrics
+from gateway.stats import LookSchedule, paired_bound
 from gateway.store import (
     Arm,
     ArmOutcomes,
@@ -50,6 +54,7 @@ from gateway.store import (
     CheckpointStatus,
     Rollout,
     RolloutState,
+    ShadowPair,
     Store,
     active_rollouts,
     arm_outcomes,
@@ -57,6 +62,7 @@ from gateway.store import (
     get_rollout,
     save_rollout,
     set_checkpoint_status,
+    shadow_pairs,
 )
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,7 @@ class Decision:
     action: str  # hold | advance | promote | rollback
     reason: str
     numbers: dict[str, Any]
+    look: int | None = None  # the look this decision was taken at, when it was one
 
 
 def arm_stats(outcomes: ArmOutcomes) -> ArmStats:
@@ -109,26 +116,42 @@ def arm_stats(outcomes: ArmOutcomes) -> ArmStats:
                     variance=variance, tokens_per_request=outcomes.tokens_per_request)
 
 
-def decide(candidate: ArmStats, incumbent: ArmStats, settings_margin: float, z: float, min_requests: int,
-           min_requests_rollback: int, max_error_rate_increase: float) -> Decision:
-    diff = candidate.mean - incumbent.mean
-    se = math.sqrt(candidate.variance / max(candidate.scored, 1) + incumbent.variance / max(incumbent.scored, 1))
-    numbers = {"candidate": asdict(candidate), "incumbent": asdict(incumbent), "difference": diff,
-               "lower_bound": diff - z * se, "upper_bound": diff + z * se, "margin": settings_margin, "z": z}
+def look_schedule(config: RolloutConfig) -> LookSchedule:
+    return LookSchedule(min_pairs=config.pairs_per_look, max_looks=config.max_looks, alpha=config.alpha)
+
+
+def decide_at_look(differences: list[float], look: int, schedule: LookSchedule, margin: float) -> Decision:
+    """The reward rule at planned look `look` over the paired differences (candidate − incumbent)."""
+    bound = paired_bound(differences, schedule.z)
+    numbers = {"look": look, "max_looks": schedule.max_looks, "margin": margin, "alpha": schedule.alpha,
+               **bound.as_dict()}
+    where = f"look {look}/{schedule.max_looks}, {bound.pairs} pairs: difference {bound.mean:+.4f}"
+    if bound.upper < -margin:
+        return Decision("rollback", f"{where}, upper bound {bound.upper:+.4f} < -{margin:g}: the candidate is "
+                        "confidently worse than allowed", numbers, look)
+    if bound.lower >= -margin:
+        return Decision("advance", f"{where}, lower bound {bound.lower:+.4f} >= -{margin:g}", numbers, look)
+    if schedule.is_last(look):
+        return Decision("rollback", f"{where}, bounds [{bound.lower:+.4f}, {bound.upper:+.4f}]: not shown within "
+                        f"-{margin:g} of the incumbent by the last look", numbers, look)
+    return Decision("hold", f"{where}, bounds [{bound.lower:+.4f}, {bound.upper:+.4f}] straddle -{margin:g}",
+                    numbers, look)
+
+
+def decide(pairs: list[ShadowPair], looks_taken: int, candidate: ArmStats, incumbent: ArmStats,
+           config: RolloutConfig) -> Decision:
+    """The policy: the error-rate rule at any time; the reward rule only at a new planned look."""
     error_gap = candidate.error_rate - incumbent.error_rate
-    if candidate.requests >= min_requests_rollback and error_gap > max_error_rate_increase:
+    if candidate.requests >= config.min_requests_rollback and error_gap > config.max_error_rate_increase:
         return Decision("rollback", f"candidate error rate {candidate.error_rate:.1%} exceeds the incumbent's "
-                        f"{incumbent.error_rate:.1%} by more than {max_error_rate_increase:.1%}", numbers)
-    # Both means need some evidence before a normal bound on their difference means anything.
-    comparable = incumbent.scored >= max(2, min_requests_rollback)
-    if comparable and candidate.scored >= min_requests_rollback and diff + z * se < -settings_margin:
-        return Decision("rollback", f"candidate reward is confidently below the incumbent's: upper bound of the "
-                        f"difference {diff + z * se:+.4f} < -{settings_margin:g}", numbers)
-    if comparable and candidate.scored >= min_requests and diff - z * se >= -settings_margin:
-        return Decision("advance", f"lower bound of the difference {diff - z * se:+.4f} >= -{settings_margin:g} "
-                        f"over {candidate.scored} candidate replies", numbers)
-    return Decision("hold", f"{candidate.scored} candidate / {incumbent.scored} incumbent scored replies; "
-                    f"bounds [{diff - z * se:+.4f}, {diff + z * se:+.4f}]", numbers)
+                        f"{incumbent.error_rate:.1%} by more than {config.max_error_rate_increase:.1%}",
+                        {"candidate": asdict(candidate), "incumbent": asdict(incumbent)})
+    schedule = look_schedule(config)
+    look = looks_taken + 1  # one look at a time, each over the first pairs_for(look) pairs
+    needed = schedule.pairs_for(look)
+    if len(pairs) < needed:
+        return Decision("hold", f"{len(pairs)} of the {needed} shadow pairs for look {look}", {})
+    return decide_at_look([p.difference for p in pairs[:needed]], look, schedule, config.margin)
 
 
 class RolloutManager:
@@ -252,10 +275,13 @@ class RolloutManager:
             return Decision("hold", "not a canary", {})
         cfg = self.config
         with self.store.connection() as db:
-            candidate = arm_stats(arm_outcomes(db, model, CANDIDATE_ARMS, rollout.step_started_at))
-            incumbent = arm_stats(arm_outcomes(db, model, INCUMBENT_ARMS, rollout.step_started_at))
-            decision = decide(candidate, incumbent, cfg.margin, cfg.z, cfg.min_requests, cfg.min_requests_rollback,
-                              cfg.max_error_rate_increase)
+            since = rollout.started_at
+            candidate = arm_stats(arm_outcomes(db, model, CANDIDATE_ARMS, since))
+            incumbent = arm_stats(arm_outcomes(db, model, INCUMBENT_ARMS, since))
+            pairs = shadow_pairs(db, model, since=since, candidate_n=rollout.candidate_best_of)
+            decision = decide(pairs, rollout.looks, candidate, incumbent, cfg)
+            if decision.look is not None:
+                rollout = replace(rollout, looks=decision.look)
             if decision.action == "rollback":
                 self._rollback(db, rollout, decision.reason, decision.numbers)
             elif decision.action == "advance":
@@ -266,6 +292,8 @@ class RolloutManager:
                 else:
                     self._set(db, replace(rollout, share=higher[0], step_started_at=time.time()), "step",
                               f"{rollout.share:g}% → {higher[0]:g}%: {decision.reason}", decision.numbers)
+            elif decision.look is not None:
+                self._set(db, rollout, "look", decision.reason, decision.numbers)
         return decision
 
     def status(self) -> list[dict[str, Any]]:
@@ -333,6 +361,8 @@ class RolloutManager:
                 (("incumbent", INCUMBENT_ARMS), ("candidate", CANDIDATE_ARMS))}
         before = arm_outcomes(db, model, INCUMBENT_ARMS, 0.0)  # the incumbent at its best_of
         after = arm_outcomes(db, model, (Arm.PROMOTED,), rollout.started_at)
-        return {**asdict(rollout), "arms_this_step": arms,
+        pairs = shadow_pairs(db, model, since=rollout.started_at, candidate_n=rollout.candidate_best_of)
+        bound = paired_bound([p.difference for p in pairs], look_schedule(self.config).z)
+        return {**asdict(rollout), "arms_this_step": arms, "shadow_pairs": bound.as_dict(),
                 "tokens_per_request": {"before": before.tokens_per_request,
                                        "after": after.tokens_per_request if after.requests else None}}

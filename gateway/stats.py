@@ -72,9 +72,9 @@ class LookSchedule:
     def z(self) -> float:
         return z_for(self.alpha / self.max_looks)
 
-    def look(self, pairs: int) -> int:
-        """The latest planned look reached with `pairs` pairs (0: not yet at the first)."""
-        return min(pairs // self.min_pairs, self.max_looks)
+    def pairs_for(self, look: int) -> int:
+        """Pairs look number `look` (1-based) is taken over: the first look·min_pairs."""
+        return look * self.min_pairs
 
     def is_last(self, look: int) -> bool:
         return look >= self.max_looks

@@ -10,6 +10,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from distill.job import DistillOutcome
+    from gateway.stats import PairedBound
 
 
 def print_outcome(outcome: DistillOutcome, console: Console | None = None) -> None:
@@ -26,12 +27,19 @@ def print_outcome(outcome: DistillOutcome, console: Console | None = None) -> No
                       f"{report.base_tokens_per_answer_logged:.1f}")
         table.add_row("base N=1 (eval)", f"{report.base_n1:.4f}", "")
         table.add_row("new checkpoint N=1 (eval)", f"{report.new_n1:.4f}", f"{report.new_tokens_per_answer:.1f}")
-        recovered = report.gain_recovered
-        table.add_row("share of best-of-N gain recovered", "n/a" if recovered is None else f"{recovered:.0%}", "")
+        table.add_row("new − base N=1, paired [bounds]", _bounded(report.versus_base), "")
+        table.add_row("new N=1 − best-of-N, paired [bounds]", _bounded(report.versus_best_of_n), "")
+        recovered, interval = report.gain_recovered, report.gain_recovered_interval
+        table.add_row("share of best-of-N gain recovered", "n/a" if recovered is None else
+                      f"{recovered:.0%} [{interval[0]:.0%}, {interval[1]:.0%}]", "")
         console.print(table)
     if outcome.counts:
         console.print("data: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))
     console.print(outcome.message, style="green" if outcome.exit_code == 0 else "red")
+
+
+def _bounded(bound: PairedBound) -> str:
+    return f"{bound.mean:+.4f} [{bound.lower:+.4f}, {bound.upper:+.4f}]" if bound.pairs > 1 else "n/a"
 
 
 def print_rollouts(rows: list[dict[str, Any]], console: Console | None = None) -> None:
@@ -39,16 +47,19 @@ def print_rollouts(rows: list[dict[str, Any]], console: Console | None = None) -
     console = console or Console()
     table = Table(title="rollouts")
     for column in ("model", "checkpoint", "state", "candidate share", "incumbent reward (n)",
-                   "candidate reward (n)", "tokens/request before → after"):
+                   "candidate reward (n)", "shadow pairs: candidate − incumbent [bounds]", "looks",
+                   "tokens/request before → after"):
         table.add_column(column)
     for row in rows:
         if not row.get("state"):
-            table.add_row(row["model"], "-", "no rollout", "0%", "", "", "")
+            table.add_row(row["model"], "-", "no rollout", "0%", "", "", "", "", "")
             continue
-        arms, tokens = row["arms_this_step"], row["tokens_per_request"]
+        arms, tokens, pairs = row["arms_this_step"], row["tokens_per_request"], row["shadow_pairs"]
         after = "-" if tokens["after"] is None else f"{tokens['after']:.1f}"
         table.add_row(row["model"], row["checkpoint_id"], row["state"], f"{row['share']:g}%",
                       f"{arms['incumbent']['mean']:.3f} ({arms['incumbent']['scored']})",
                       f"{arms['candidate']['mean']:.3f} ({arms['candidate']['scored']})",
-                      f"{tokens['before']:.1f} → {after}")
+                      f"{pairs['mean']:+.3f} [{pairs['lower']:+.3f}, {pairs['upper']:+.3f}] ({pairs['pairs']})"
+                      if pairs["pairs"] > 1 else f"({pairs['pairs']})",
+                      str(row["looks"]), f"{tokens['before']:.1f} → {after}")
     console.print(table)

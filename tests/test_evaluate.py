@@ -1,14 +1,25 @@
-"""The eval report's headline number: the share of the best-of-N uplift the checkpoint gives at N=1."""
+"""The eval report and the gate over per-prompt results (no model: the sampling is tested in test_distill)."""
 
 import pytest
 
-from distill.evaluate import EvalReport
+from distill.evaluate import Answer, EvalReport, PromptResult, gate, summarize
+from gateway.stats import z_for
+
+Z = z_for(0.05)
+
+
+def answers(*scores: float, ended: bool = True) -> list[Answer]:
+    return [Answer(text="x", score=s, tokens=10, ended=ended) for s in scores]
+
+
+def result(logged_n1: float, logged_best: float, base: list[float], new: list[float]) -> PromptResult:
+    return PromptResult(prompt="p", logged_n1=logged_n1, logged_best_of_n=logged_best, base=answers(*base),
+                        new=answers(*new))
 
 
 def report(base_n1_logged: float, best_of_n_logged: float, base_n1: float, new_n1: float) -> EvalReport:
-    return EvalReport(prompts=4, samples_per_prompt=2, base_n1_logged=base_n1_logged,
-                      base_best_of_n_logged=best_of_n_logged, base_n1=base_n1, new_n1=new_n1,
-                      base_tokens_per_answer_logged=80.0, new_tokens_per_answer=20.0)
+    results = [result(base_n1_logged, best_of_n_logged, [base_n1, base_n1], [new_n1, new_n1])] * 4
+    return summarize(results, samples=2, z=Z, logged_tokens=[80])
 
 
 def test_gain_recovered_is_the_n1_gain_over_the_logged_best_of_n_uplift():
@@ -22,6 +33,28 @@ def test_gain_recovered_is_undefined_without_a_best_of_n_uplift():
     assert report(0.6, 0.5, 0.5, 0.6).gain_recovered is None
 
 
-def test_the_report_dict_carries_gain_recovered():
-    data = report(0.5, 0.7, 0.5, 0.6).as_dict()
-    assert data["gain_recovered"] == pytest.approx(0.5) and data["new_n1"] == 0.6 and data["prompts"] == 4
+def test_the_bounds_are_paired_per_prompt():
+    # Base and new differ a lot between prompts but by the same 0.1 on each: the paired bound is tight.
+    results = [result(0.2 + k / 10, 0.9, [0.2 + k / 10] * 2, [0.3 + k / 10] * 2) for k in range(5)]
+    summary = summarize(results, samples=2, z=Z, logged_tokens=[])
+    assert summary.versus_base.mean == pytest.approx(0.1) and summary.versus_base.sd == pytest.approx(0.0, abs=1e-12)
+    assert summary.versus_base.lower == pytest.approx(0.1)
+    data = summary.as_dict()
+    assert data["versus_base"]["pairs"] == 5 and data["gain_recovered_interval"] is not None
+
+
+def test_the_gate_needs_a_lower_bound_above_the_margin_and_no_sure_rollback():
+    noisy = [result(0.5, 0.6, [0.5, 0.5], [0.5 + d, 0.5 + d]) for d in (0.3, -0.2, 0.25, -0.15)]
+    verdict = gate(summarize(noisy, 2, Z, []), gate_margin=0.0, rollout_margin=0.05)
+    assert not verdict.publish and "not shown above 0" in verdict.reason
+    clear = [result(0.5, 0.9, [0.5, 0.5], [0.6 + d, 0.6 + d]) for d in (0.01, -0.01, 0.02, 0.0)]
+    verdict = gate(summarize(clear, 2, Z, []), gate_margin=0.0, rollout_margin=0.05)
+    assert not verdict.publish and "roll it back" in verdict.reason  # better than base, far below best-of-N
+    good = [result(0.5, 0.6, [0.5, 0.5], [0.62 + d, 0.62 + d]) for d in (0.01, -0.01, 0.02, 0.0)]
+    assert gate(summarize(good, 2, Z, []), gate_margin=0.0, rollout_margin=0.05).publish
+
+
+def test_truncated_answers_are_counted():
+    results = [PromptResult("p", 0.5, 0.7, base=answers(0.5, 0.5, ended=False), new=answers(0.6, 0.6))]
+    summary = summarize(results, 2, Z, [])
+    assert summary.base_truncated == 1.0 and summary.new_truncated == 0.0

@@ -7,7 +7,13 @@ import httpx
 import openai
 import pytest
 
-from gateway.store import Arm, Checkpoint, CheckpointStatus, arm_outcomes, connection, register_checkpoint
+from gateway.store import (
+    Checkpoint,
+    CheckpointStatus,
+    connection,
+    register_checkpoint,
+    shadow_pairs,
+)
 
 CHECKPOINT = "smollm2-dpo-20261130-000000-abcdef"
 PROMPT = [{"role": "user", "content": "Say something."}]
@@ -21,15 +27,15 @@ def register(db_path, checkpoint_id: str = CHECKPOINT, method: str = "dpo") -> N
             data_until=time.time(), metrics={}, path="/adapters/" + checkpoint_id, status=CheckpointStatus.CANDIDATE))
 
 
-def wait_until_scored(gw, count: int, timeout_s: float = 10.0) -> None:
-    """Wait for `count` logged requests, each with its reward (N=1 replies are scored just after they are sent)."""
+def wait_for_pairs(gw, count: int, timeout_s: float = 10.0) -> None:
+    """Wait until `count` incumbent replies have a scored shadow reply (shadows run in the background)."""
     deadline = time.monotonic() + timeout_s
     while True:
         with connection(gw.db_path) as db:
-            logged = arm_outcomes(db, "mock", [Arm.BASE, Arm.CANDIDATE], since=0.0)
-        if logged.requests >= count and len(logged.rewards) == logged.requests:
+            found = len(shadow_pairs(db, "mock", since=0.0, candidate_n=1))
+        if found >= count:
             return
-        assert time.monotonic() < deadline, f"{len(logged.rewards)} of {logged.requests} requests scored"
+        assert time.monotonic() < deadline, f"{found} of {count} shadow pairs logged"
         time.sleep(0.02)
 
 
@@ -69,30 +75,30 @@ def test_a_better_candidate_steps_up_and_is_promoted_and_serves_at_n1(gateway, f
     upstream, _ = fake
     upstream.config.texts = ["plain answer"]
     upstream.config.adapter_texts = ["WINNER answer"]
-    rollout = {"steps": [25, 50, 100], "min_requests": 5, "shadow_fraction": 0.0, "check_interval_s": 3600}
+    rollout = {"steps": [25, 50, 100], "pairs_per_look": 5, "max_looks": 3, "shadow_fraction": 1.0,
+               "check_interval_s": 3600}
     with gateway(reward=PREFERS_WINNER, rollout=rollout) as gw:
         register(gw.db_path)
         admin(gw, "start", checkpoint=CHECKPOINT, canary=25)
-        for i in range(60):
+        assert admin(gw, "check").json()["action"] == "hold"  # no pairs yet: no look
+        for i in range(40):
             ask(gw, f"u{i}")
-        wait_until_scored(gw, 60)
+        wait_for_pairs(gw, 10)
         first = admin(gw, "check").json()
-        assert first["action"] == "advance" and first["numbers"]["lower_bound"] >= -0.05
+        assert first["action"] == "advance" and first["numbers"]["look"] == 1 and first["numbers"]["pairs"] == 5
+        assert first["numbers"]["lower"] == 1.0  # every shadow reply beat its incumbent winner by 1
         assert admin(gw, "status").json()["rollouts"][0]["share"] == 50
-        for i in range(60, 100):
-            ask(gw, f"u{i}")
-        wait_until_scored(gw, 100)
-        assert admin(gw, "check").json()["action"] == "promote"
+        assert admin(gw, "check").json()["action"] == "promote"  # look 2, over the first 10 pairs
         status = admin(gw, "status").json()["rollouts"][0]
-        assert status["state"] == "promoted" and status["share"] == 100
+        assert status["state"] == "promoted" and status["share"] == 100 and status["looks"] == 2
         after = ask(gw, "anyone")
         assert after["arm"] == "promoted" and after["best_of"] == 1  # the default N dropped from 4 to 1
-        gw.wait_for_rows(101)
+        gw.wait_for_rows(41)
         tokens = admin(gw, "status").json()["rollouts"][0]["tokens_per_request"]
         assert tokens["after"] < tokens["before"]
         events = list(gw.db()["rollout_events"].rows_where(order_by="id"))
         assert [e["event"] for e in events] == ["start", "step", "promote"]
-        assert json.loads(events[-1]["details"])["candidate"]["mean"] == 1.0
+        assert json.loads(events[-1]["details"])["pairs"] == 10
         assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "promoted"
         metrics = httpx.get(gw.url + "/metrics").text
         assert 'tao_rollout_events_total{event="promote",model="mock"} 1.0' in metrics
@@ -102,7 +108,7 @@ def test_a_worse_candidate_is_rolled_back_automatically(gateway, fake):
     upstream, _ = fake
     upstream.config.texts = ["WINNER answer"]
     upstream.config.adapter_texts = ["plain answer"]
-    rollout = {"min_requests_rollback": 5, "shadow_fraction": 0.0, "check_interval_s": 0.1}
+    rollout = {"pairs_per_look": 5, "shadow_fraction": 1.0, "check_interval_s": 0.1}
     with gateway(reward=PREFERS_WINNER, rollout=rollout) as gw:
         register(gw.db_path)
         admin(gw, "start", checkpoint=CHECKPOINT, canary=50)
@@ -115,9 +121,23 @@ def test_a_worse_candidate_is_rolled_back_automatically(gateway, fake):
         assert all(ask(gw, f"u{k}")["arm"] == "base" for k in range(20))  # the incumbent has it all back
         [rollback] = list(gw.db()["rollout_events"].rows_where("event = 'rollback'"))
         details = json.loads(rollback["details"])
-        assert details["upper_bound"] < -details["margin"] and details["candidate"]["mean"] == 0.0
+        assert details["upper"] < -details["margin"] and details["mean"] == -1.0 and details["look"] == 1
         # The checkpoint is marked, so the next distill run uses its data window again.
         assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "rolled_back"
+
+
+def test_only_real_best_of_n_against_the_candidates_n_makes_a_pair(gateway, fake):
+    """An incumbent request that asked for N=1 compares nothing the rollout claims: no pair."""
+    with gateway(rollout={"shadow_fraction": 1.0, "check_interval_s": 3600}) as gw:
+        register(gw.db_path)
+        admin(gw, "start", checkpoint=CHECKPOINT, canary=1)
+        best_of_n = ask(gw, "a", extra_headers={"X-TAO-Arm": "base"})
+        single = ask(gw, "b", extra_headers={"X-TAO-Arm": "base"}, extra_body={"best_of": 1})
+        wait_for_pairs(gw, 1)
+        gw.wait_for_rows(4)
+        with connection(gw.db_path) as db:
+            found = shadow_pairs(db, "mock", since=0.0, candidate_n=1)
+        assert [p.request_id for p in found] == [best_of_n["request_id"]] and single["best_of"] == 1
 
 
 def test_a_reward_model_cannot_be_rolled_out(gateway, fake):

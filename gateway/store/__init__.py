@@ -22,6 +22,7 @@ from gateway.store.reads import (
     BestOfNCandidate,
     ScoredCandidate,
     ServedReply,
+    ShadowPair,
     Verdict,
     arm_outcomes,
     best_of_n_candidates,
@@ -29,10 +30,12 @@ from gateway.store.reads import (
     feedback_verdicts,
     scored_chat_candidates,
     served_replies,
+    shadow_pairs,
 )
 from gateway.store.rollouts import Rollout, RolloutEvent, active_rollouts, get_rollout, rollout_events, save_rollout
 from gateway.store.schema import (
     REWARD_MODEL_METHOD,
+    SHADOW_SUFFIX,
     Arm,
     CheckpointStatus,
     FeedbackKind,
@@ -45,11 +48,11 @@ from gateway.store.schema import (
 from gateway.store.writer import RequestLog, Store
 
 __all__ = [
-    "REWARD_MODEL_METHOD", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint", "CheckpointStatus",
-    "FeedbackKind", "LockHeld", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
-    "ScoredCandidate", "ServedReply", "Store", "Verdict", "active_rollouts", "arm_outcomes",
+    "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint",
+    "CheckpointStatus", "FeedbackKind", "LockHeld", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
+    "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "Verdict", "active_rollouts", "arm_outcomes",
     "best_of_n_candidates", "candidate_count_and_winner", "connection", "ensure_schema", "exclusive",
     "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "open_database",
     "register_checkpoint", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
-    "set_checkpoint_status",
+    "set_checkpoint_status", "shadow_pairs",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import sqlite_utils
 
-from gateway.store.schema import Arm, RequestStatus
+from gateway.store.schema import SHADOW_SUFFIX, Arm, RequestStatus
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,21 @@ class ArmOutcomes:
     errors: int
     tokens_per_request: float  # mean completion tokens (0.0 without requests)
     rewards: list[float]  # the winner's score of every `ok` reply that has one
+
+
+@dataclass(frozen=True)
+class ShadowPair:
+    """One prompt answered by both rollout arms: the incumbent's served best-of-N winner and the
+    candidate's shadow reply to the same request."""
+
+    request_id: str  # the incumbent request
+    created_at: float
+    incumbent: float  # the winner's score, from more than one candidate actually generated
+    candidate: float  # the shadow reply's score, at the candidate's N actually generated
+
+    @property
+    def difference(self) -> float:
+        return self.candidate - self.incumbent
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,29 @@ def arm_outcomes(db: sqlite_utils.Database, model: str, arms: Iterable[Arm], sin
         f"AND c.score IS NOT NULL", [*params, RequestStatus.OK]).fetchall()]
     return ArmOutcomes(requests=total or 0, errors=errors or 0, tokens_per_request=float(tokens or 0.0),
                        rewards=rewards)
+
+
+def shadow_pairs(db: sqlite_utils.Database, model: str, *, since: float, candidate_n: int) -> list[ShadowPair]:
+    """`model`'s scored (incumbent, shadow) pairs since `since`, oldest first.
+
+    Only pairs that test what the rollout claims: the incumbent request generated more than one
+    candidate (best-of-N really ran; a client may ask the base arm for N=1), and the shadow reply
+    generated exactly `candidate_n` (the N the candidate arm serves at).
+    """
+    sql = """
+        SELECT b.id, b.created_at, cb.score, cs.score
+        FROM requests b
+        JOIN candidates cb ON cb.request_id = b.id AND cb.won = 1
+        JOIN requests s ON s.id = b.id || ?
+        JOIN candidates cs ON cs.request_id = s.id AND cs.won = 1
+        WHERE b.model = ? AND b.arm = ? AND b.status = ? AND b.n_generated > 1 AND b.created_at >= ?
+          AND s.arm = ? AND s.status = ? AND s.n_generated = ?
+          AND cb.score IS NOT NULL AND cs.score IS NOT NULL
+        ORDER BY b.created_at, b.id
+    """
+    params = [SHADOW_SUFFIX, model, Arm.BASE, RequestStatus.OK, since, Arm.SHADOW, RequestStatus.OK, candidate_n]
+    return [ShadowPair(request_id=rid, created_at=created, incumbent=incumbent, candidate=candidate)
+            for rid, created, incumbent, candidate in db.execute(sql, params)]
 
 
 def feedback_verdicts(db: sqlite_utils.Database) -> list[Verdict]:

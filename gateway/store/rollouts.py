@@ -23,8 +23,9 @@ class Rollout:
     candidate_best_of: int
     incumbent_best_of: int
     started_at: float
-    step_started_at: float  # the policy's statistics count requests since this moment
+    step_started_at: float  # when the current share began
     updated_at: float
+    looks: int = 0  # looks the policy has taken at the shadow pairs (see gateway.stats.LookSchedule)
 
     @property
     def active(self) -> bool:
@@ -46,7 +47,7 @@ class RolloutEvent:
 
 
 def _rollout(row: dict[str, Any]) -> Rollout:
-    return Rollout(**{**row, "state": RolloutState(row["state"])})
+    return Rollout(**{**row, "state": RolloutState(row["state"]), "looks": row.get("looks") or 0})
 
 
 def active_rollouts(db: sqlite_utils.Database) -> list[Rollout]:

@@ -39,6 +39,9 @@ class FeedbackKind(StrEnum):
     PAIRWISE = "pairwise"  # candidate_index is better than rejected_index
 
 
+SHADOW_SUFFIX = "-shadow"  # a shadow reply's request id is its incumbent request's id plus this
+
+
 class CheckpointStatus(StrEnum):
     """`checkpoints.status`."""
 
@@ -130,8 +133,9 @@ ROLLOUTS_COLUMNS: dict[str, type] = {
     "candidate_best_of": int,
     "incumbent_best_of": int,
     "started_at": float,
-    "step_started_at": float,  # the policy's statistics count requests since this moment
+    "step_started_at": float,  # when the current share began
     "updated_at": float,
+    "looks": int,  # looks the policy has taken at the shadow pairs
 }
 LOCKS_COLUMNS: dict[str, type] = {"name": str, "host": str, "pid": int, "acquired_at": float}
 ROLLOUT_EVENTS_COLUMNS: dict[str, type] = {
@@ -179,3 +183,12 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["rollouts"].create(ROLLOUTS_COLUMNS, pk="model", if_not_exists=True)
     db["locks"].create(LOCKS_COLUMNS, pk="name", if_not_exists=True)
     db["requests"].create_index(["model", "created_at"], if_not_exists=True)
+    _add_missing_columns(db["rollouts"], ROLLOUTS_COLUMNS)
+
+
+def _add_missing_columns(table: sqlite_utils.db.Table, columns: dict[str, type]) -> None:
+    """Upgrade a table written by an older version: new columns are added, nullable, nothing else changes."""
+    existing = table.columns_dict
+    for name, kind in columns.items():
+        if name not in existing:
+            table.add_column(name, kind)

@@ -39,7 +39,7 @@ def demo_settings(opts: DemoConfig, heldout_hint: int) -> Settings:
         distill=DistillConfig(method=opts.method, max_steps=opts.max_steps, checkpoints_dir=opts.out / "checkpoints",
                               seed=opts.seed, max_new_tokens=opts.max_tokens, gate_margin=opts.gate_margin,
                               min_train_prompts=2, min_heldout_prompts=1),
-        rollout=RolloutConfig(steps=[50.0, 100.0], min_requests=max(4, heldout_hint),
+        rollout=RolloutConfig(steps=[50.0, 100.0], pairs_per_look=max(4, heldout_hint // 2), max_looks=opts.rounds,
                               min_requests_rollback=max(4, heldout_hint // 2), shadow_fraction=1.0,
                               check_interval_s=2.0),
     )
