@@ -1,20 +1,30 @@
-"""Logs → training data. Reads the log's scored candidates (`gateway.store.scored_chat_candidates`),
-groups them into prompts, splits by a stable hash of the prompt, and builds one dataset per method in
-TRL's conversational formats.
+"""Logs → training data. Reads the log's best-of-N candidates (`gateway.store.scored_chat_candidates`,
+which holds the one definition of what is kept: base-arm `ok` chat requests that generated more
+than one candidate), groups them into prompts, splits by a stable hash of the prompt, and builds
+one dataset per method in TRL's conversational formats.
 
-- Kept: chat requests with status `ok` (failed and degraded rows are dropped: a degraded reply
-  has no scores), for one public model, at least one scored candidate, in the time window.
-- Deduplicated: identical message lists are one prompt; their candidates are pooled.
+- Per request: its first candidate is an unbiased N=1 sample of the base model, its winner (top
+  score, lowest index on ties, as the gateway selects) is what best-of-N served. The reference
+  numbers (`n1_score`, `best_of_n_score`) average over requests; the gate and the demo report use
+  these and nothing else.
+- Deduplicated: identical message lists are one prompt; their requests' candidates are pooled for
+  training.
 - Held out: a prompt whose stable hash (`gateway.buckets.stable_fraction` of its canonical
   messages) falls under `holdout_fraction` is never trained on (the same across runs and machines,
   so a prompt never moves between train and held-out).
-- SFT: prompt → winner, where the winner beats the prompt's mean score by `sft_margin`.
-- DPO: winner (chosen) vs lowest-scored candidate (rejected), where the gap ≥ `dpo_min_gap`.
+- Targets (SFT completions, DPO chosen) ended on their own (`finish_reason == "stop"`): a
+  candidate cut at `max_tokens` would teach the model to stop mid-sentence. It may still be rejected.
+- SFT: prompt → its best ended candidates (up to `sft_targets_per_prompt`, distinct texts), each
+  beating the prompt's mean score by `sft_margin`.
+- DPO: the best ended candidate (chosen) over every distinct candidate at least `dpo_min_gap`
+  below it (rejected), at most `dpo_max_pairs_per_prompt` pairs per prompt, lowest scores first.
 - GRPO: the prompts alone (the trainer samples and scores online with the same scorer).
+Scores are recomputable offline: `rescore` applies a (new) scorer to the logged candidates.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterable
@@ -26,6 +36,7 @@ import sqlite_utils
 
 from gateway.buckets import stable_fraction
 from gateway.config import DistillConfig
+from gateway.rewards import Scorer
 from gateway.store import scored_chat_candidates
 
 
@@ -34,7 +45,16 @@ class ScoredText:
     text: str
     score: float
     first: bool  # the first candidate of its request: an unbiased N=1 sample of the base model
-    won: bool
+    won: bool  # as logged (under the scorer that served the request)
+    finish_reason: str | None = None
+    tokens: int | None = None
+    request_id: str = ""
+    index: int = 0
+
+    @property
+    def ended(self) -> bool:
+        """It stopped on its own (end of turn or a stop sequence), not at `max_tokens`."""
+        return self.finish_reason == "stop"
 
 
 @dataclass
@@ -46,13 +66,32 @@ class LoggedPrompt:
     request_ids: list[str] = field(default_factory=list)
     completion_tokens: list[int] = field(default_factory=list)  # per request: all candidates together
 
-    @property
-    def best(self) -> ScoredText:
-        return max(self.candidates, key=lambda c: c.score)
+    def by_request(self) -> list[list[ScoredText]]:
+        """The candidates of each logged request, in generation order."""
+        groups: dict[str, list[ScoredText]] = {}
+        for c in self.candidates:
+            groups.setdefault(c.request_id, []).append(c)
+        return [sorted(group, key=lambda c: c.index) for group in groups.values()]
 
-    @property
-    def worst(self) -> ScoredText:
-        return min(self.candidates, key=lambda c: c.score)
+    def winners(self) -> list[ScoredText]:
+        """Each request's winner: top score, lowest index on ties (as the gateway selects)."""
+        return [min(group, key=lambda c: (-c.score, c.index)) for group in self.by_request()]
+
+    def firsts(self) -> list[ScoredText]:
+        """Each request's first candidate: what the base model would have served at N=1."""
+        return [group[0] for group in self.by_request()]
+
+    def targets(self, k: int = 1) -> list[ScoredText]:
+        """Up to `k` distinct candidates that ended on their own, best first: what may be learnt."""
+        seen: set[str] = set()
+        picked = []
+        for c in sorted(self.candidates, key=lambda c: -c.score):
+            if c.ended and c.text.strip() and c.text not in seen:
+                seen.add(c.text)
+                picked.append(c)
+                if len(picked) == k:
+                    break
+        return picked
 
     @property
     def mean_score(self) -> float:
@@ -60,15 +99,15 @@ class LoggedPrompt:
 
     @property
     def n1_score(self) -> float | None:
-        """Mean score of first candidates: what the base model served at N=1."""
-        firsts = [c.score for c in self.candidates if c.first]
+        """Mean over requests of the first candidate's score: what the base model served at N=1."""
+        firsts = [c.score for c in self.firsts()]
         return sum(firsts) / len(firsts) if firsts else None
 
     @property
     def best_of_n_score(self) -> float | None:
-        """Mean score of the candidates that won: what best-of-N served."""
-        won = [c.score for c in self.candidates if c.won]
-        return sum(won) / len(won) if won else None
+        """Mean over requests of the winner's score: what best-of-N served (under the current scores)."""
+        winners = [c.score for c in self.winners()]
+        return sum(winners) / len(winners) if winners else None
 
 
 def _canonical(messages: list[dict[str, Any]]) -> str:
@@ -87,7 +126,7 @@ def is_heldout(messages: list[dict[str, Any]], fraction: float) -> bool:
 def load_prompts(
     db: sqlite_utils.Database, model: str, *, since: float | None = None, until: float | None = None
 ) -> list[LoggedPrompt]:
-    """Scored chat prompts of `model` in [since, until), deduplicated, oldest first."""
+    """`model`'s logged best-of-N prompts in [since, until), deduplicated, oldest first."""
     prompts: dict[str, LoggedPrompt] = {}
     for row in scored_chat_candidates(db, model, since=since, until=until):
         key = prompt_key(row.messages)
@@ -95,8 +134,24 @@ def load_prompts(
         if row.request_id not in entry.request_ids:
             entry.request_ids.append(row.request_id)
             entry.completion_tokens.append(int(row.completion_tokens or 0))
-        entry.candidates.append(ScoredText(text=row.text or "", score=row.score, first=row.idx == 0, won=row.won))
+        entry.candidates.append(ScoredText(text=row.text or "", score=row.score, first=row.idx == 0, won=row.won,
+                                           finish_reason=row.finish_reason, tokens=row.tokens,
+                                           request_id=row.request_id, index=row.idx))
     return list(prompts.values())
+
+
+def rescore(prompts: list[LoggedPrompt], scorer: Scorer) -> list[LoggedPrompt]:
+    """Replace the logged scores with `scorer`'s, in place (a changed scorer need not regenerate the
+    traffic). Each request is scored as one group, as the gateway scores it."""
+
+    async def score_all() -> None:
+        for p in prompts:
+            for group in p.by_request():
+                for c, value in zip(group, await scorer.score(p.prompt_text, [c.text for c in group])):
+                    c.score = float(value)
+
+    asyncio.run(score_all())
+    return prompts
 
 
 def split(prompts: Iterable[LoggedPrompt], fraction: float) -> tuple[list[LoggedPrompt], list[LoggedPrompt]]:
@@ -112,20 +167,31 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 
 def sft_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dict[str, Any]]:
-    return [
-        {"prompt": p.messages, "completion": _assistant(p.best.text)}
-        for p in prompts
-        if len(p.candidates) > 1 and p.best.score - p.mean_score >= config.sft_margin
-    ]
+    rows = []
+    for p in prompts:
+        if len(p.candidates) < 2:
+            continue
+        mean = p.mean_score
+        for target in p.targets(config.sft_targets_per_prompt):
+            if target.score - mean >= config.sft_margin:
+                rows.append({"prompt": p.messages, "completion": _assistant(target.text)})
+    return rows
 
 
 def dpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dict[str, Any]]:
     rows = []
     for p in prompts:
-        best, worst = p.best, p.worst
-        if len(p.candidates) > 1 and best.score - worst.score >= config.dpo_min_gap and best.text != worst.text:
-            rows.append({"prompt": p.messages, "chosen": _assistant(best.text), "rejected": _assistant(worst.text),
-                         "score_chosen": best.score, "score_rejected": worst.score})
+        chosen = p.targets(1)
+        if len(p.candidates) < 2 or not chosen:
+            continue
+        best = chosen[0]
+        below: dict[str, ScoredText] = {}
+        for c in sorted(p.candidates, key=lambda c: c.score):
+            if best.score - c.score >= config.dpo_min_gap and c.text != best.text:
+                below.setdefault(c.text, c)
+        for worse in list(below.values())[:config.dpo_max_pairs_per_prompt]:
+            rows.append({"prompt": p.messages, "chosen": _assistant(best.text), "rejected": _assistant(worse.text),
+                         "score_chosen": best.score, "score_rejected": worse.score})
     return rows
 
 

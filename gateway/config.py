@@ -161,7 +161,10 @@ class DistillConfig(BaseModel):
     min_train_prompts: int = Field(8, ge=1)
     min_heldout_prompts: int = Field(2, ge=1)
     sft_margin: float = Field(0.05, ge=0, description="SFT keeps winners beating their prompt's mean by this.")
-    dpo_min_gap: float = Field(0.1, ge=0, description="DPO keeps best-vs-worst pairs at least this far apart.")
+    sft_targets_per_prompt: int = Field(1, ge=1, description="SFT: the best k distinct ended candidates per prompt.")
+    dpo_min_gap: float = Field(0.1, ge=0, description="DPO pairs the best ended candidate with every candidate at "
+                               "least this far below it.")
+    dpo_max_pairs_per_prompt: int = Field(7, ge=1, description="DPO pairs per prompt at most (lowest scores first).")
     max_steps: int = Field(60, ge=1, description="Training steps.")
     batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)

@@ -21,8 +21,10 @@ def logged_store(path: Path, created: list[float]) -> None:
         messages = [{"role": "user", "content": f"question {i}"}]
         store.log(RequestLog(
             request={"id": rid, "created_at": at, "model": "smollm2", "arm": "base", "endpoint": "chat",
-                     "status": "ok", "messages": json.dumps(messages), "prompt": messages[0]["content"], "best_of": 2},
-            candidates=[{"request_id": rid, "idx": k, "text": f"a{k}", "score": float(k), "won": k}
+                     "status": "ok", "messages": json.dumps(messages), "prompt": messages[0]["content"], "best_of": 2,
+                     "n_generated": 2},
+            candidates=[{"request_id": rid, "idx": k, "text": f"a{k}", "score": float(k), "won": k,
+                         "finish_reason": "stop"}
                         for k in range(2)]))
     store.close()
 

@@ -48,9 +48,10 @@ def request(rid: str, at: float, *, model: str = "m", arm: Arm = Arm.BASE, statu
     return RequestLog(
         request={"id": rid, "created_at": at, "model": model, "arm": arm, "endpoint": endpoint, "status": status,
                  "messages": json.dumps(messages), "prompt": messages[0]["content"], "best_of": best_of,
-                 "completion_tokens": tokens, "winner_index": winner},
+                 "completion_tokens": tokens, "winner_index": winner, "n_generated": len(scores)},
         candidates=[{"request_id": rid, "idx": k, "text": f"{rid}-{k}", "score": s, "won": int(k == winner),
-                     "tokens": tokens // len(scores)} for k, s in enumerate(scores)])
+                     "tokens": tokens // len(scores), "finish_reason": "stop" if k else "length"}
+                    for k, s in enumerate(scores)])
 
 
 def write(path: Path, *records: RequestLog) -> Store:
@@ -68,7 +69,7 @@ def checkpoint(cid: str, until: float | None, *, model: str = "m", method: str =
                       data_until=until, metrics={"eval": {"new_n1": 0.5}}, path=f"/ckpt/{cid}", status=status)
 
 
-def test_scored_chat_candidates_keep_ok_scored_chat_rows_of_the_model_in_the_window_oldest_first(tmp_path: Path):
+def test_scored_chat_candidates_are_the_base_arms_best_of_n_in_the_window_oldest_first(tmp_path: Path):
     store = write(
         tmp_path / "tao.db",
         request("late", 30.0),
@@ -77,6 +78,9 @@ def test_scored_chat_candidates_keep_ok_scored_chat_rows_of_the_model_in_the_win
         request("failed", 12.0, status=RequestStatus.ERROR),
         request("degraded", 13.0, status=RequestStatus.DEGRADED, scores=[None, None]),
         request("completion", 14.0, endpoint="completion"),
+        request("single", 15.0, best_of=1, scores=[0.3]),  # N=1: its only candidate "won" nothing
+        request("shadow", 16.0, arm=Arm.SHADOW),  # the adapter's own replies are never training data
+        request("candidate", 17.0, arm=Arm.CANDIDATE),
         request("too-late", 40.0),
     )
     with store.connection() as db:
@@ -86,6 +90,7 @@ def test_scored_chat_candidates_keep_ok_scored_chat_rows_of_the_model_in_the_win
         ("early", 0, 0.5, False), ("early", 2, 0.9, True), ("late", 0, 0.2, False), ("late", 1, 0.8, True)]
     assert rows[0].messages == [{"role": "user", "content": "question early"}]
     assert rows[0].prompt == "question early" and rows[0].text == "early-0" and rows[0].completion_tokens == 10
+    assert (rows[0].finish_reason, rows[1].finish_reason, rows[1].tokens) == ("length", "stop", 3)
 
 
 def test_arm_outcomes_count_errors_and_take_the_winners_rewards_of_ok_replies(tmp_path: Path):

@@ -56,6 +56,29 @@ def test_degenerate_repetition_and_empty_replies_score_low():
     assert all(0.0 <= s <= 1.0 for s in (fluent, looping, empty))
 
 
+@pytest.mark.parametrize(
+    "prompt",
+    ["Describe tea. Answer in at most 10 words.", "Describe tea. Do not use the word 'very'.",
+     "Describe tea. Do not use any commas.", "Tell me a fact about tea."],
+)
+def test_near_empty_replies_do_not_win(prompt):
+    dot, ok, real = instruction_following(prompt, [".", "Ok.", "Tea is a warm drink made from dried leaves."])
+    assert dot == 0.0 and ok < 0.25 and real > 0.9
+
+
+def test_short_loops_count_as_repetition_and_a_is_not_a_number():
+    assert repetition("the the the the") > 0
+    assert "bullets" not in ids("Describe owls. Use a bullet to list facts.")
+    assert "exact_sentences" not in ids("Describe owls in a sentence or two.")
+
+
+def test_a_postscript_is_not_one_of_the_sentences():
+    prompt = "Describe owls in exactly two sentences. Add a postscript starting with P.S."
+    assert instruction_following(prompt, ["Owls hunt at night. They are quiet. P.S. I like owls."]) == [1.0]
+    lower = "Write in all lowercase letters. Add a postscript starting with P.S."
+    assert instruction_following(lower, ["owls hunt at night and sleep by day. p.s. i like owls."]) == [1.0]
+
+
 def test_registry_builds_python_and_ensemble_scorers():
     assert {"default", "python", "ensemble"} <= set(scorer_kinds())
     ensemble = build_scorer(RewardConfig(kind="ensemble", members=[

@@ -2,7 +2,7 @@
 
 For each candidate:
 
-    score = 0.75 * compliance + 0.20 * (1 - repetition) + 0.05 * ends_cleanly
+    score = substance * (0.75 * compliance + 0.20 * (1 - repetition) + 0.05 * ends_cleanly)
 
 - compliance: the share of the prompt's verifiable instructions the reply satisfies (see
   `gateway.rewards.instructions.INSTRUCTIONS`: word, sentence, paragraph and bullet counts,
@@ -11,6 +11,10 @@ For each candidate:
 - repetition: the share of repeated word trigrams (degenerate loops score low).
 - ends_cleanly: 1 when the reply ends with terminal punctuation, a closing bracket or quote
   (i.e. it was not cut off mid-sentence).
+- substance: min(1, words / floor), floor = `MIN_WORDS` (6) or half the tightest word limit the prompt
+  states, if lower. A near-empty reply ("." or "Ok.") satisfies word limits, forbidden words and
+  "no commas" vacuously; without this factor it scored 1.0 and best-of-N (then distillation) learnt
+  to say nothing. Any reply of `MIN_WORDS` words or more is unaffected.
 An empty reply scores 0. Scores lie in [0, 1].
 """
 
@@ -19,22 +23,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.rewards.base import FunctionScorer
-from gateway.rewards.instructions import Constraint, detect, repetition
+from gateway.rewards.instructions import Constraint, detect, parse_number, repetition, words
 
 COMPLIANCE_WEIGHT = 0.75
 FLUENCY_WEIGHT = 0.20
 CLEAN_END_WEIGHT = 0.05
+MIN_WORDS = 6
 _CLEAN_ENDINGS = tuple(".!?)]}\"'`»”’>")
+
+
+def substance_floor(constraints: list[Constraint]) -> float:
+    """Words a reply needs for full credit: `MIN_WORDS`, or half the tightest stated word limit."""
+    limits = [parse_number(c.match[2]) for c in constraints if c.instruction.id == "max_words"]
+    return max(1.0, min([MIN_WORDS, *(limit / 2 for limit in limits)]))
 
 
 def score_one(constraints: list[Constraint], text: str) -> float:
     if not text.strip():
         return 0.0
+    substance = min(1.0, len(words(text)) / substance_floor(constraints))
     compliance = (
         sum(c.satisfied_by(text) for c in constraints) / len(constraints) if constraints else 1.0
     )
     ends_cleanly = text.rstrip().endswith(_CLEAN_ENDINGS)
-    return (
+    return substance * (
         COMPLIANCE_WEIGHT * compliance
         + FLUENCY_WEIGHT * (1.0 - repetition(text))
         + CLEAN_END_WEIGHT * ends_cleanly

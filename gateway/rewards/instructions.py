@@ -13,15 +13,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# "a" is not a number: "use a bullet" or "in a sentence" states a format, not a count; "a single" is one.
 NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a single": 1, "a": 1,
+    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a single": 1,
 }
-_NUM = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten|a single|a)"
+_NUM = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten|a single)"
 _QUOTED = r"[\"'“‘]([^\"'”’]+)[\"'”’]"
 
 
-def _number(token: str) -> int:
+def parse_number(token: str) -> int:
+    """A count as the prompt states it: "3", "three", "a single"."""
     return int(token) if token.isdigit() else NUMBER_WORDS[token.lower()]
 
 
@@ -29,8 +31,18 @@ def words(text: str) -> list[str]:
     return re.findall(r"[A-Za-z0-9']+", text)
 
 
+_POSTSCRIPT = re.compile(r"(?:^|\s)P\.\s?S\.", flags=re.IGNORECASE)
+
+
+def body(text: str) -> str:
+    """The reply without its postscript: a "P.S. ..." is an addition, not one of the body's sentences."""
+    match = _POSTSCRIPT.search(text)
+    return text[:match.start()] if match else text
+
+
 def sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if words(s)]
+    """Sentences of the reply's body (its postscript, if any, is not counted)."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", body(text).strip()) if words(s)]
 
 
 def paragraphs(text: str) -> list[str]:
@@ -76,33 +88,33 @@ INSTRUCTIONS: list[Instruction] = [
     Instruction(
         "max_words", "at most / no more than / fewer than N words",
         _rx(rf"(at most|no more than|fewer than|less than|under|up to|maximum of)\s+{_NUM}\s+words"),
-        lambda t, m: len(words(t)) < _number(m[2]) if m[1].lower() in ("fewer than", "less than", "under")
-        else len(words(t)) <= _number(m[2]),
+        lambda t, m: len(words(t)) < parse_number(m[2]) if m[1].lower() in ("fewer than", "less than", "under")
+        else len(words(t)) <= parse_number(m[2]),
     ),
     Instruction(
         "min_words", "at least N words",
         _rx(rf"at least\s+{_NUM}\s+words"),
-        lambda t, m: len(words(t)) >= _number(m[1]),
+        lambda t, m: len(words(t)) >= parse_number(m[1]),
     ),
     Instruction(
         "max_sentences", "at most N sentences",
         _rx(rf"(?:at most|no more than|up to)\s+{_NUM}\s+sentences?"),
-        lambda t, m: 0 < len(sentences(t)) <= _number(m[1]),
+        lambda t, m: 0 < len(sentences(t)) <= parse_number(m[1]),
     ),
     Instruction(
         "exact_sentences", "exactly N sentences / in N sentences",
         _rx(rf"(?:exactly|in|using|with)\s+{_NUM}\s+sentences?"),
-        lambda t, m: len(sentences(t)) == _number(m[1]),
+        lambda t, m: len(sentences(t)) == parse_number(m[1]),
     ),
     Instruction(
         "bullets", "exactly N bullet points",
         _rx(rf"{_NUM}\s+bullet(?:\s+points|s)?\b"),
-        lambda t, m: len(bullets(t)) == _number(m[1]),
+        lambda t, m: len(bullets(t)) == parse_number(m[1]),
     ),
     Instruction(
         "paragraphs", "exactly N paragraphs (blank-line separated)",
         _rx(rf"{_NUM}\s+paragraphs?"),
-        lambda t, m: len(paragraphs(t)) == _number(m[1]),
+        lambda t, m: len(paragraphs(t)) == parse_number(m[1]),
     ),
     Instruction(
         "include_word", "include / mention / use the word 'X'",
@@ -150,9 +162,9 @@ INSTRUCTIONS: list[Instruction] = [
         lambda t, m: re.search(r"<<[^<>\n]+>>", t) is not None,
     ),
     Instruction(
-        "postscript", "a postscript starting with P.S.",
+        "postscript", "a postscript starting with P.S. (any case: \"p.s.\" satisfies it in an all-lowercase reply)",
         _rx(r"postscript|\bP\.S\."),
-        lambda t, m: "P.S." in t,
+        lambda t, m: _POSTSCRIPT.search(t) is not None,
     ),
 ]
 
@@ -183,9 +195,11 @@ def detect(prompt: str) -> list[Constraint]:
 
 
 def repetition(text: str) -> float:
-    """Share of repeated word trigrams, 0 (none) to ~1 (a loop): how degenerate the text is."""
+    """Share of repeated word trigrams, 0 (none) to ~1 (a loop): how degenerate the text is.
+    Measured from three words on (a short loop such as "the the the the" counts); under three words
+    there is no trigram and it is 0, so the scorer's `substance` factor is what keeps those from winning."""
     tokens = [w.lower() for w in words(text)]
-    if len(tokens) < 6:
+    if len(tokens) < 3:
         return 0.0
     trigrams = list(zip(tokens, tokens[1:], tokens[2:]))
     return 1.0 - len(set(trigrams)) / len(trigrams)

@@ -21,7 +21,7 @@ from gateway.store.schema import SHADOW_SUFFIX, Arm, RequestStatus
 
 @dataclass(frozen=True)
 class ScoredCandidate:
-    """One scored candidate of an `ok` chat request, with the request fields distillation needs."""
+    """One scored candidate of a logged best-of-N request, with the request fields distillation needs."""
 
     request_id: str
     messages: list[dict[str, Any]]
@@ -31,6 +31,8 @@ class ScoredCandidate:
     text: str | None
     score: float
     won: bool
+    finish_reason: str | None  # "stop": it ended on its own; "length": cut at max_tokens
+    tokens: int | None  # of this candidate
 
 
 @dataclass(frozen=True)
@@ -115,16 +117,22 @@ def candidate_count_and_winner(db: sqlite_utils.Database, request_id: str) -> tu
 
 def scored_chat_candidates(db: sqlite_utils.Database, model: str, *, since: float | None = None,
                            until: float | None = None) -> list[ScoredCandidate]:
-    """Scored candidates of `model`'s `ok` chat requests created in [since, until), oldest first.
+    """Scored candidates of `model`'s best-of-N chat requests created in [since, until), oldest first.
 
-    Failed and degraded requests are left out: a degraded reply has no scores, a failed one no answer.
+    The one definition of what distillation learns from and measures against: `ok` chat requests
+    served by the base arm that generated more than one candidate. Left out: failed and degraded
+    requests (no answer, or no scores), N=1 replies (no best-of-N happened; an N=1 reply logs
+    won=1 and would pass for a winner), and every reply of a rollout checkpoint (arms candidate,
+    shadow, promoted: the adapter's own outputs are never a reference nor training data).
     """
-    rows = _candidate_rows(db, "r.id, r.messages, r.prompt, r.completion_tokens, c.idx, c.text, c.score, c.won", {
-        "r.model = ?": model, "r.status = ?": RequestStatus.OK, "r.endpoint = ?": "chat",
-        "r.created_at >= ?": since, "r.created_at < ?": until}, scored=True)
+    rows = _candidate_rows(db, "r.id, r.messages, r.prompt, r.completion_tokens, c.idx, c.text, c.score, c.won, "
+                               "c.finish_reason, c.tokens", {
+        "r.model = ?": model, "r.status = ?": RequestStatus.OK, "r.endpoint = ?": "chat", "r.arm = ?": Arm.BASE,
+        "r.n_generated > ?": 1, "r.created_at >= ?": since, "r.created_at < ?": until}, scored=True)
     return [ScoredCandidate(request_id=rid, messages=orjson.loads(messages), prompt=prompt, completion_tokens=tokens,
-                            idx=idx, text=text, score=float(score), won=bool(won))
-            for rid, messages, prompt, tokens, idx, text, score, won in rows]
+                            idx=idx, text=text, score=float(score), won=bool(won), finish_reason=finish,
+                            tokens=candidate_tokens)
+            for rid, messages, prompt, tokens, idx, text, score, won, finish, candidate_tokens in rows]
 
 
 def arm_outcomes(db: sqlite_utils.Database, model: str, arms: Iterable[Arm], since: float) -> ArmOutcomes:
