@@ -18,7 +18,8 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     out = tmp_path / "demo"
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     run = subprocess.run([sys.executable, "-m", "gateway", "demo", "--prompts", "16", "--best-of", "4", "--max-steps",
-                          "3", "--max-tokens", "24", "--rounds", "2", "--gate-margin", "-1", "--seed", "5",
+                          "3", "--max-tokens", "24", "--rounds", "2", "--gate-margin", "-1", "--rollout-margin", "1",
+                          "--seed", "5",
                           "--out", str(out)], capture_output=True, text=True, timeout=1200, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "share of the best-of-4 gain recovered" in run.stdout
@@ -37,7 +38,7 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
         "SELECT r.messages, c.idx, c.score, c.won, r.completion_tokens FROM requests r JOIN candidates c "
         "ON c.request_id = r.id WHERE r.arm = 'base' AND r.best_of = 4 AND r.created_at < ?",
         [checkpoint["data_until"]]).fetchall() if json.dumps(json.loads(row[0])) in heldout]
-    assert report["rewards"]["base_n1"] == pytest.approx([r[2] for r in logged if r[1] == 0])
+    assert sorted(report["rewards"]["base_n1"]) == pytest.approx(sorted(r[2] for r in logged if r[1] == 0))
     assert report["means"]["base_best_of_n"] == pytest.approx(mean(r[2] for r in logged if r[3]))
     served = db.execute("SELECT c.score, r.completion_tokens FROM requests r JOIN candidates c ON c.request_id = r.id "
                         "AND c.won = 1 WHERE r.arm IN ('candidate', 'shadow', 'promoted') AND r.status = 'ok'").fetchall()
@@ -46,9 +47,18 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     events = db.execute("SELECT event, share FROM rollout_events ORDER BY id").fetchall()
     assert [(e["event"], e["share"]) for e in report["rollout_events"]] == [tuple(e) for e in events]
     assert events[0] == ("start", 50.0)
+    # With a margin of 1 the policy promotes at its first look; no round is sent after it decided.
+    assert events[-1] == ("promote", 100.0) and report["rollout"]["looks"][-1]["look"] == 1
+    promoted_at = db.execute("SELECT created_at FROM rollout_events WHERE event = 'promote'").fetchone()[0]
+    assert not db.execute("SELECT COUNT(*) FROM requests WHERE arm = 'base' AND user LIKE 'heldout-%' "
+                          "AND created_at > ?", [promoted_at]).fetchone()[0]
+    pairs = db.execute("SELECT COUNT(*) FROM requests WHERE arm = 'shadow'").fetchone()[0]
+    assert report["rollout"]["paired_difference"]["pairs"] == len(report["rollout"]["pairs"]) <= pairs
+    assert report["gate"]["versus_base"]["pairs"] == report["gate"]["prompts"] > 0  # gate beside rollout
 
     for name in ("rewards.png", "tokens.png", "rollout.png"):
         assert (out / name).read_bytes().startswith(PNG)
     page = (out / "report.html").read_text()
     assert "seed 5" in page and f"{report['means']['base_n1']:.4f}" in page
     assert all(f'src="{name}"' in page for name in ("rewards.png", "tokens.png", "rollout.png"))
+    assert report["examples"] and "Held-out answers, side by side" in page and "best-of-N winner" in page

@@ -94,6 +94,9 @@ class ServedReply:
     messages: Any
     completion_tokens: int | None
     score: float
+    text: str | None
+    arm: Arm
+    created_at: float
 
 
 def _candidate_rows(db: sqlite_utils.Database, columns: str, conditions: dict[str, Any], *,
@@ -214,11 +217,11 @@ def served_replies(db: sqlite_utils.Database, model: str, arms: Iterable[Arm]) -
     arms = list(arms)
     marks = ",".join("?" for _ in arms)
     sql = f"""
-        SELECT r.messages, r.completion_tokens, c.score
+        SELECT r.messages, r.completion_tokens, c.score, c.text, r.arm, r.created_at
         FROM requests r JOIN candidates c ON c.request_id = r.id AND c.won = 1
         WHERE r.model = ? AND r.arm IN ({marks}) AND r.status = ? AND c.score IS NOT NULL
         ORDER BY r.created_at, r.id
     """
     return [ServedReply(messages=orjson.loads(messages) if messages is not None else None,
-                        completion_tokens=tokens, score=score)
-            for messages, tokens, score in db.execute(sql, [model, *arms, RequestStatus.OK])]
+                        completion_tokens=tokens, score=score, text=text, arm=Arm(arm), created_at=created)
+            for messages, tokens, score, text, arm, created in db.execute(sql, [model, *arms, RequestStatus.OK])]

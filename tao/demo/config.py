@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config import DistillConfig, DistillMethod
+from gateway.config import DistillConfig, DistillMethod, RolloutConfig
 
 
 class DemoConfig(BaseModel):
@@ -24,6 +24,11 @@ class DemoConfig(BaseModel):
     out: Path = Field(Path("tao-demo"), description="Directory for the log, checkpoints and report.")
     max_steps: int = Field(40, ge=1, description="Training steps.")
     max_tokens: int = Field(48, ge=1, description="Tokens per generated answer.")
-    rounds: int = Field(3, ge=1, description="Times the held-out prompts are sent in the rollout.")
+    rounds: int = Field(3, ge=1, description="Most rounds of held-out prompts in the rollout (it stops once the "
+                        "policy decides); also the policy's last look.")
     concurrency: int = Field(2, ge=1, description="Requests in flight at once.")
-    gate_margin: float = Field(0.0, description="Publish only if N=1 reward improves by more.")
+    gate_margin: float = Field(DistillConfig.model_fields["gate_margin"].default,
+                               description="Publish only if the lower bound of the N=1 reward gain is above this.")
+    rollout_margin: float = Field(RolloutConfig.model_fields["margin"].default,
+                                  description="How far below best-of-N the distilled N=1 may be, for the gate and "
+                                  "the rollout policy.")

@@ -3,8 +3,8 @@
 1. serve the embedded SmolLM2 with the default scorer; send generated instruction-following
    prompts at best-of-N (seeded, concurrent, with a progress bar);
 2. distill the log (default method: DPO) with its eval gate;
-3. roll the checkpoint out at N=1 (canary 50 %, every incumbent request shadowed) and send the
-   held-out prompts a few rounds, letting the policy promote or roll back;
+3. if the gate published it, roll the checkpoint out at N=1 (canary 50 %, every incumbent request
+   shadowed) and send the held-out prompts round after round until the policy promotes or rolls back;
 4. report: a table, report.json, report.html and PNG plots, all computed from the SQLite log.
 """
 
@@ -20,7 +20,8 @@ from distill.dataset import load_prompts, split
 from distill.job import PUBLISHED, run_distill
 from gateway.app import create_app
 from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models, with_updates
-from gateway.store import connection
+from gateway.rollout import look_schedule
+from gateway.store import Arm, RolloutState, connection
 from tao.demo import report
 from tao.demo.config import DemoConfig
 from tao.demo.prompts import generate_prompts
@@ -28,9 +29,9 @@ from tao.demo.workload import send_workload
 from tao.server_thread import serve_in_thread
 
 
-def demo_settings(opts: DemoConfig, heldout_hint: int) -> Settings:
-    """The embedded model at the demo's N, a private log and checkpoints under `out`, data minimums a
-    small run meets, and a rollout whose steps need about the evidence one held-out round gives."""
+def demo_settings(opts: DemoConfig) -> Settings:
+    """The embedded model at the demo's N, a private log and checkpoints under `out`, and data
+    minimums a small run meets. The rollout's settings follow the held-out set (`rollout_settings`)."""
     models = [with_updates(m, best_of=opts.best_of, max_best_of=max(m.max_best_of, opts.best_of),
                            max_tokens=opts.max_tokens) for m in default_models()]
     return Settings(
@@ -39,10 +40,61 @@ def demo_settings(opts: DemoConfig, heldout_hint: int) -> Settings:
         distill=DistillConfig(method=opts.method, max_steps=opts.max_steps, checkpoints_dir=opts.out / "checkpoints",
                               seed=opts.seed, max_new_tokens=opts.max_tokens, gate_margin=opts.gate_margin,
                               min_train_prompts=2, min_heldout_prompts=1),
-        rollout=RolloutConfig(steps=[50.0, 100.0], pairs_per_look=max(4, heldout_hint // 2), max_looks=opts.rounds,
-                              min_requests_rollback=max(4, heldout_hint // 2), shadow_fraction=1.0,
-                              check_interval_s=2.0),
+        rollout=RolloutConfig(margin=opts.rollout_margin),
     )
+
+
+def rollout_settings(settings: Settings, opts: DemoConfig, heldout: int) -> Settings:
+    """Canary at 50 %, every incumbent request shadowed, so a round of `heldout` prompts gives about
+    heldout/2 pairs; a look a little below that, so each round brings one, and one look per round
+    at most. The policy's rule and alpha are the product's; only the amount of evidence is sized."""
+    per_round = heldout // 2
+    rollout = with_updates(settings.rollout, steps=[50.0, 100.0], pairs_per_look=max(2, per_round - 1),
+                           max_looks=max(2, opts.rounds), min_requests_rollback=max(2, per_round), shadow_fraction=1.0,
+                           check_interval_s=3600.0)  # the demo looks after each round itself
+    return settings.model_copy(update={"rollout": rollout})
+
+
+def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console: Console) -> str:
+    """Canary the checkpoint at N=1 and send the held-out prompts round after round, each incumbent
+    request shadowed; after each round, once its shadow pairs are logged, let the policy look. Stop as
+    soon as it has decided. Returns how the rollout ended."""
+    model = settings.distill.model
+    with connection(settings.store.path) as db:
+        logged = load_prompts(db, model)
+    heldout = [p.messages[-1]["content"] for p in split(logged, settings.distill.holdout_fraction)[1]]
+    console.rule(f"3/4 rollout at N=1: canary {settings.rollout.steps[0]:g} %, {len(heldout)} held-out prompts a "
+                 f"round, the policy looks every {settings.rollout.pairs_per_look} shadow pairs")
+    with serve_in_thread(create_app(settings), startup_timeout_s=600) as url:
+        admin = f"{url}/admin/rollout"
+        httpx.post(f"{admin}/{model}/start", timeout=600,
+                   json={"checkpoint": checkpoint_id, "canary": settings.rollout.steps[0], "best_of": 1}
+                   ).raise_for_status()
+        state = httpx.get(admin, timeout=60).json()["rollouts"][0]
+        for round_ in range(opts.rounds):
+            results = send_workload(url + "/v1", model, heldout, best_of=None, concurrency=opts.concurrency,
+                                    desc=f"held-out round {round_ + 1}/{opts.rounds}", user=f"heldout-r{round_}")
+            expected = state["shadow_pairs"]["pairs"] + sum(r.arm == Arm.BASE for r in results)
+            _wait_for_pairs(admin, expected, console)
+            decision = httpx.post(f"{admin}/{model}/check", timeout=60).json()
+            console.print(f"policy after round {round_ + 1}: {decision['action']}: {decision['reason']}")
+            state = httpx.get(admin, timeout=60).json()["rollouts"][0]
+            if state["state"] != RolloutState.CANARY:
+                return f"the rollout policy {state['state'].replace('_', ' ')} it after round {round_ + 1}"
+    return (f"the rollout policy had not decided after {opts.rounds} rounds ({state['looks']} looks): the checkpoint "
+            f"is still a canary at {state['share']:g}%")
+
+
+def _wait_for_pairs(admin_url: str, expected: int, console: Console, timeout_s: float = 120.0) -> None:
+    """Shadow replies are generated and scored in the background after the incumbent's reply: wait
+    until the round's pairs are in the log (a failed shadow never pairs: give up after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while (pairs := httpx.get(admin_url, timeout=60).json()["rollouts"][0]["shadow_pairs"]["pairs"]) < expected:
+        if time.monotonic() > deadline:
+            console.print(f"only {pairs} of {expected} shadow pairs logged after {timeout_s:g} s; the policy "
+                          "looks at what there is", style="yellow")
+            return
+        time.sleep(0.5)
 
 
 def run_demo(opts: DemoConfig) -> int:
@@ -52,7 +104,7 @@ def run_demo(opts: DemoConfig) -> int:
     if (opts.out / "tao.db").exists():
         raise SystemExit(f"{opts.out / 'tao.db'} exists: pass a fresh --out directory")
     # Rollout evidence needed per step: about the candidate replies one round of held-out prompts gives.
-    settings = demo_settings(opts, heldout_hint=round(opts.prompts * DistillConfig().holdout_fraction))
+    settings = demo_settings(opts)
     model = settings.distill.model
     started = time.time()
 
@@ -69,28 +121,14 @@ def run_demo(opts: DemoConfig) -> int:
     console.print(outcome.message, style="green" if outcome.exit_code == PUBLISHED else "yellow")
 
     if outcome.exit_code == PUBLISHED:
-        console.rule("3/4 rollout at N=1: canary 50 %, the held-out prompts, policy decides")
-        with connection(settings.store.path) as db:
-            logged = load_prompts(db, model)
-        heldout = [p.messages[-1]["content"] for p in split(logged, settings.distill.holdout_fraction)[1]]
-        with serve_in_thread(create_app(settings), startup_timeout_s=600) as url:
-            started_rollout = httpx.post(f"{url}/admin/rollout/{model}/start", timeout=600,
-                                         json={"checkpoint": outcome.checkpoint_id, "canary": 50, "best_of": 1})
-            started_rollout.raise_for_status()
-            for round_ in range(opts.rounds):
-                send_workload(url + "/v1", model, heldout, best_of=None, concurrency=opts.concurrency,
-                              desc=f"held-out round {round_ + 1}/{opts.rounds}", user=f"heldout-r{round_}")
-            time.sleep(1.0)  # the last N=1 replies are scored just after they are sent
-            final = httpx.post(f"{url}/admin/rollout/{model}/check", timeout=60)
-            if final.status_code == 200:
-                console.print(f"policy: {final.json()['action']}: {final.json()['reason']}")
-            state = httpx.get(f"{url}/admin/rollout", timeout=60).json()["rollouts"][0]
-        result = f"{outcome.message}; rollout ended {state['state']} at {state['share']:g}%"
+        settings = rollout_settings(settings, opts, outcome.counts["heldout_prompts"])
+        result = f"{outcome.message}; {_roll_out(settings, opts, outcome.checkpoint_id, console)}"
     else:
-        result = outcome.message
+        result = f"{outcome.message} The checkpoint is not rolled out."
 
     console.rule("4/4 report (computed from the log)")
-    data = report.compute(settings.store.path, model, outcome.checkpoint_id, settings.distill.holdout_fraction)
+    data = report.compute(settings.store.path, model, outcome.checkpoint_id, settings.distill.holdout_fraction,
+                          z=look_schedule(settings.rollout).z)
     meta = {**opts.model_dump(mode="json"), "database": settings.store.path, "outcome": result,
             "seconds": round(time.time() - started)}
     html_path = report.write(data, meta, opts.out)

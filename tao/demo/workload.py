@@ -16,6 +16,7 @@ class WorkloadResult:
     request_id: str | None
     text: str | None
     error: str | None = None
+    arm: str | None = None  # the rollout arm that answered
 
 
 async def _send(base_url: str, api_key: str, model: str, prompts: list[str], best_of: int | None, concurrency: int,
@@ -33,7 +34,8 @@ async def _send(base_url: str, api_key: str, model: str, prompts: list[str], bes
                 reply = await client.chat.completions.create(
                     model=model, messages=[{"role": "user", "content": prompt}], user=f"{user or 'workload'}-{i}",
                     **extra)
-                return WorkloadResult(prompt, reply.model_extra["tao"]["request_id"], reply.choices[0].message.content)
+                tao = reply.model_extra["tao"]
+                return WorkloadResult(prompt, tao["request_id"], reply.choices[0].message.content, arm=tao["arm"])
             except Exception as exc:  # noqa: BLE001 - recorded per prompt; the workload goes on
                 return WorkloadResult(prompt, None, None, f"{type(exc).__name__}: {exc}")
             finally:
