@@ -28,7 +28,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,14 @@ class LoggedPrompt:
         for c in self.candidates:
             groups.setdefault(c.request_id, []).append(c)
         return [sorted(group, key=lambda c: c.index) for group in groups.values()]
+
+    @property
+    def best(self) -> ScoredText:
+        return max(self.candidates, key=lambda c: c.score)
+
+    @property
+    def worst(self) -> ScoredText:
+        return min(self.candidates, key=lambda c: c.score)
 
     def winners(self) -> list[ScoredText]:
         """Each request's winner: top score, lowest index on ties (as the gateway selects)."""
@@ -152,6 +160,19 @@ def rescore(prompts: list[LoggedPrompt], scorer: Scorer) -> list[LoggedPrompt]:
 
     asyncio.run(score_all())
     return prompts
+
+
+def with_samples(prompts: list[LoggedPrompt], samples: list[list[Any]], tag: str) -> list[LoggedPrompt]:
+    """Copies of `prompts`, each with one more "request": the policy's scored `samples` for it
+    (objects with text, score, tokens and ended), an iterated round's data. The log is not changed."""
+    out = []
+    for p, answers in zip(prompts, samples):
+        request_id = f"{tag}-{p.key[:12]}"
+        extra = [ScoredText(text=a.text, score=a.score, first=i == 0, won=False,
+                            finish_reason="stop" if a.ended else "length", tokens=a.tokens, request_id=request_id,
+                            index=i) for i, a in enumerate(answers)]
+        out.append(replace(p, candidates=[*p.candidates, *extra], request_ids=[*p.request_ids, request_id]))
+    return out
 
 
 def split(prompts: Iterable[LoggedPrompt], fraction: float) -> tuple[list[LoggedPrompt], list[LoggedPrompt]]:

@@ -28,21 +28,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from distill.dataset import LoggedPrompt
-from gateway.backends import Candidate, GenerationRequest
-from gateway.backends.local import LocalBackend
-from gateway.config import ModelConfig, with_updates
+from distill.sampling import Answer, PolicySampler
+from gateway.config import ModelConfig
 from gateway.rewards import Scorer
 from gateway.stats import PairedBound, paired_bound
 
 EVAL_ADAPTER = "evaluated"
-
-
-@dataclass
-class Answer:
-    text: str
-    score: float
-    tokens: int
-    ended: bool  # finished on its own, not cut at max_tokens
 
 
 @dataclass
@@ -116,43 +107,23 @@ def gate(report: EvalReport, gate_margin: float, rollout_margin: float) -> GateV
                        f"new N=1 − best-of-N {vs_bon.mean:+.4f} [{vs_bon.lower:+.4f}, {vs_bon.upper:+.4f}]")
 
 
-async def _answers(backend: LocalBackend, scorer: Scorer, prompt: LoggedPrompt, samples: int, seed: int,
-                   adapter: str | None, sampling: ModelConfig) -> list[Answer]:
-    params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-              "seed": seed}
-    generation = await backend.generate(GenerationRequest(kind="chat", n=samples, params=params,
-                                                          messages=prompt.messages, adapter=adapter))
-    return [await _scored(scorer, prompt.prompt_text, c) for c in generation.candidates]
-
-
-async def _scored(scorer: Scorer, prompt_text: str, candidate: Candidate) -> Answer:
-    [score] = await scorer.score(prompt_text, [candidate.text])  # alone, as an N=1 reply is scored
-    return Answer(text=candidate.text, score=float(score), tokens=candidate.completion_tokens,
-                  ended=candidate.finish_reason == "stop")
-
-
-async def _evaluate(backend: LocalBackend, adapter_dir: Path, heldout: list[LoggedPrompt], scorer: Scorer,
-                    sampling: ModelConfig, samples: int, seed: int) -> list[PromptResult]:
-    await backend.start()
-    try:
-        await backend.load_adapter(EVAL_ADAPTER, str(adapter_dir))
+async def _evaluate(sampler: PolicySampler, heldout: list[LoggedPrompt], samples: int,
+                    seed: int) -> list[PromptResult]:
+    async with sampler:
         results = []
         for i, prompt in enumerate(tqdm(heldout, desc=f"eval: base and new N=1 × {samples}", unit="prompt")):
-            result = PromptResult(prompt=prompt.prompt_text, logged_n1=prompt.n1_score,
-                                  logged_best_of_n=prompt.best_of_n_score)
-            result.base = await _answers(backend, scorer, prompt, samples, seed + i, None, sampling)
-            result.new = await _answers(backend, scorer, prompt, samples, seed + i, EVAL_ADAPTER, sampling)
-            results.append(result)
+            results.append(PromptResult(
+                prompt=prompt.prompt_text, logged_n1=prompt.n1_score, logged_best_of_n=prompt.best_of_n_score,
+                base=await sampler.answers(prompt, samples, seed + i, None),
+                new=await sampler.answers(prompt, samples, seed + i, EVAL_ADAPTER)))
         return results
-    finally:
-        await backend.close()
 
 
 def evaluate(base_dir: Path, adapter_dir: Path, heldout: list[LoggedPrompt], scorer: Scorer,
              sampling: ModelConfig, samples: int, seed: int, z: float) -> EvalReport:
     """Sample, score and compare; `z` is the one-sided quantile of both bounds."""
-    backend = LocalBackend(with_updates(sampling, backend="local", model=str(base_dir), adapter=None))
-    results = asyncio.run(_evaluate(backend, adapter_dir, heldout, scorer, sampling, samples, seed))
+    sampler = PolicySampler(base_dir, sampling, scorer, {EVAL_ADAPTER: adapter_dir})
+    results = asyncio.run(_evaluate(sampler, heldout, samples, seed))
     return summarize(results, samples, z, logged_tokens=[t for p in heldout for t in p.completion_tokens])
 
 

@@ -6,21 +6,25 @@ gate, 4 another run holds the lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from tqdm.auto import tqdm
 
-from distill.dataset import build_rows, load_prompts, split, to_dataset
+from distill.dataset import LoggedPrompt, build_rows, load_prompts, split, to_dataset, with_samples
 from distill.evaluate import EvalReport, evaluate, gate
 from distill.publish import new_checkpoint_id, publish, register, remove_stale_staging, staging_dir
-from distill.train import METHODS
-from gateway.config import EMBEDDED_MODEL, ModelConfig, Settings
-from gateway.rewards import build_scorer
+from distill.sampling import Answer, PolicySampler
+from distill.train import METHODS, TrainResult
+from gateway.config import EMBEDDED_MODEL, DistillConfig, ModelConfig, Settings
+from gateway.rewards import Scorer, build_scorer
 from gateway.stats import z_for
 from gateway.store import CheckpointStatus, LockHeld, Store, exclusive, last_distilled_until
 
@@ -56,19 +60,66 @@ def base_weights(settings: Settings) -> tuple[ModelConfig, Path]:
     return model, Path(model.model)
 
 
-def run_distill(settings: Settings, *, since: float | None = None, until: float | None = None) -> DistillOutcome:
+def stages(cfg: DistillConfig) -> list[str]:
+    """The training functions `method` runs in turn on one adapter ("sft+dpo": SFT, then DPO)."""
+    return cfg.method.split("+")
+
+
+def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[LoggedPrompt], base_dir: Path,
+                 staging: Path, scorer: Scorer, sampling: ModelConfig, counts: dict[str, Any]) -> TrainResult:
+    """Each stage of `method` on one adapter; then `rounds - 1` iterated rounds: sample
+    `round_best_of` answers per training prompt from the adapter (through the local backend, as it
+    would serve), score them, pool them with the logged candidates, and train the adapter again."""
+    adapter: Path | None = None
+    result: TrainResult | None = None
+    data, run_stages = train, stages(cfg)
+    grpo_sampling = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
+    for round_no in range(1, cfg.rounds + 1):
+        if round_no > 1:
+            data = with_samples(train, _round_samples(base_dir, adapter, train, sampling, scorer, cfg, round_no),
+                                f"round{round_no}")
+            run_stages = [cfg.round_method or run_stages[-1]]
+        for stage in run_stages:
+            rows = build_rows(stage, data, cfg)
+            heldout_rows = build_rows(stage, heldout, cfg) if stage != "grpo" else []
+            counts[f"round{round_no}_{stage}_rows"] = len(rows)
+            out = staging / f"round{round_no}-{stage}" / "adapter"
+            extra = grpo_sampling if stage == "grpo" else {"init_adapter": adapter}
+            result = METHODS[stage](to_dataset(rows), base_dir, out, out.parent, cfg, scorer=scorer,
+                                    eval_dataset=to_dataset(heldout_rows) if heldout_rows else None, **extra)
+            adapter = result.adapter_dir
+    final = staging / "adapter"
+    shutil.copytree(adapter, final)
+    return replace(result, adapter_dir=final)
+
+
+def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], sampling: ModelConfig,
+                   scorer: Scorer, cfg: DistillConfig, round_no: int) -> list[list[Answer]]:
+    async def sample() -> list[list[Answer]]:
+        async with PolicySampler(base_dir, sampling, scorer, {"policy": adapter}) as sampler:
+            return [await sampler.answers(p, cfg.round_best_of, cfg.seed + 1000 * round_no + i, "policy")
+                    for i, p in enumerate(tqdm(prompts, desc=f"round {round_no}: best-of-{cfg.round_best_of} "
+                                               "from the adapter", unit="prompt"))]
+
+    return asyncio.run(sample())
+
+
+def run_distill(settings: Settings, *, since: float | None = None, until: float | None = None,
+                exclude: Callable[[LoggedPrompt], bool] | None = None) -> DistillOutcome:
+    """One run. `exclude` leaves matching prompts out of training and of the gate (the distill
+    benchmark holds out whole instruction kinds this way, to measure generalisation)."""
     """One run, on one connection held for its whole length (it holds the store's distill lock)."""
     store = Store(settings.store.path)  # creates the schema on a new database
     with store.connection() as db:
         try:
             with exclusive(db, "distill"):
-                return _run_locked(settings, db, since, until)
+                return _run_locked(settings, db, since, until, exclude)
         except LockHeld as exc:
             return DistillOutcome(LOCKED, f"another distill run is active: {exc}")
 
 
-def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | None,
-                until: float | None) -> DistillOutcome:
+def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | None, until: float | None,
+                exclude: Callable[[LoggedPrompt], bool] | None) -> DistillOutcome:
     cfg = settings.distill
     checkpoints_dir = cfg.checkpoints_dir
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
@@ -78,9 +129,9 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
     until = until or time.time()
     if since is None:
         since = last_distilled_until(db, cfg.model)
-    prompts = load_prompts(db, cfg.model, since=since, until=until)
+    prompts = [p for p in load_prompts(db, cfg.model, since=since, until=until) if not (exclude and exclude(p))]
     train, heldout = split(prompts, cfg.holdout_fraction)
-    rows = build_rows(cfg.method, train, cfg)
+    rows = build_rows(stages(cfg)[0], train, cfg)
     counts = {"prompts": len(prompts), "train_prompts": len(train), "heldout_prompts": len(heldout),
               "train_rows": len(rows)}
     window = f"since {time.ctime(since)}" if since else "from the start of the log"
@@ -100,9 +151,7 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
     checkpoint_id = new_checkpoint_id(cfg.model, cfg.method)
     staging = staging_dir(checkpoints_dir, checkpoint_id)
     try:
-        trainer = METHODS[cfg.method]
-        extra: dict[str, Any] = {"temperature": model_config.temperature} if cfg.method == "grpo" else {}
-        result = trainer(to_dataset(rows), base_dir, staging / "adapter", staging, cfg, scorer=scorer, **extra)
+        result = train_rounds(cfg, train, heldout, base_dir, staging, scorer, model_config, counts)
         report = evaluate(base_dir, result.adapter_dir, heldout, scorer, model_config, cfg.eval_samples, cfg.seed,
                           z=z_for(settings.rollout.alpha))
         verdict = gate(report, cfg.gate_margin, settings.rollout.margin)

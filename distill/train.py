@@ -34,7 +34,9 @@ def _common_args(config: DistillConfig, work_dir: Path) -> dict[str, Any]:
     gpu = torch.cuda.is_available()
     return {
         "output_dir": str(work_dir / "trainer"),
-        "max_steps": config.max_steps,
+        # Steps follow from the data: `epochs` passes over the rows, optionally capped by max_steps.
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps or -1,
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
@@ -56,7 +58,7 @@ def _lora(config: DistillConfig):
     from peft import LoraConfig
 
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+                      target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
 
 
 def load_base(base_dir: Path):
@@ -72,39 +74,61 @@ def load_base(base_dir: Path):
     return model, tokenizer
 
 
-def _run(trainer: Any, out_dir: Path) -> TrainResult:
+def _policy(base_dir: Path, config: DistillConfig, init_adapter: Path | None):
+    """(model, tokenizer, peft_config): a fresh LoRA on the base, or `init_adapter` trained further
+    (an iterated round continues the adapter it sampled from, so the result stays one adapter)."""
+    model, tokenizer = load_base(base_dir)
+    if init_adapter is None:
+        return model, tokenizer, _lora(config)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, init_adapter, is_trainable=True), tokenizer, None
+
+
+def _run(trainer: Any, out_dir: Path, eval_dataset: Any = None) -> TrainResult:
     output = trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry or "reward" in entry]
     metrics = {k: float(v) for k, v in (logged[-1] if logged else {}).items() if isinstance(v, (int, float))}
     metrics["train_loss"] = float(output.training_loss)
-    trainer.model.save_pretrained(out_dir)
+    if eval_dataset is not None and len(eval_dataset):
+        # Held-out rows (for DPO: pairs from held-out prompts; eval_rewards/accuracies is pair accuracy).
+        metrics.update({k: float(v) for k, v in trainer.evaluate(eval_dataset).items()
+                        if isinstance(v, (int, float))})
+    # Only the trained adapter (DPO on an existing adapter also holds a frozen "ref" copy of it).
+    trainer.model.save_pretrained(out_dir, selected_adapters=["default"])
     trainer.processing_class.save_pretrained(out_dir)
     return TrainResult(adapter_dir=out_dir, steps=int(trainer.state.global_step), metrics=metrics)
 
 
 def train_sft(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
-              scorer: Scorer | None = None) -> TrainResult:
+              scorer: Scorer | None = None, eval_dataset: Any = None, init_adapter: Path | None = None) -> TrainResult:
     """Rejection-sampling fine-tuning: learn to write the logged winners (loss on the completion only)."""
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer = load_base(base_dir)
+    model, tokenizer, peft_config = _policy(base_dir, config, init_adapter)
     args = SFTConfig(**_common_args(config, work_dir), max_length=config.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=_lora(config))
-    return _run(trainer, out_dir)
+                         peft_config=peft_config)
+    return _run(trainer, out_dir, eval_dataset)
 
 
 def train_dpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
-              scorer: Scorer | None = None) -> TrainResult:
-    """Direct preference optimisation on logged best-vs-worst pairs: no generation, cheap on CPU."""
+              scorer: Scorer | None = None, eval_dataset: Any = None, init_adapter: Path | None = None) -> TrainResult:
+    """Direct preference optimisation on logged pairs (the best ended candidate over each one below
+    the gap): no generation. `dpo_loss` ['sigmoid', 'sft'] adds the chosen text's NLL (RPO / BoNBoN)."""
     from trl import DPOConfig, DPOTrainer
 
-    model, tokenizer = load_base(base_dir)
-    dataset = dataset.remove_columns([c for c in ("score_chosen", "score_rejected") if c in dataset.column_names])
-    args = DPOConfig(**_common_args(config, work_dir), max_length=config.max_length, beta=config.dpo_beta)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=_lora(config))
-    return _run(trainer, out_dir)
+    model, tokenizer, peft_config = _policy(base_dir, config, init_adapter)
+
+    def strip(ds):
+        return None if ds is None else ds.remove_columns(
+            [c for c in ("score_chosen", "score_rejected") if c in ds.column_names])
+
+    args = DPOConfig(**_common_args(config, work_dir), max_length=config.max_length, beta=config.dpo_beta,
+                     loss_type=config.dpo_loss, loss_weights=config.dpo_loss_weights, ld_alpha=config.dpo_ld_alpha)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=strip(dataset), processing_class=tokenizer,
+                         peft_config=peft_config)
+    return _run(trainer, out_dir, strip(eval_dataset))
 
 
 def scorer_reward(scorer: Scorer) -> Callable[..., list[float]]:
@@ -134,20 +158,22 @@ def scorer_reward(scorer: Scorer) -> Callable[..., list[float]]:
 
 
 def train_grpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
-               scorer: Scorer | None = None, temperature: float = 0.8, use_vllm: bool = False) -> TrainResult:
-    """Online RL: sample `grpo_num_generations` answers per prompt, reward them with the gateway's
-    scorer, and push the policy toward the better ones of each group."""
+               scorer: Scorer | None = None, temperature: float = 0.8, top_p: float = 0.95,
+               max_tokens: int | None = None, use_vllm: bool = False, eval_dataset: Any = None) -> TrainResult:
+    """Online RL: sample `grpo_num_generations` answers per prompt with serving's sampling settings
+    (temperature, top_p, max_tokens), reward them with the gateway's scorer, and push the policy
+    toward the better ones of each group, anchored to the base by a KL term (`grpo_beta`)."""
     from trl import GRPOConfig, GRPOTrainer
 
     if scorer is None:
         raise ValueError("GRPO needs the scorer")
     model, tokenizer = load_base(base_dir)
     common = _common_args(config, work_dir)
-    # One optimiser step sees batch_size prompts × num_generations samples.
-    common["per_device_train_batch_size"] = config.grpo_num_generations
-    args = GRPOConfig(**common, num_generations=config.grpo_num_generations,
-                      max_completion_length=config.max_new_tokens, temperature=temperature,
-                      use_vllm=use_vllm, log_completions=False)
+    # One optimiser step sees grpo_prompts_per_step prompts × num_generations samples.
+    common["per_device_train_batch_size"] = config.grpo_num_generations * config.grpo_prompts_per_step
+    args = GRPOConfig(**common, num_generations=config.grpo_num_generations, beta=config.grpo_beta,
+                      max_completion_length=max_tokens or config.max_new_tokens, temperature=temperature,
+                      top_p=top_p, use_vllm=use_vllm, log_completions=False)
     trainer = GRPOTrainer(model=model, reward_funcs=scorer_reward(scorer), args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=_lora(config))
     return _run(trainer, out_dir)

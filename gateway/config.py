@@ -20,7 +20,8 @@ from pydantic_settings import (
 
 EMBEDDED_MODEL = "embedded:smollm2"
 EMBEDDED_NAME = "smollm2"  # the public name the embedded model is served (and distilled) under
-DistillMethod = Literal["dpo", "grpo", "sft"]  # one training function each in distill/train.py
+DistillStage = Literal["dpo", "grpo", "sft"]  # one training function each in distill/train.py
+DistillMethod = Literal["dpo", "grpo", "sft", "sft+dpo"]  # a stage, or stages run in turn on one adapter
 
 
 class AdaptiveConfig(BaseModel):
@@ -154,8 +155,15 @@ class DistillConfig(BaseModel):
         None, description="Weights directory to fine-tune; default: the model's own local weights."
     )
     method: DistillMethod = Field(
-        "dpo", description="dpo: logged best-vs-worst pairs (the CPU default); grpo: online RL with the "
-        "gateway's own scorer; sft: the winners.")
+        "dpo", description="dpo: logged preference pairs; grpo: online RL with the gateway's own scorer; "
+        "sft: the winners (rejection-sampling fine-tuning); sft+dpo: SFT, then DPO on the same adapter.")
+    rounds: int = Field(1, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
+                        "round_best_of answers per training prompt from the new adapter through the local "
+                        "backend, score them with the gateway's scorer, pool them with the logged candidates, "
+                        "and train the same adapter again.")
+    round_best_of: int = Field(8, ge=2, description="Samples per training prompt in an iterated round.")
+    round_method: DistillStage | None = Field(None, description="Method of the rounds after the first "
+                                                        "(default: the last stage of `method`).")
     checkpoints_dir: Path = Field(Path("./checkpoints"), description="Where checkpoints are written.")
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts (by hash) never trained on.")
     min_train_prompts: int = Field(8, ge=1)
@@ -165,7 +173,8 @@ class DistillConfig(BaseModel):
     dpo_min_gap: float = Field(0.1, ge=0, description="DPO pairs the best ended candidate with every candidate at "
                                "least this far below it.")
     dpo_max_pairs_per_prompt: int = Field(7, ge=1, description="DPO pairs per prompt at most (lowest scores first).")
-    max_steps: int = Field(60, ge=1, description="Training steps.")
+    epochs: float = Field(2.0, gt=0, description="Passes over the training rows: steps follow from the data size.")
+    max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per stage; unset, the epochs decide.")
     batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
@@ -173,8 +182,17 @@ class DistillConfig(BaseModel):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: str | list[str] = Field("all-linear", description="PEFT target_modules.")
+    dpo_loss: list[str] = Field(["sigmoid"], description="TRL DPOConfig.loss_type; ['sigmoid', 'sft'] adds the "
+                                "chosen text's NLL (RPO / BoNBoN style).")
+    dpo_loss_weights: list[float] | None = Field(None, description="TRL DPOConfig.loss_weights, one per dpo_loss.")
+    dpo_ld_alpha: float | None = Field(None, ge=0, le=1, description="Length-desensitised DPO (TRL ld_alpha): "
+                                       "weight of the tokens beyond the shorter answer; unset: plain DPO.")
     grpo_num_generations: int = Field(4, ge=2)
-    max_new_tokens: int = Field(96, ge=1, description="GRPO completion length and eval generation length.")
+    grpo_prompts_per_step: int = Field(4, ge=1, description="GRPO: prompts per optimiser step.")
+    grpo_beta: float = Field(0.04, ge=0, description="GRPO: KL anchor to the base model.")
+    max_new_tokens: int = Field(96, ge=1, description="GRPO completion length when the model sets none "
+                                "(GRPO samples with the served model's temperature, top_p and max_tokens).")
     max_length: int = Field(512, ge=16, description="Prompt + completion tokens kept for SFT/DPO.")
     eval_samples: int = Field(4, ge=1, description="N=1 samples per held-out prompt, for base and new, at the gate.")
     gate_margin: float = Field(0.0, description="Publish only if the lower bound of new − base N=1 reward "

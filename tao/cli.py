@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from gateway import __version__
 from gateway.config import (
     DistillConfig,
-    DistillMethod,
+    DistillStage,
     Settings,
     StoreConfig,
     default_models,
@@ -31,7 +31,7 @@ from gateway.config import (
 from tao.demo.config import DemoConfig
 from tao.flags import add_field_flags, explain, field_values, show_default
 
-DISTILL_FLAGS = ("method", "model", "max_steps", "checkpoints_dir")  # distill: keys a command line may override
+DISTILL_FLAGS = ("method", "model", "epochs", "max_steps", "checkpoints_dir")  # distill: keys a command line may override
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 REWARD_TRAIN_HELP = {  # RewardTrainOptions is a plain dataclass: its fields carry no descriptions
     "out_dir": "where trained reward models are written",
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export logged prompts as JSONL in TRL's conversational formats: sft (prompt, completion), "
         "dpo (prompt, chosen, rejected), grpo (prompt), or raw (every scored candidate).")
     _config_flag(export)
-    export.add_argument("--format", choices=["raw", *typing.get_args(DistillMethod)], default="raw",
+    export.add_argument("--format", choices=["raw", *typing.get_args(DistillStage)], default="raw",
                         help="(default: %(default)s)")
     export.add_argument("--split", choices=["train", "heldout", "all"], default="all",
                         help="prompts held out from training by distill.holdout_fraction, the rest, or all "

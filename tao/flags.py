@@ -117,6 +117,10 @@ def add_field_flags(parser: argparse.ArgumentParser, model: type, group: str, *,
             kwargs["action"] = "store_true" if switch else argparse.BooleanOptionalAction
         elif typing.get_origin(spec.annotation) is Literal:
             kwargs["choices"] = typing.get_args(spec.annotation)
+        elif typing.get_origin(spec.annotation) is list:  # --kinds a b c
+            [item] = typing.get_args(spec.annotation)
+            kwargs.update(nargs="+", type=_converter(FieldSpec(spec.name, item, _MISSING, None)),
+                          metavar=flag.lstrip("-").replace("-", "_").upper())
         else:
             kwargs.update(type=_converter(spec), metavar=flag.lstrip("-").replace("-", "_").upper())
         parser.add_argument(flag, **kwargs)

@@ -83,7 +83,8 @@ def test_datasets_hold_out_by_hash_dedupe_and_order_pairs_by_score(logged: Path)
         assert row["chosen"][0]["role"] == "assistant" and row["chosen"] != row["rejected"]
     for row in build_rows("sft", train, cfg):
         source = next(p for p in train if p.messages == row["prompt"])
-        assert row["completion"][0]["content"] == source.best.text and source.best.score >= source.mean_score
+        [target] = source.targets(1)  # the best candidate that ended on its own
+        assert row["completion"][0]["content"] == target.text and target.score >= source.mean_score
     assert [r["prompt"] for r in build_rows("grpo", train, cfg)] == [p.messages for p in train]
 
 
@@ -94,6 +95,7 @@ def test_failed_and_degraded_requests_are_not_training_data(tmp_path: Path):
         rid = f"r{i}"
         store.log(RequestLog(
             request={"id": rid, "created_at": time.time(), "model": "smollm2", "endpoint": "chat", "status": status,
+                     "arm": "base", "n_generated": 2,
                      "messages": json.dumps([{"role": "user", "content": f"q{i}"}]), "prompt": f"q{i}"},
             candidates=[{"request_id": rid, "idx": k, "text": f"a{k}", "score": None if status == "degraded" else k,
                          "won": int(k == 1)} for k in range(2)]))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from distill.evaluate import Answer, EvalReport, PromptResult, gate, summarize
+from distill.evaluate import EvalReport, PromptResult, gate, summarize
+from distill.sampling import Answer
 from gateway.stats import z_for
 
 Z = z_for(0.05)

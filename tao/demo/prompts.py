@@ -38,6 +38,15 @@ CONSTRAINTS = [
 ]
 
 
+def plain_prompts(count: int, seed: int = 0) -> list[str]:
+    """`count` distinct prompts with no verifiable instruction (a task about a topic, nothing else)."""
+    rng = random.Random(seed)
+    every = [task.format(topic=topic) + "." for task in TASKS for topic in TOPICS]
+    if count > len(every):
+        raise ValueError(f"only {len(every)} plain prompts exist")
+    return rng.sample(every, count)
+
+
 def generate_prompts(count: int, seed: int = 0, max_constraints: int = 2) -> list[str]:
     """`count` distinct prompts, each a task about a topic plus 1..max_constraints constraints."""
     rng = random.Random(seed)
