@@ -19,27 +19,29 @@ def print_outcome(outcome: DistillOutcome, console: Console | None = None) -> No
     report = outcome.report
     if report is not None:
         table = Table(title=f"distill: {report.prompts} held-out prompts × {report.samples_per_prompt} samples")
-        table.add_column("")
-        table.add_column("mean reward", justify="right")
-        table.add_column("tokens / served answer", justify="right")
-        table.add_row("base N=1 (logged)", f"{report.base_n1_logged:.4f}", "")
-        table.add_row("base best-of-N (logged)", f"{report.base_best_of_n_logged:.4f}",
+        for column in ("", "mean reward", "bounds", "tokens/answer"):
+            table.add_column(column, justify="right" if column else "left")
+        table.add_row("base N=1 (logged)", f"{report.base_n1_logged:.4f}", "", "")
+        table.add_row("base best-of-N (logged)", f"{report.base_best_of_n_logged:.4f}", "",
                       f"{report.base_tokens_per_answer_logged:.1f}")
-        table.add_row("base N=1 (eval)", f"{report.base_n1:.4f}", "")
-        table.add_row("new checkpoint N=1 (eval)", f"{report.new_n1:.4f}", f"{report.new_tokens_per_answer:.1f}")
-        table.add_row("new − base N=1, paired [bounds]", _bounded(report.versus_base), "")
-        table.add_row("new N=1 − best-of-N, paired [bounds]", _bounded(report.versus_best_of_n), "")
+        table.add_row("base N=1 (eval)", f"{report.base_n1:.4f}", "", "")
+        table.add_row("new N=1 (eval)", f"{report.new_n1:.4f}", "", f"{report.new_tokens_per_answer:.1f}")
+        table.add_row("new − base N=1", *_bounded(report.versus_base), "")
+        table.add_row("new N=1 − best-of-N", *_bounded(report.versus_best_of_n), "")
         recovered, interval = report.gain_recovered, report.gain_recovered_interval
-        table.add_row("share of best-of-N gain recovered", "n/a" if recovered is None else
-                      f"{recovered:.0%} [{interval[0]:.0%}, {interval[1]:.0%}]", "")
+        table.add_row("best-of-N gain recovered", "n/a" if recovered is None else f"{recovered:.0%}",
+                      "" if interval is None else f"[{interval[0]:.0%}, {interval[1]:.0%}]", "")
         console.print(table)
     if outcome.counts:
         console.print("data: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))
     console.print(outcome.message, style="green" if outcome.exit_code == 0 else "red")
 
 
-def _bounded(bound: PairedBound) -> str:
-    return f"{bound.mean:+.4f} [{bound.lower:+.4f}, {bound.upper:+.4f}]" if bound.pairs > 1 else "n/a"
+def _bounded(bound: PairedBound) -> tuple[str, str]:
+    """(mean, [lower, upper]) of a paired difference, over at least two prompts."""
+    if bound.pairs < 2:
+        return "n/a", ""
+    return f"{bound.mean:+.4f}", f"[{bound.lower:+.4f}, {bound.upper:+.4f}]"
 
 
 def print_rollouts(rows: list[dict[str, Any]], console: Console | None = None) -> None:
