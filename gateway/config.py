@@ -172,19 +172,19 @@ class DistillConfig(BaseModel):
     sft_targets_per_prompt: int = Field(1, ge=1, description="SFT: the best k distinct ended candidates per prompt.")
     dpo_min_gap: float = Field(0.1, ge=0, description="DPO pairs the best ended candidate with every candidate at "
                                "least this far below it.")
-    dpo_max_pairs_per_prompt: int = Field(7, ge=1, description="DPO pairs per prompt at most (lowest scores first).")
-    epochs: float = Field(2.0, gt=0, description="Passes over the training rows: steps follow from the data size.")
+    dpo_max_pairs_per_prompt: int = Field(2, ge=1, description="DPO pairs per prompt at most (lowest scores first).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training rows: steps follow from the data size.")
     max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per stage; unset, the epochs decide.")
     batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float = Field(3e-4, gt=0)
     dpo_beta: float = Field(0.1, gt=0)
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: str | list[str] = Field("all-linear", description="PEFT target_modules.")
-    dpo_loss: list[str] = Field(["sigmoid"], description="TRL DPOConfig.loss_type; ['sigmoid', 'sft'] adds the "
-                                "chosen text's NLL (RPO / BoNBoN style).")
+    dpo_loss: list[str] = Field(["sigmoid", "sft"], description="TRL DPOConfig.loss_type; the default adds the "
+                                "chosen text's NLL to the preference loss (RPO / BoNBoN style); ['sigmoid']: plain DPO.")
     dpo_loss_weights: list[float] | None = Field(None, description="TRL DPOConfig.loss_weights, one per dpo_loss.")
     dpo_ld_alpha: float | None = Field(None, ge=0, le=1, description="Length-desensitised DPO (TRL ld_alpha): "
                                        "weight of the tokens beyond the shorter answer; unset: plain DPO.")

@@ -22,7 +22,7 @@ class DemoConfig(BaseModel):
     method: DistillMethod = Field(DistillConfig.model_fields["method"].default, description="Distill method.")
     seed: int = Field(0, description="Prompt generator and training seed.")
     out: Path = Field(Path("tao-demo"), description="Directory for the log, checkpoints and report.")
-    max_steps: int = Field(40, ge=1, description="Training steps.")
+    max_steps: int | None = Field(None, ge=1, description="Cap on training steps; unset, distill.epochs decide.")
     max_tokens: int = Field(48, ge=1, description="Tokens per generated answer.")
     rounds: int = Field(3, ge=1, description="Most rounds of held-out prompts in the rollout (it stops once the "
                         "policy decides); also the policy's last look.")

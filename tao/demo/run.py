@@ -116,7 +116,8 @@ def run_demo(opts: DemoConfig) -> int:
     failed = sum(r.error is not None for r in results)
     console.print(f"{len(results) - failed} replies logged, {failed} failed")
 
-    console.rule(f"2/4 distill ({opts.method}, {opts.max_steps} steps)")
+    console.rule(f"2/4 distill ({opts.method}, {settings.distill.epochs:g} epoch(s)"
+                 f"{f', at most {opts.max_steps} steps' if opts.max_steps else ''})")
     outcome = run_distill(settings, since=0.0)
     console.print(outcome.message, style="green" if outcome.exit_code == PUBLISHED else "yellow")
 
