@@ -36,6 +36,11 @@ from gateway.stats import PairedBound, paired_bound
 EVAL_ADAPTER = "evaluated"
 
 
+def share_recovered(gain: float, uplift: float) -> float | None:
+    """The share of best-of-N's uplift over N=1 that an N=1 `gain` recovers; None without an uplift."""
+    return gain / uplift if uplift > 1e-9 else None
+
+
 @dataclass
 class PromptResult:
     """One held-out prompt: its logged references and the answers sampled now."""
@@ -69,13 +74,12 @@ class EvalReport:
 
     @property
     def gain_recovered(self) -> float | None:
-        return (self.new_n1 - self.base_n1) / self.uplift if self.uplift > 1e-9 else None
+        return share_recovered(self.new_n1 - self.base_n1, self.uplift)
 
     @property
     def gain_recovered_interval(self) -> tuple[float, float] | None:
-        if self.uplift <= 1e-9:
-            return None
-        return self.versus_base.lower / self.uplift, self.versus_base.upper / self.uplift
+        lower = share_recovered(self.versus_base.lower, self.uplift)
+        return None if lower is None else (lower, share_recovered(self.versus_base.upper, self.uplift))
 
     def as_dict(self) -> dict[str, Any]:
         scalars = {k: getattr(self, k) for k in ("prompts", "samples_per_prompt", "base_n1_logged",

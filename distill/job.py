@@ -10,8 +10,8 @@ import asyncio
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field, replace
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,9 @@ def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], s
 
 def run_distill(settings: Settings, *, since: float | None = None, until: float | None = None,
                 exclude: Callable[[LoggedPrompt], bool] | None = None) -> DistillOutcome:
-    """One run. `exclude` leaves matching prompts out of training and of the gate (the distill
-    benchmark holds out whole instruction kinds this way, to measure generalisation)."""
-    """One run, on one connection held for its whole length (it holds the store's distill lock)."""
+    """One run, on one connection held for its whole length (it holds the store's distill lock).
+    `exclude` leaves matching prompts out of training and of the gate (the distill benchmark holds
+    out whole instruction kinds this way, to measure generalisation)."""
     store = Store(settings.store.path)  # creates the schema on a new database
     with store.connection() as db:
         try:

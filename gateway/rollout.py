@@ -37,6 +37,7 @@ import random
 import re
 import time
 from dataclasses import asdict, dataclass, replace
+from statistics import fmean, variance
 from typing import Any
 
 import sqlite_utils
@@ -110,10 +111,9 @@ class Decision:
 def arm_stats(outcomes: ArmOutcomes) -> ArmStats:
     """The policy's view of an arm: counts, error rate, reward mean and (sample) variance."""
     rewards = outcomes.rewards
-    mean = sum(rewards) / len(rewards) if rewards else 0.0
-    variance = sum((x - mean) ** 2 for x in rewards) / (len(rewards) - 1) if len(rewards) > 1 else 0.0
-    return ArmStats(requests=outcomes.requests, errors=outcomes.errors, scored=len(rewards), mean=mean,
-                    variance=variance, tokens_per_request=outcomes.tokens_per_request)
+    return ArmStats(requests=outcomes.requests, errors=outcomes.errors, scored=len(rewards),
+                    mean=fmean(rewards) if rewards else 0.0, variance=variance(rewards) if len(rewards) > 1 else 0.0,
+                    tokens_per_request=outcomes.tokens_per_request)
 
 
 def look_schedule(config: RolloutConfig) -> LookSchedule:

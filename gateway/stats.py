@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
+from statistics import NormalDist, fmean, stdev
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,7 @@ def paired_bound(differences: Sequence[float], z: float) -> PairedBound:
     n = len(differences)
     if n == 0:
         return PairedBound(0, 0.0, 0.0, z)
-    mean = sum(differences) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1)) if n > 1 else 0.0
-    return PairedBound(n, mean, sd, z)
+    return PairedBound(n, fmean(differences), stdev(differences) if n > 1 else 0.0, z)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from statistics import mean
 from typing import Any
 
 from distill.dataset import LoggedPrompt, load_prompts, prompt_key, split
+from distill.evaluate import share_recovered
 from gateway.rewards.instructions import detect
 from gateway.stats import paired_bound
 from gateway.store import (
@@ -82,9 +83,8 @@ def compute(db_path: Path, model: str, checkpoint_id: str | None, holdout_fracti
 
     means = {"base_n1": mean(base_n1) if base_n1 else None, "base_best_of_n": mean(base_best) if base_best else None,
              "distilled_n1": mean(distilled) if distilled else None}
-    uplift = (means["base_best_of_n"] - means["base_n1"]) if base_n1 and base_best else None
-    recovered = ((means["distilled_n1"] - means["base_n1"]) / uplift
-                 if distilled and uplift and uplift > 1e-9 else None)
+    recovered = (share_recovered(means["distilled_n1"] - means["base_n1"], means["base_best_of_n"] - means["base_n1"])
+                 if distilled and base_n1 and base_best else None)
     looks = [{"at": e.created_at, "event": e.event, **{k: e.details.get(k) for k in
                                                          ("look", "pairs", "mean", "lower", "upper", "margin")}}
              for e in events if "look" in e.details]

@@ -103,7 +103,6 @@ def run_demo(opts: DemoConfig) -> int:
     opts.out.mkdir(parents=True, exist_ok=True)
     if (opts.out / "tao.db").exists():
         raise SystemExit(f"{opts.out / 'tao.db'} exists: pass a fresh --out directory")
-    # Rollout evidence needed per step: about the candidate replies one round of held-out prompts gives.
     settings = demo_settings(opts)
     model = settings.distill.model
     started = time.time()
