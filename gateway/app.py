@@ -22,12 +22,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
-from gateway.auth import Auth, require_admin, require_api_key
+from gateway.auth import Auth, KeyCheckMiddleware, require_admin
 from gateway.backends import Backend, build_backend
 from gateway.bestofn import Engine
 from gateway.config import Settings
 from gateway.errors import APIError, from_validation
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, ResponseCountMiddleware
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, RolloutStart
 from gateway.rewards import build_scorer
 from gateway.rollout import RolloutManager
@@ -42,24 +42,18 @@ Body = TypeVar("Body", bound=BaseModel)
 def create_app(settings: Settings) -> FastAPI:
     """A gateway for these settings; as many per process as a caller likes (tests build several)."""
     metrics = Metrics()
-    store = Store(
-        settings.store.path,
-        batch_size=settings.store.batch_size,
-        flush_interval_s=settings.store.flush_interval_s,
-        max_retries=settings.store.max_retries,
-        on_written=metrics.store_rows_written.inc,
-        on_write_error=metrics.store_write_errors.inc,
-    )
+    store = Store.from_config(settings.store, on_written=metrics.store_rows_written.inc,
+                              on_write_error=metrics.store_write_errors.inc)
     backends: dict[str, Backend] = {m.name: build_backend(m) for m in settings.models}
     engine = Engine(backends, build_scorer(settings.reward), settings.reward, store, metrics)
     rollouts = RolloutManager(settings, backends, store, metrics)
-    auth = Auth(settings.auth)
+    auth = Auth(settings.auth, store.caller_salt)
 
     app = FastAPI(title="TAO Gateway", version=__version__, lifespan=partial(
         lifespan, settings=settings, store=store, backends=backends, engine=engine, rollouts=rollouts))
     app.state.auth = auth
     app.state.completions = ServingCompletions(settings, engine, rollouts, auth)
-    app.state.feedback = ServingFeedback(store)
+    app.state.feedback = ServingFeedback(store, auth)
     app.state.info = ServingInfo(settings, store, metrics)
     app.state.rollouts = rollouts
     app.add_exception_handler(APIError, api_error)
@@ -67,6 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(router)
+    app.add_middleware(KeyCheckMiddleware, auth=auth)
+    app.add_middleware(ResponseCountMiddleware, metrics=metrics)  # added last: outermost
     return app
 
 
@@ -78,8 +74,8 @@ async def lifespan(app: FastAPI, *, settings: Settings, store: Store, backends: 
     store.start()
     if not settings.auth.api_keys:
         log.warning("auth: no API keys configured; the gateway is OPEN to anyone who can reach it")
-    if not settings.auth.admin_key:
-        log.warning("auth: no admin key configured; /admin routes are as open as the API")
+    elif not settings.auth.admin_key:
+        log.warning("auth: API keys set and no admin key: /admin routes and X-TAO-Arm are closed")
     await asyncio.gather(*(b.start() for b in backends.values()))
     await rollouts.resume()
     rollouts.start_policy()
@@ -125,7 +121,9 @@ async def parse_body(request: Request, model_cls: type[Body]) -> Body:
 
 
 async def api_error(request: Request, exc: APIError) -> Response:
-    return json_response(exc.body(), exc.status)
+    response = json_response(exc.body(), exc.status)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def request_validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -162,32 +160,32 @@ def rollouts(request: Request) -> RolloutManager:
     return request.app.state.rollouts
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(require_api_key)])
+@router.post("/v1/chat/completions")
 async def create_chat_completion(raw_request: Request) -> Response:
     request = await parse_body(raw_request, ChatCompletionRequest)
     return reply(await completions(raw_request).create_chat_completion(request, raw_request))
 
 
-@router.post("/v1/completions", dependencies=[Depends(require_api_key)])
+@router.post("/v1/completions")
 async def create_completion(raw_request: Request) -> Response:
     request = await parse_body(raw_request, CompletionRequest)
     return reply(await completions(raw_request).create_completion(request, raw_request))
 
 
-@router.post("/v1/feedback", dependencies=[Depends(require_api_key)])
+@router.post("/v1/feedback")
 async def create_feedback(raw_request: Request) -> Response:
     request = await parse_body(raw_request, FeedbackRequest)
     return json_response(await feedback(raw_request).create_feedback(request, raw_request))
 
 
-@router.get("/v1/models", dependencies=[Depends(require_api_key)])
+@router.get("/v1/models")
 async def list_models(raw_request: Request) -> Response:
     return json_response(info(raw_request).list_models())
 
 
 @router.get("/healthz")
 async def healthz(raw_request: Request) -> Response:
-    return json_response(info(raw_request).health())
+    return json_response(*info(raw_request).health())
 
 
 @router.get("/metrics")
@@ -202,7 +200,8 @@ async def rollout_status(raw_request: Request) -> Response:
 
 @router.post("/admin/rollout/{model}/start", dependencies=[Depends(require_admin)])
 async def rollout_start(model: str, body: RolloutStart, raw_request: Request) -> Response:
-    return json_response(await rollouts(raw_request).start(model, body.checkpoint, body.canary, body.best_of))
+    return json_response(await rollouts(raw_request).start(model, body.checkpoint, body.canary, body.best_of,
+                                                              body.force))
 
 
 @router.post("/admin/rollout/{model}/promote", dependencies=[Depends(require_admin)])

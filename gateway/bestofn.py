@@ -144,13 +144,13 @@ class Engine:
         self._background: set[asyncio.Task] = set()
 
     def bind(self, request_id: str, endpoint: Endpoint, body: ChatCompletionRequest | CompletionRequest,
-             model: ModelConfig, route: Route, best_of: int, shadow: Route | None = None) -> ServeRequest:
+             model: ModelConfig, route: Route, best_of: int, caller: str, shadow: Route | None = None) -> ServeRequest:
         """The request as the engine runs it (the upstream request and prompt text built once)."""
         upstream = upstream_request(body, model, route.adapter)
         return ServeRequest(
             request_id=request_id, endpoint=endpoint, body=body, model=model, best_of=best_of, route=route,
             model_version=route.model_version or self.backends[model.name].model_version, upstream=upstream,
-            prompt=body.prompt_text(), shadow=shadow)
+            prompt=body.prompt_text(), caller=caller, shadow=shadow)
 
     # ---- best-of-N: infer candidates → select the best → record ---------------------------------
     async def complete(self, req: ServeRequest) -> Outcome:
@@ -198,8 +198,9 @@ class Engine:
         started = time.perf_counter()
         try:
             generation = await self.backends[req.model.name].generate(req.call(n))
-        except UpstreamError:
+        except UpstreamError as exc:
             self.metrics.upstream_failures.labels(req.model.name).inc()
+            log.warning("request %s: upstream failed: %s", req.request_id, exc)
             raise
         if generation.failures:
             self.metrics.upstream_failures.labels(req.model.name).inc(len(generation.failures))
@@ -306,7 +307,7 @@ class Engine:
             returned = {idx: rank for rank, idx in enumerate(tao.ranking)}
             candidates = [
                 {"request_id": req.request_id, "idx": i, "text": c.text,
-                 "message": orjson.dumps(c.message).decode() if c.message else None,
+                 "message": _message_beyond_text(c),
                  "finish_reason": c.finish_reason, "tokens": c.completion_tokens, "score": tao.scores[i],
                  "won": int(i == tao.winner and not failure), "returned_rank": returned.get(i)}
                 for i, c in enumerate(pool.candidates)
@@ -335,7 +336,7 @@ class Engine:
             "prompt": req.prompt, "params": orjson.dumps(upstream.params).decode(), "best_of": req.best_of,
             "n": req.n, "n_generated": None, "winner_index": None, "latency_ms": latency_s * 1000,
             "upstream_ms": None, "scoring_ms": None, "prompt_tokens": None, "completion_tokens": None,
-            "upstream_calls": None, "stream": int(req.body.stream), "user": req.body.user, "status": status,
+            "upstream_calls": None, "stream": int(req.body.stream), "user": req.body.user, "caller": req.caller, "status": status,
             "http_status": http_status, "error": None,
         }
 
@@ -349,3 +350,12 @@ class Engine:
         """Wait for background scoring/logging (called at shutdown, before the store flushes)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _message_beyond_text(candidate: Candidate) -> str | None:
+    """The chat message as JSON when it says more than its text (tool calls, refusals), else None:
+    the text is stored once, in `candidates.text`."""
+    message = candidate.message
+    if not message or (message.keys() <= {"role", "content"} and message.get("content") == candidate.text):
+        return None
+    return orjson.dumps(message).decode()

@@ -101,20 +101,40 @@ class RewardConfig(BaseModel):
 
 
 class StoreConfig(BaseModel):
+    """The request log. See gateway/store/writer.py for what happens when the disk misbehaves."""
+
     model_config = ConfigDict(extra="forbid")
 
     path: Path = Path("./tao.db")
     batch_size: int = Field(256, ge=1, description="Most records written in one transaction.")
     flush_interval_s: float = Field(0.05, gt=0, description="How long the writer waits for a batch.")
-    max_retries: int = Field(5, ge=0, description="Retries of a failing batch write before it is parked.")
+    max_queue: int = Field(100_000, ge=1, description="Records waiting for the disk at most. At the bound the "
+                           "gateway answers new completion requests 503 (Retry-After) and /healthz 503, instead "
+                           "of holding more records in memory; requests already accepted are still logged.")
+    shutdown_timeout_s: float = Field(10.0, gt=0, description="At shutdown, time to commit what is queued; the "
+                                      "rest is appended to <path>.unwritten.jsonl, which the next start imports.")
+    retention_days: float | None = Field(None, gt=0, description="Delete requests (with candidates and feedback) "
+                                         "older than this, hourly; unset: keep everything. `tao logs prune` "
+                                         "does the same on demand.")
+    journal_size_limit_mb: int = Field(64, ge=0, description="SQLite journal_size_limit: the WAL file shrinks "
+                                       "back to this once no reader holds it.")
+    busy_timeout_s: float = Field(10.0, gt=0, description="How long one write waits for another process's lock "
+                                  "before it counts as failed (and is retried).")
 
 
 class AuthConfig(BaseModel):
+    """Keys, and what is open without one. See gateway/auth.py."""
+
     model_config = ConfigDict(extra="forbid")
 
-    api_keys: list[str] = Field(default_factory=list, description="Empty: the gateway is open.")
-    admin_key: str | None = Field(None, description="Bearer key for /admin routes and arm pinning; unset: "
-                                  "admin is open like the API (and it says so at start).")
+    api_keys: list[str] = Field(default_factory=list, description="Empty: the gateway is open (loopback only, "
+                                "unless allow_unauthenticated).")
+    admin_key: str | None = Field(None, description="Bearer key for /admin routes and X-TAO-Arm. Unset while "
+                                  "api_keys are set: admin is closed to everyone.")
+    public_paths: list[str] = Field(["/healthz"], description="Paths that answer without a key when api_keys are "
+                                    "set; e.g. add /metrics for a scraper without a token.")
+    allow_unauthenticated: bool = Field(False, description="Let `tao serve` listen beyond loopback with no API "
+                                        "keys (a trusted network).")
 
 
 class RolloutConfig(BaseModel):

@@ -3,6 +3,7 @@ failures the engine maps onto it."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from gateway.protocol import ErrorBody, ErrorResponse
@@ -23,8 +24,10 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status = status
         self.message = message
         self.type = type
@@ -44,11 +47,23 @@ def from_validation(exc: ValidationError | RequestValidationError) -> APIError:
                     param=param, code="invalid_value")
 
 
+# Where the upstream lives is the operator's business: URLs, host:port pairs and IP addresses are
+# cut from what the client sees (the server log keeps the whole message).
+_INTERNAL_ADDRESS = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|"
+                               r"\b[\w.-]+:\d{2,5}\b", re.IGNORECASE)
+
+
+def client_safe(message: str) -> str:
+    """An upstream message without the internal addresses in it."""
+    return _INTERNAL_ADDRESS.sub("<upstream>", message)
+
+
 def from_upstream(exc: UpstreamError) -> APIError:
     """The client-facing error for an upstream failure (400 when the upstream blamed the request)."""
+    message = client_safe(str(exc))
     if exc.status == 400:
-        return APIError(400, str(exc), type="invalid_request_error", code="upstream_error")
-    return APIError(exc.status, str(exc), type="upstream_error",
+        return APIError(400, message, type="invalid_request_error", code="upstream_error")
+    return APIError(exc.status, message, type="upstream_error",
                     code="upstream_timeout" if exc.status == 504 else "upstream_error")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # Non-negative bounds: prometheus-client drops `_sum` from histograms with negative buckets.
@@ -38,7 +39,42 @@ class Metrics:
                                       "failures.", ["model", "event"], registry=r)
         self.store_queue_depth = Gauge("tao_store_queue_depth", "Log records waiting for the writer.", registry=r)
         self.store_rows_written = Counter("tao_store_records_written", "Request records written.", registry=r)
+        self.refused = Counter("tao_requests_refused", "Requests refused before any work, by reason.",
+                               ["reason"], registry=r)
+        self.http_responses = Counter("tao_http_responses", "Every HTTP response by route and status, "
+                                      "including those refused before a route ran (401, 413, 404).",
+                                      ["route", "status"], registry=r)
         self.store_write_errors = Counter("tao_store_write_errors", "Failed store write attempts.", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+KNOWN_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/feedback", "/v1/models", "/healthz",
+                          "/metrics", "/docs", "/openapi.json"})
+
+
+def route_label(path: str) -> str:
+    """A bounded label for a path: the route itself, /admin for any admin route, else `other`."""
+    if path in KNOWN_ROUTES:
+        return path
+    return "/admin" if path.startswith("/admin/") or path == "/admin" else "other"
+
+
+class ResponseCountMiddleware:
+    """Counts every response by route and status, outermost, so refusals by other middleware count too."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.http_responses.labels(route_label(scope["path"]), str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

@@ -40,6 +40,7 @@ class ServeRequest:
     model_version: str  # the checkpoint on a rollout arm, else the backend's label
     upstream: GenerationRequest  # sampling and passthrough fields resolved; `n` is set per call
     prompt: str
+    caller: str  # salted hash of the caller's key (gateway/auth.py), logged to tie feedback to it
     shadow: Route | None = None  # also answer this request on the candidate arm, in the background
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)

@@ -232,7 +232,8 @@ class RolloutManager:
                      rollout.checkpoint_id)
 
     # ---- control ------------------------------------------------------------------------------
-    async def start(self, model: str, checkpoint: str, canary: float | None, best_of: int | None) -> dict[str, Any]:
+    async def start(self, model: str, checkpoint: str, canary: float | None, best_of: int | None,
+                    force: bool = False) -> dict[str, Any]:
         if model not in self.backends:
             raise APIError(404, f"model {model!r} does not exist", type="not_found_error", param="model",
                            code="model_not_found")
@@ -240,7 +241,7 @@ class RolloutManager:
         if current is not None and current.state == RolloutState.CANARY:
             raise APIError(409, f"model {model} already has a canary of {current.checkpoint_id}; promote or "
                            "roll it back first", code="rollout_active")
-        found = await asyncio.to_thread(self._servable_checkpoint, checkpoint)
+        found = await asyncio.to_thread(self._servable_checkpoint, checkpoint, force)
         share = canary if canary is not None else self.config.steps[0]
         now = time.time()
         rollout = Rollout(model=model, checkpoint_id=checkpoint, adapter_path=found.path, state=RolloutState.CANARY,
@@ -312,8 +313,9 @@ class RolloutManager:
         with self.store.connection() as db:
             return active_rollouts(db)
 
-    def _servable_checkpoint(self, checkpoint_id: str) -> Checkpoint:
-        """The registered checkpoint, if it is an adapter with files; else the error that says why not."""
+    def _servable_checkpoint(self, checkpoint_id: str, force: bool) -> Checkpoint:
+        """The registered checkpoint, if it is an adapter with files that the gate did not refuse (unless
+        forced); else the error that says why not."""
         with self.store.connection() as db:
             found = get_checkpoint(db, checkpoint_id)
         if found is None:
@@ -325,6 +327,9 @@ class RolloutManager:
                            param="checkpoint", code="not_servable")
         if not found.path:
             raise APIError(400, f"checkpoint {checkpoint_id} has no files (status {found.status})", param="checkpoint")
+        if found.status in (CheckpointStatus.REJECTED, CheckpointStatus.RETIRED) and not force:
+            raise APIError(409, f"checkpoint {checkpoint_id} is {found.status}; start it anyway with \"force\": true",
+                           param="checkpoint", code="checkpoint_not_candidate")
         return found
 
     def _transition(self, rollout: Rollout, event: str, reason: str, numbers: dict[str, Any]) -> dict[str, Any]:

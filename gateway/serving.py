@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Request
 
 from gateway import sse
-from gateway.auth import Auth, bearer, caller
+from gateway.auth import Auth, bearer
 from gateway.bestofn import Engine, Failure, Outcome
 from gateway.config import Settings
 from gateway.errors import APIError, UpstreamError, from_upstream
@@ -52,10 +52,19 @@ class ServingCompletions:
         self.auth = auth
 
     async def create_chat_completion(self, request: ChatCompletionRequest, raw_request: Request) -> Reply:
+        self._admit()
         return await self._serve(self._bind(request, "chat", raw_request))
 
     async def create_completion(self, request: CompletionRequest, raw_request: Request) -> Reply:
+        self._admit()
         return await self._serve(self._bind(request, "completion", raw_request))
+
+    def _admit(self) -> None:
+        """Refuse new work while the log cannot keep up: every accepted request must be logged."""
+        if not self.engine.store.accepting():
+            self.engine.metrics.refused.labels("store_backlog").inc()
+            raise APIError(503, "the gateway's request log is backlogged; retry shortly", type="server_error",
+                           code="store_backlogged", headers={"Retry-After": "1"})
 
     async def _serve(self, req: ServeRequest) -> Reply:
         if req.body.stream and req.best_of == 1:
@@ -71,6 +80,7 @@ class ServingCompletions:
             raise APIError(404, f"model {body.model!r} does not exist; see GET /v1/models",
                            type="not_found_error", param="model", code="model_not_found")
         request_id = f"tao-{uuid.uuid4().hex}"
+        caller = self.auth.caller(raw_request)
         # A user stays on one arm: the split hashes the `user` field, else the API key.
         route = self.rollouts.route(model, body.user or bearer(raw_request) or request_id,
                                     self._pinned_arm(raw_request))
@@ -79,10 +89,10 @@ class ServingCompletions:
             best_of = resolve_best_of(model, body.best_of, raw_request.headers.get(BEST_OF_HEADER), body.n,
                                       default=route.default_best_of)
         except APIError as exc:
-            rejected = self.engine.bind(request_id, endpoint, body, model, route, body.best_of or 0)
+            rejected = self.engine.bind(request_id, endpoint, body, model, route, body.best_of or 0, caller)
             self.engine.record(rejected, failure=Failure(exc.status, exc.message))
             raise
-        return self.engine.bind(request_id, endpoint, body, model, route, best_of, shadow)
+        return self.engine.bind(request_id, endpoint, body, model, route, best_of, caller, shadow)
 
     def _pinned_arm(self, raw_request: Request) -> str | None:
         """The arm an operator pins with `X-TAO-Arm` (admin key only), else None."""
@@ -118,16 +128,29 @@ def response(req: ServeRequest, outcome: Outcome) -> ChatCompletionResponse | Co
 
 
 class ServingFeedback:
-    """POST /v1/feedback: a person's verdict on a logged reply, one row per (request, user)."""
+    """POST /v1/feedback: a person's verdict on a logged reply, one row per (request, user).
 
-    def __init__(self, store: Store) -> None:
+    With API keys configured, only the key that made the request (or the admin key) may give
+    feedback on it, so one key can neither overwrite nor forge another's verdicts; `user` then
+    only names the person behind that key. An open gateway has no identities to check.
+    """
+
+    def __init__(self, store: Store, auth: Auth) -> None:
         self.store = store
+        self.auth = auth
 
     async def create_feedback(self, request: FeedbackRequest, raw_request: Request) -> dict[str, Any]:
         logged = await asyncio.to_thread(self.store.candidates_of, request.request_id)
         if logged is None:
             raise APIError(404, f"no logged request {request.request_id!r}", type="not_found_error",
                            param="request_id", code="request_not_found")
+        caller = self.auth.caller(raw_request)
+        if self.auth.config.api_keys and not self.auth.is_admin(raw_request):
+            made_by = await asyncio.to_thread(self.store.caller_of, request.request_id)
+            if made_by != caller:
+                raise APIError(403, f"request {request.request_id} was made with another API key; only that key "
+                               "(or the admin key) may give feedback on it", type="permission_error",
+                               param="request_id", code="not_your_request")
         count, winner = logged
         for param in ("preferred", "chosen", "rejected"):
             index = getattr(request, param)
@@ -136,7 +159,7 @@ class ServingFeedback:
                                f"{count} candidates", param=param, code="invalid_candidate_index")
         candidate_index = {FeedbackKind.PREFERENCE: request.preferred, FeedbackKind.RATING: winner,
                            FeedbackKind.PAIRWISE: request.chosen}
-        row = {"request_id": request.request_id, "user": request.user or caller(raw_request),
+        row = {"request_id": request.request_id, "user": request.user or caller,
                "created_at": time.time(), "kind": request.kind, "candidate_index": candidate_index[request.kind],
                "rejected_index": request.rejected, "rating": request.rating, "comment": request.comment}
         await asyncio.to_thread(self.store.record_feedback, row)
@@ -156,9 +179,15 @@ class ServingInfo:
         return ModelList(data=[ModelCard(id=m.name, created=self.started_at, best_of=m.best_of,
                                          max_best_of=m.max_best_of) for m in self.settings.models])
 
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "models": [m.name for m in self.settings.models],
-                "store_queue_depth": self.store.queue_depth()}
+    def health(self) -> tuple[dict[str, Any], int]:
+        """The health body and its status: 503 (with the reason) while the log cannot take records."""
+        store = self.store.health()
+        body = {"status": "ok" if store.ok else "unavailable", "models": [m.name for m in self.settings.models],
+                "store_queue_depth": store.queue_depth, "store_max_queue": store.max_queue,
+                "store_last_error": store.last_error}
+        if not store.ok:
+            body["reason"] = store.reason
+        return body, 200 if store.ok else 503
 
     def render_metrics(self) -> bytes:
         self.metrics.store_queue_depth.set(self.store.queue_depth())

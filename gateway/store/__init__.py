@@ -5,7 +5,8 @@ Everything that touches it goes through this package, as sqlite-utils keeps its 
 - `writer`: `Store`, the background thread that writes request logs without making requests wait;
 - `reads`: the reads over requests, candidates and feedback, as typed rows;
 - `checkpoints`: the checkpoint registry; `rollouts`: rollout state and events;
-- `locks`: named locks (one distill run per database).
+- `locks`: named locks (one distill run per database);
+- `retention`: pruning old requests and giving the space back.
 No other module holds SQL: ask for a new read here rather than writing a query elsewhere.
 """
 
@@ -27,11 +28,13 @@ from gateway.store.reads import (
     arm_outcomes,
     best_of_n_candidates,
     candidate_count_and_winner,
+    request_caller,
     feedback_verdicts,
     scored_chat_candidates,
     served_replies,
     shadow_pairs,
 )
+from gateway.store.retention import Pruned, checkpoint_wal, prune, vacuum
 from gateway.store.rollouts import Rollout, RolloutEvent, active_rollouts, get_rollout, rollout_events, save_rollout
 from gateway.store.schema import (
     REWARD_MODEL_METHOD,
@@ -41,18 +44,19 @@ from gateway.store.schema import (
     FeedbackKind,
     RequestStatus,
     RolloutState,
+    caller_salt,
     connection,
     ensure_schema,
     open_database,
 )
-from gateway.store.writer import RequestLog, Store
+from gateway.store.writer import RequestLog, Store, StoreHealth
 
 __all__ = [
     "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint",
-    "CheckpointStatus", "FeedbackKind", "LockHeld", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
-    "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "Verdict", "active_rollouts", "arm_outcomes",
-    "best_of_n_candidates", "candidate_count_and_winner", "connection", "ensure_schema", "exclusive",
-    "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "open_database",
-    "register_checkpoint", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
-    "set_checkpoint_status", "shadow_pairs",
+    "CheckpointStatus", "FeedbackKind", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
+    "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes",
+    "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "ensure_schema", "exclusive",
+    "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "open_database", "prune",
+    "register_checkpoint", "request_caller", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
+    "set_checkpoint_status", "shadow_pairs", "vacuum",
 ]

@@ -118,6 +118,12 @@ def candidate_count_and_winner(db: sqlite_utils.Database, request_id: str) -> tu
     return (row[0], row[1]) if row else None
 
 
+def request_caller(db: sqlite_utils.Database, request_id: str) -> str | None:
+    """The caller hash a written request was made with; None if it is not in the log (or predates it)."""
+    row = db.execute("SELECT caller FROM requests WHERE id = ?", [request_id]).fetchone()
+    return row[0] if row else None
+
+
 def scored_chat_candidates(db: sqlite_utils.Database, model: str, *, since: float | None = None,
                            until: float | None = None) -> list[ScoredCandidate]:
     """Scored candidates of `model`'s best-of-N chat requests created in [since, until), oldest first.

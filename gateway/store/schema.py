@@ -6,6 +6,7 @@ This is the only place the tables are defined. Every column dict below is the ta
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -86,7 +87,8 @@ REQUESTS_COLUMNS: dict[str, type] = {
     "completion_tokens": int,  # all candidates together: the real generation cost
     "upstream_calls": int,
     "stream": int,
-    "user": str,
+    "user": str,  # the request's `user` field, as the client sent it
+    "caller": str,  # salted hash of the API key that made the request ("anonymous" without one)
     "status": str,  # RequestStatus: ok | degraded | error
     "http_status": int,
     "error": str,
@@ -95,7 +97,7 @@ CANDIDATES_COLUMNS: dict[str, type] = {
     "request_id": str,
     "idx": int,  # generation order
     "text": str,
-    "message": str,  # JSON assistant message (tool calls included) for chat
+    "message": str,  # JSON assistant message, only when it holds more than `text` (tool calls); else null
     "finish_reason": str,
     "tokens": int,
     "score": float,
@@ -138,6 +140,7 @@ ROLLOUTS_COLUMNS: dict[str, type] = {
     "looks": int,  # looks the policy has taken at the shadow pairs
 }
 LOCKS_COLUMNS: dict[str, type] = {"name": str, "host": str, "pid": int, "acquired_at": float}
+META_COLUMNS: dict[str, type] = {"key": str, "value": str}  # e.g. the salt of the caller hashes
 ROLLOUT_EVENTS_COLUMNS: dict[str, type] = {
     "id": int,
     "created_at": float,
@@ -149,13 +152,14 @@ ROLLOUT_EVENTS_COLUMNS: dict[str, type] = {
 }
 
 
-def open_database(path: str | Path) -> sqlite_utils.Database:
-    """A connection with the pragmas every user of the store wants (WAL, a busy timeout).
+def open_database(path: str | Path, busy_timeout_s: float = 10.0) -> sqlite_utils.Database:
+    """A connection with the pragmas every user of the store wants (WAL, a busy timeout: how long a
+    statement waits for another connection's lock before it fails).
 
     The caller closes it; `connection` does that for one unit of work.
     """
     db = sqlite_utils.Database(path)
-    db.execute("PRAGMA busy_timeout = 10000")
+    db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
     db.enable_wal()
     return db
 
@@ -182,8 +186,21 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["rollout_events"].create(ROLLOUT_EVENTS_COLUMNS, pk="id", if_not_exists=True)
     db["rollouts"].create(ROLLOUTS_COLUMNS, pk="model", if_not_exists=True)
     db["locks"].create(LOCKS_COLUMNS, pk="name", if_not_exists=True)
+    db["meta"].create(META_COLUMNS, pk="key", if_not_exists=True)
     db["requests"].create_index(["model", "created_at"], if_not_exists=True)
     _add_missing_columns(db["rollouts"], ROLLOUTS_COLUMNS)
+    _add_missing_columns(db["requests"], REQUESTS_COLUMNS)
+
+
+def caller_salt(db: sqlite_utils.Database) -> str:
+    """This database's random salt for caller hashes, created on first use: the log never holds
+    anything from which a key could be recovered or matched against another installation's log."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'caller_salt'").fetchone()
+    if row is not None:
+        return row[0]
+    with db.conn:
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('caller_salt', ?)", [secrets.token_hex(16)])
+    return db.execute("SELECT value FROM meta WHERE key = 'caller_salt'").fetchone()[0]
 
 
 def _add_missing_columns(table: sqlite_utils.db.Table, columns: dict[str, type]) -> None:
