@@ -25,8 +25,9 @@ from gateway import __version__
 from gateway.auth import Auth, KeyCheckMiddleware, require_admin
 from gateway.backends import Backend, build_backend
 from gateway.bestofn import Engine
-from gateway.config import Settings
+from gateway.config import ServerConfig, Settings
 from gateway.errors import APIError, from_validation
+from gateway.limits import BodyLimitMiddleware, check_depth, read_body
 from gateway.metrics import Metrics, ResponseCountMiddleware
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, RolloutStart
 from gateway.rewards import build_scorer
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="TAO Gateway", version=__version__, lifespan=partial(
         lifespan, settings=settings, store=store, backends=backends, engine=engine, rollouts=rollouts))
     app.state.auth = auth
+    app.state.server = settings.server
     app.state.completions = ServingCompletions(settings, engine, rollouts, auth)
     app.state.feedback = ServingFeedback(store, auth)
     app.state.info = ServingInfo(settings, store, metrics)
@@ -61,7 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(router)
-    app.add_middleware(KeyCheckMiddleware, auth=auth)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 1024 * 1024))
+    app.add_middleware(KeyCheckMiddleware, auth=auth)  # before the body is read
     app.add_middleware(ResponseCountMiddleware, metrics=metrics)  # added last: outermost
     return app
 
@@ -107,13 +110,16 @@ def reply(result: BaseModel | AsyncIterator[bytes]) -> Response:
 
 
 async def parse_body(request: Request, model_cls: type[Body]) -> Body:
-    """The body as `model_cls`: 400 when it is not a JSON object, 422 naming the first bad field."""
+    """The body as `model_cls`: 408 when it arrives too slowly, 400 when it is not a JSON object (or
+    nests too deep), 422 naming the first bad field."""
+    limits: ServerConfig = request.app.state.server
     try:
-        data = orjson.loads(await request.body())
+        data = orjson.loads(await read_body(request.body, limits.body_timeout_s))
     except orjson.JSONDecodeError as exc:
         raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "request body must be a JSON object", code="invalid_json")
+    check_depth(data, limits.max_json_depth)
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:

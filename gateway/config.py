@@ -137,6 +137,21 @@ class AuthConfig(BaseModel):
                                         "keys (a trusted network).")
 
 
+class ServerConfig(BaseModel):
+    """The HTTP server's limits: what one client can make the gateway hold, and for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_mb: float = Field(16.0, gt=0, description="Largest request body; larger ones get 413.")
+    max_json_depth: int = Field(64, ge=2, description="Deepest nesting of objects and arrays in a body (400 past it).")
+    header_timeout_s: float = Field(10.0, gt=0, description="A connection must send a request's complete headers "
+                                    "within this (slow-client defence); else it is closed.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request body must arrive within this; else 408.")
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
+    graceful_shutdown_s: float = Field(30.0, gt=0, description="On SIGTERM, time for in-flight requests to finish "
+                                       "before the log is flushed.")
+
+
 class RolloutConfig(BaseModel):
     """How a candidate checkpoint earns traffic. See gateway/rollout.py for the statistic."""
 
@@ -246,6 +261,7 @@ class Settings(BaseSettings):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
 

@@ -98,13 +98,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.app import create_app
+    from gateway.auth import ExposedWithoutKeys, check_exposure
+    from gateway.server import serve
 
-    app = create_app(_settings(args))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
-                access_log=args.access_log, timeout_graceful_shutdown=30)
+    settings = _settings(args)
+    if args.allow_unauthenticated:
+        settings.auth.allow_unauthenticated = True
+    try:
+        check_exposure(args.host, settings.auth)
+    except ExposedWithoutKeys as exc:
+        raise SystemExit(f"tao serve: {exc}") from None
+    serve(create_app(settings), args.host, args.port, settings.server, log_level=args.log_level.lower(),
+          access_log=args.access_log)
     return 0
 
 
@@ -136,6 +142,33 @@ def _export(args: argparse.Namespace) -> int:
     count = write_jsonl(build_rows(args.format, chosen, settings.distill), args.out)
     print(f"wrote {count} {args.format} rows ({args.split} split of {len(prompts)} prompts of {model}) to {args.out}")
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from gateway.store import connection, prune, vacuum
+
+    settings = _settings(args)
+    older_than = args.older_than
+    if older_than is None:
+        if settings.store.retention_days is None:
+            raise SystemExit("tao logs prune: give --older-than (e.g. 30d) or set store.retention_days")
+        older_than = settings.store.retention_days * 86400
+    if not settings.store.path.is_file():
+        raise SystemExit(f"tao: no log at {settings.store.path} (store.path)")
+    before = time.time() - older_than
+    size = _disk_size(settings.store.path)
+    with connection(settings.store.path) as db:
+        pruned = prune(db, before)
+        if args.vacuum:
+            vacuum(db)
+    print(f"deleted {pruned.requests} requests, {pruned.candidates} candidates and {pruned.feedback} feedback rows "
+          f"older than {dt.datetime.fromtimestamp(before):%Y-%m-%d %H:%M}; {settings.store.path}: "
+          f"{size / 1e6:.1f} MB -> {_disk_size(settings.store.path) / 1e6:.1f} MB (with its WAL)")
+    return 0
+
+
+def _disk_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -229,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request line")
+    serve.add_argument("--allow-unauthenticated", action="store_true",
+                       help="listen beyond loopback with no API keys (auth.allow_unauthenticated); without it "
+                       "`tao serve --host 0.0.0.0` refuses to start until auth.api_keys is set")
     serve.set_defaults(run=_serve)
 
     distill = sub.add_parser(
@@ -306,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=parse_since, help="all, 24h, 2026-11-30, or unix seconds (default: all)")
     export.add_argument("--out", type=Path, required=True, help="output .jsonl path")
     export.set_defaults(run=_export)
+
+    prune = logs_sub.add_parser(
+        "prune", help="delete old requests and give the space back",
+        description="Delete requests older than --older-than (default: store.retention_days) with their candidates "
+        "and feedback, checkpoint the WAL with TRUNCATE, and with --vacuum rewrite the file to its new size. "
+        "Checkpoints and rollout history are kept. Safe while the gateway runs (--vacuum waits for its lock).")
+    _config_flag(prune)
+    prune.add_argument("--older-than", type=parse_duration, help="30d, 12h, ... (default: store.retention_days)")
+    prune.add_argument("--vacuum", action="store_true", help="also VACUUM (needs free disk as large as the file)")
+    prune.set_defaults(run=_prune)
     return parser
 
 

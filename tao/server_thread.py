@@ -14,6 +14,9 @@ from typing import Any
 
 import uvicorn
 
+from gateway.config import ServerConfig
+from gateway.server import uvicorn_config
+
 
 def free_port() -> int:
     """A loopback port the OS says is free now, for a server the caller starts next."""
@@ -23,11 +26,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, startup_timeout_s: float = 120.0) -> Iterator[str]:
-    """Serve `app` on 127.0.0.1:<free port>; yields the base URL; shuts down gracefully after."""
+def serve_in_thread(app: Any, *, server_config: ServerConfig | None = None,
+                    startup_timeout_s: float = 120.0) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1:<free port>; yields the base URL; shuts down gracefully after.
+    A gateway passes its `server_config` to run with the limits `tao serve` has."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
+    options = {"log_level": "warning", "access_log": False, "lifespan": "on"}
+    config = (uvicorn_config(app, "127.0.0.1", port, server_config, **options) if server_config
+              else uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s

@@ -11,7 +11,15 @@ import sqlite_utils
 from openai import OpenAI
 
 from gateway.app import create_app
-from gateway.config import AuthConfig, ModelConfig, RewardConfig, RolloutConfig, Settings, StoreConfig
+from gateway.config import (
+    AuthConfig,
+    ModelConfig,
+    RewardConfig,
+    RolloutConfig,
+    ServerConfig,
+    Settings,
+    StoreConfig,
+)
 from tao.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import running
 
@@ -67,17 +75,18 @@ def gateway(tmp_path: Path, fake, transport: str):
 
     @contextmanager
     def start(reward: dict | None = None, auth: dict | None = None, rollout: dict | None = None,
-              **model: Any) -> Iterator[Gateway]:
+              store: dict | None = None, server: dict | None = None, **model: Any) -> Iterator[Gateway]:
         config = {"name": "mock", "backend": "litellm", "model": "openai/mock", "api_base": upstream_url,
                   "api_key": "none", "best_of": 4, "max_best_of": 16, "num_retries": 0, "transport": transport, **model}
         settings = Settings(
             models=[ModelConfig(**config)],
             reward=RewardConfig(**(reward or {"kind": "default"})),
-            store=StoreConfig(path=tmp_path / "tao.db"),
+            store=StoreConfig(path=tmp_path / "tao.db", **(store or {})),
+            server=ServerConfig(**(server or {})),
             auth=AuthConfig(**(auth or {})),
             rollout=RolloutConfig(**(rollout or {})),
         )
-        with running(create_app(settings)) as url:
+        with running(create_app(settings), server_config=settings.server) as url:
             yield Gateway(url, tmp_path / "tao.db", transport)
 
     return start

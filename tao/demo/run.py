@@ -65,7 +65,7 @@ def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console:
     heldout = [p.messages[-1]["content"] for p in split(logged, settings.distill.holdout_fraction)[1]]
     console.rule(f"3/4 rollout at N=1: canary {settings.rollout.steps[0]:g} %, {len(heldout)} held-out prompts a "
                  f"round, the policy looks every {settings.rollout.pairs_per_look} shadow pairs")
-    with serve_in_thread(create_app(settings), startup_timeout_s=600) as url:
+    with serve_in_thread(create_app(settings), server_config=settings.server, startup_timeout_s=600) as url:
         admin = f"{url}/admin/rollout"
         httpx.post(f"{admin}/{model}/start", timeout=600,
                    json={"checkpoint": checkpoint_id, "canary": settings.rollout.steps[0], "best_of": 1}
@@ -108,7 +108,7 @@ def run_demo(opts: DemoConfig) -> int:
     started = time.time()
 
     console.rule(f"1/4 best-of-{opts.best_of} traffic: {opts.prompts} prompts (seed {opts.seed})")
-    with serve_in_thread(create_app(settings), startup_timeout_s=600) as url:
+    with serve_in_thread(create_app(settings), server_config=settings.server, startup_timeout_s=600) as url:
         results = send_workload(url + "/v1", model, generate_prompts(opts.prompts, seed=opts.seed),
                                 best_of=opts.best_of, concurrency=opts.concurrency, desc="best-of-N traffic",
                                 user="traffic")
