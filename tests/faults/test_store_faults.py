@@ -1,0 +1,128 @@
+"""The log never loses an acknowledged record: whatever the database does when the gateway is told
+to stop, every request a client got a 200 for is in the database, or in the spill file that the
+next start imports. Real processes: `tao serve` as a child, SIGTERM, a competing process on the
+SQLite file, a file-size limit for a full disk."""
+
+import json
+import resource
+import threading
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from gateway.store import Store, open_database
+from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.gateway_process import GatewayProcess, mock_config
+from tests.servers import running
+
+
+@pytest.fixture
+def upstream_url():
+    with running(FakeUpstream(FakeConfig(texts=["One short answer.", "Another answer, longer than that."]))) as url:
+        yield url
+
+
+def logged_ids(db: Path) -> set[str]:
+    return {row["id"] for row in sqlite_utils.Database(db)["requests"].rows}
+
+
+def spilled_ids(db: Path) -> set[str]:
+    spill = db.with_name(db.name + ".unwritten.jsonl")
+    return {json.loads(line)["request"]["id"] for line in spill.read_text().splitlines()} if spill.exists() else set()
+
+
+def restart_and_check_everything_is_logged(config: Path, db: Path, acknowledged: set[str]) -> None:
+    """Start again on a healthy disk: the spill file is imported without anyone asking."""
+    again = GatewayProcess(config)
+    spill = db.with_name(db.name + ".unwritten.jsonl")
+    again.wait_until(lambda: not spill.exists() and not list(db.parent.glob("*.importing")),
+                     "the spill file was not imported")
+    again.terminate()
+    assert acknowledged <= logged_ids(db)
+    assert "imported" in again.output
+
+
+def test_sigterm_while_another_process_locks_the_database(tmp_path: Path, upstream_url: str):
+    db = tmp_path / "tao.db"
+    config = mock_config(tmp_path / "tao.yaml", upstream_url, db)
+    gw = GatewayProcess(config)
+    acknowledged = set(gw.ask(20))
+    gw.wait_until(lambda: gw.health()["store_queue_depth"] == 0, "the first requests were not written")
+    locker = open_database(db)
+    locker.execute("BEGIN EXCLUSIVE")
+    acknowledged |= set(gw.ask(50))
+    gw.wait_until(lambda: gw._health_status() == 503, "health did not report the failing log")
+    assert "locked" in gw.health()["reason"]
+    output = gw.terminate()  # with the lock still held: shutdown may not wait for it
+    assert len(acknowledged) == 70
+    assert "50 were not" in output and "unwritten.jsonl" in output
+    locker.execute("COMMIT")
+    assert acknowledged == logged_ids(db) | spilled_ids(db)
+    restart_and_check_everything_is_logged(config, db, acknowledged)
+
+
+def test_sigterm_while_the_writer_is_behind(tmp_path: Path, upstream_url: str):
+    """Slow storage, as the gateway sees it: a competing writer holds the lock most of the time, so
+    commits are rare and the queue grows; it keeps the lock through the shutdown."""
+    db = tmp_path / "tao.db"
+    config = mock_config(tmp_path / "tao.yaml", upstream_url, db)
+    gw = GatewayProcess(config)
+    shutting_down, stop, holding = threading.Event(), threading.Event(), threading.Event()
+
+    def hog() -> None:
+        hog_db = open_database(db)
+        while not shutting_down.is_set():
+            hog_db.execute("BEGIN EXCLUSIVE")
+            holding.set()
+            if shutting_down.wait(0.4):
+                break
+            hog_db.execute("COMMIT")
+            holding.clear()
+            shutting_down.wait(0.01)
+        if not holding.is_set():
+            hog_db.execute("BEGIN EXCLUSIVE")
+            holding.set()
+        stop.wait()  # hold on until the gateway has exited
+        hog_db.execute("COMMIT")
+        hog_db.close()
+
+    thread = threading.Thread(target=hog, daemon=True)
+    thread.start()
+    acknowledged = set(gw.ask(200))
+    shutting_down.set()
+    gw.wait_until(holding.is_set, "the hog did not take the lock")
+    behind = gw.health()["store_queue_depth"]
+    assert behind > 0
+    output = gw.terminate()
+    committed = logged_ids(db)
+    stop.set()
+    thread.join()
+    assert len(acknowledged) == 200 and f"{behind} were not" in output
+    assert acknowledged == committed | spilled_ids(db) and len(committed) == 200 - behind
+    restart_and_check_everything_is_logged(config, db, acknowledged)
+
+
+def test_a_full_disk_turns_health_red_and_loses_nothing(tmp_path: Path, upstream_url: str):
+    db = tmp_path / "tao.db"
+    Store(db)  # the schema exists before the limit applies
+    config = mock_config(tmp_path / "tao.yaml", upstream_url, db)
+    limit = db.stat().st_size + 256 * 1024
+
+    def small_disk() -> None:  # no file of this process may grow past `limit` bytes
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    gw = GatewayProcess(config, preexec=small_disk)
+    acknowledged: set[str] = set()
+    for _ in range(40):  # until the log's files reach the limit
+        acknowledged |= set(gw.ask(25))
+        if gw._health_status() == 503:
+            break
+    health = gw.health()
+    # SQLite reports a file-size limit as "disk I/O error", a full file system as "database or disk is full".
+    assert health["status"] == "unavailable" and "disk" in health["reason"], health
+    acknowledged |= set(gw.ask(10))
+    gw.terminate()
+    assert acknowledged <= logged_ids(db) | spilled_ids(db)
+    assert spilled_ids(db)
+    restart_and_check_everything_is_logged(config, db, acknowledged)
