@@ -6,8 +6,10 @@ SQLite file, a file-size limit for a full disk."""
 import json
 import resource
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlite_utils
 
@@ -126,3 +128,26 @@ def test_a_full_disk_turns_health_red_and_loses_nothing(tmp_path: Path, upstream
     assert acknowledged <= logged_ids(db) | spilled_ids(db)
     assert spilled_ids(db)
     restart_and_check_everything_is_logged(config, db, acknowledged)
+
+
+def test_at_the_queue_bound_new_requests_get_503_and_nothing_accepted_is_lost(gateway):
+    with gateway(store={"max_queue": 5, "busy_timeout_s": 0.05}) as gw:
+        locker = open_database(gw.db_path)
+        locker.execute("BEGIN EXCLUSIVE")
+        accepted, refused = [], []
+        for i in range(8):
+            reply = httpx.post(gw.url + "/v1/chat/completions",
+                               json={"model": "mock", "messages": [{"role": "user", "content": f"q{i}"}]})
+            (accepted if reply.status_code == 200 else refused).append(reply)
+        assert len(accepted) == 5 and len(refused) == 3
+        assert all(r.status_code == 503 and r.headers["retry-after"] == "1" and
+                   r.json()["error"]["code"] == "store_backlogged" for r in refused)
+        health = httpx.get(gw.url + "/healthz")
+        assert health.status_code == 503 and "queue full" in health.json()["reason"]
+        locker.execute("COMMIT")
+        rows = gw.wait_for_rows(5)
+        assert {r["id"] for r in rows} == {r.json()["tao"]["request_id"] for r in accepted}
+        deadline = time.monotonic() + 10
+        while httpx.get(gw.url + "/healthz").status_code != 200:
+            assert time.monotonic() < deadline, "health did not recover once the log caught up"
+            time.sleep(0.02)
