@@ -155,7 +155,11 @@ class Engine:
     # ---- best-of-N: infer candidates → select the best → record ---------------------------------
     async def complete(self, req: ServeRequest) -> Outcome:
         """The reply to a bound request; upstream failures raise APIError (already recorded)."""
-        pool = await self.infer_candidates(req)
+        try:
+            pool = await self.infer_candidates(req)
+        except asyncio.CancelledError:  # the client left (or the server is stopping): log it, like N=1
+            self.record(req, failure=Failure(499, "client disconnected before the reply was ready"))
+            raise
         returned = select_best_candidates(pool.scores, req.n)
         tao = TaoInfo(
             request_id=req.request_id, best_of=req.best_of, n=req.n, scores=pool.scores, winner=returned[0],

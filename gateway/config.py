@@ -62,7 +62,11 @@ class ModelConfig(BaseModel):
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = Field(256, ge=1)
-    timeout_s: float = Field(60.0, gt=0, description="Per upstream call.")
+    timeout_s: float = Field(60.0, gt=0, description="Per upstream call that is not streamed: the whole answer.")
+    first_token_timeout_s: float | None = Field(None, gt=0, description="Streamed calls: time to the first "
+                                                "token (default: timeout_s).")
+    stream_idle_timeout_s: float = Field(30.0, gt=0, description="Streamed calls: longest gap between two chunks.")
+    stream_timeout_s: float = Field(600.0, gt=0, description="Streamed calls: the whole stream, however lively.")
     num_retries: int = Field(2, ge=0, description="LiteLLM retries per upstream call.")
     transport: Literal["auto", "litellm", "direct"] = Field(
         "auto",

@@ -9,10 +9,11 @@ an N=1 stream through).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -38,6 +39,7 @@ from gateway.rollout import RolloutManager
 from gateway.store import Arm, FeedbackKind, Store
 
 ARM_HEADER = "x-tao-arm"
+T = TypeVar("T")
 
 Reply = ChatCompletionResponse | CompletionResponse | AsyncIterator[bytes]  # a JSON body, or SSE bytes
 
@@ -53,11 +55,11 @@ class ServingCompletions:
 
     async def create_chat_completion(self, request: ChatCompletionRequest, raw_request: Request) -> Reply:
         self._admit()
-        return await self._serve(self._bind(request, "chat", raw_request))
+        return await self._serve(self._bind(request, "chat", raw_request), raw_request)
 
     async def create_completion(self, request: CompletionRequest, raw_request: Request) -> Reply:
         self._admit()
-        return await self._serve(self._bind(request, "completion", raw_request))
+        return await self._serve(self._bind(request, "completion", raw_request), raw_request)
 
     def _admit(self) -> None:
         """Refuse new work while the log cannot keep up: every accepted request must be logged."""
@@ -66,10 +68,10 @@ class ServingCompletions:
             raise APIError(503, "the gateway's request log is backlogged; retry shortly", type="server_error",
                            code="store_backlogged", headers={"Retry-After": "1"})
 
-    async def _serve(self, req: ServeRequest) -> Reply:
+    async def _serve(self, req: ServeRequest, raw_request: Request) -> Reply:
         if req.body.stream and req.best_of == 1:
             return await self._stream_single(req)
-        outcome = await self.engine.complete(req)
+        outcome = await until_disconnected(self.engine.complete(req), raw_request)
         return sse.replay(req, outcome) if req.body.stream else response(req, outcome)
 
     def _bind(self, body: ChatCompletionRequest | CompletionRequest, endpoint: Endpoint,
@@ -113,6 +115,33 @@ class ServingCompletions:
         except UpstreamError as exc:
             raise from_upstream(exc) from exc
         return sse.stream_through(req, reply, first, deltas)
+
+
+async def until_disconnected(work: Coroutine[Any, Any, T], raw_request: Request) -> T:
+    """The result of `work`, unless the client disconnects first: then `work` is cancelled (its
+    upstream calls with it; the engine logs the request as 499) instead of running to the end
+    for nobody."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(raw_request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this handler itself was cancelled (shutdown): take the work down too
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise APIError(499, "client disconnected before the reply was ready", code="client_disconnected")
+    return task.result()
+
+
+async def _disconnect(raw_request: Request) -> None:
+    """Returns when the client goes away (the body has been read: the next message is the disconnect)."""
+    while (await raw_request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def response(req: ServeRequest, outcome: Outcome) -> ChatCompletionResponse | CompletionResponse:

@@ -27,6 +27,7 @@ class FakeConfig:
     fail_status: int = 500
     fail_every: int = 0  # every k-th call fails (0: never)
     hang_s: float = 0.0  # sleep this long before answering (to trigger client timeouts)
+    token_gap_s: float = 0.0  # streams: pause this long before each chunk after the first
     adapter_texts: list[str] = field(default_factory=lambda: ["Hello from a LoRA adapter."])
     fail_lora_load: bool = False
 
@@ -38,6 +39,7 @@ class FakeUpstream:
         self.bodies: list[dict[str, Any]] = []
         self.adapters: dict[str, str] = {}  # loaded like vLLM's runtime LoRA: name -> path
         self._text_counter = itertools.count()
+        self.disconnects = 0  # calls whose client (the gateway) went away before the answer was complete
 
     def _next_text(self, model: str) -> str:
         texts = self.config.adapter_texts if model in self.adapters else self.config.texts
@@ -67,18 +69,22 @@ class FakeUpstream:
                 return await self._send_json(send, 400, {"error": {"message": "no such adapter path"}})
             self.adapters[request["lora_name"]] = request["lora_path"]
             return await self._send_json(send, 200, {"status": "ok"})
-        if path.endswith("/chat/completions"):
-            return await self._complete(send, orjson.loads(body), chat=True)
-        if path.endswith("/completions"):
-            return await self._complete(send, orjson.loads(body), chat=False)
+        try:
+            if path.endswith("/chat/completions"):
+                return await self._complete(send, receive, orjson.loads(body), chat=True)
+            if path.endswith("/completions"):
+                return await self._complete(send, receive, orjson.loads(body), chat=False)
+        except _ClientGone:
+            self.disconnects += 1
+            return
         await self._send_json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
-    async def _complete(self, send, body: dict[str, Any], *, chat: bool) -> None:
+    async def _complete(self, send, receive, body: dict[str, Any], *, chat: bool) -> None:
         self.calls += 1
         self.bodies.append(body)
         cfg = self.config
         if cfg.hang_s:
-            await asyncio.sleep(cfg.hang_s)
+            await _pause(receive, cfg.hang_s)
         if cfg.latency_s:
             await asyncio.sleep(cfg.latency_s)
         if cfg.fail_calls > 0 or (cfg.fail_every and self.calls % cfg.fail_every == 0):
@@ -90,7 +96,8 @@ class FakeUpstream:
         prompt_tokens = len(orjson.dumps(body.get("messages") or body.get("prompt") or "")) // 4
         created = int(time.time())
         if body.get("stream"):
-            return await self._stream(send, body, texts[0], chat=chat, created=created, prompt_tokens=prompt_tokens)
+            return await self._stream(send, receive, texts[0], chat=chat, created=created,
+                                      prompt_tokens=prompt_tokens)
         if chat:
             choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop",
                         "logprobs": None} for i, t in enumerate(texts)]
@@ -104,12 +111,14 @@ class FakeUpstream:
                       "total_tokens": prompt_tokens + completion_tokens},
         })
 
-    async def _stream(self, send, body, text: str, *, chat: bool, created: int, prompt_tokens: int) -> None:
+    async def _stream(self, send, receive, text: str, *, chat: bool, created: int, prompt_tokens: int) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
         obj = "chat.completion.chunk" if chat else "text_completion"
         words = text.split(" ")
         for i, word in enumerate(words):
+            if i and self.config.token_gap_s:
+                await _pause(receive, self.config.token_gap_s)
             piece = word if i == 0 else " " + word
             choice = ({"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat
                       else {"index": 0, "text": piece, "finish_reason": None})
@@ -132,6 +141,23 @@ class FakeUpstream:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _pause(receive, seconds: float) -> None:
+    """Sleep, unless the client disconnects first (then stop answering it, as a real server would)."""
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    try:
+        await asyncio.wait_for(disconnected(), seconds)
+    except TimeoutError:
+        return
+    raise _ClientGone
 
 
 def main() -> None:

@@ -83,7 +83,8 @@ class LiteLLMTransport:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         kwargs = self._kwargs(request, 1)
-        kwargs.update(stream=True, stream_options={"include_usage": True})
+        # A stream's deadlines (first token, gaps, total) are kept by UpstreamBackend.stream.
+        kwargs.update(stream=True, stream_options={"include_usage": True}, timeout=self.config.stream_timeout_s)
         try:
             if request.kind == "chat":
                 response = await litellm.acompletion(**kwargs)

@@ -87,6 +87,8 @@ class OpenAIHTTPTransport:
         if config.api_key:
             self.headers["Authorization"] = f"Bearer {config.api_key}"
         self._session: aiohttp.ClientSession | None = None
+        # A stream's deadlines (first token, gaps, total) are kept by UpstreamBackend.stream.
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.timeout_s)
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -130,7 +132,8 @@ class OpenAIHTTPTransport:
             last_try = attempt == self.config.num_retries
             try:
                 with self._failures("unreachable"):
-                    response = await self._session.post(self.urls[request.kind], data=body, headers=self.headers)
+                    response = await self._session.post(self.urls[request.kind], data=body, headers=self.headers,
+                                                        **({"timeout": self._stream_timeout} if stream else {}))
                     if response.status == 200:
                         return response
                     raw = await response.read()

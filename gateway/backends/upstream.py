@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -58,8 +59,28 @@ class UpstreamBackend:
     async def close(self) -> None:
         await self.transport.close()
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
-        return self.transport.stream(request)
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        """The transport's stream under three deadlines: the first token, the gap between chunks,
+        and the whole stream (a total deadline alone cut streams that were still producing)."""
+        config = self.config
+        chunks = aiter(self.transport.stream(request))
+        finish_by = time.monotonic() + config.stream_timeout_s
+        wait, what = config.first_token_timeout_s or config.timeout_s, "for the first token"
+        try:
+            while True:
+                left = finish_by - time.monotonic()
+                limit, why = (wait, what) if wait < left else (left, "for the whole stream")
+                try:
+                    async with asyncio.timeout(max(limit, 0)):
+                        delta = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise UpstreamTimeout(f"upstream stream timed out: {limit:g} s {why}") from None
+                yield delta
+                wait, what = config.stream_idle_timeout_s, "between chunks"
+        finally:
+            await chunks.aclose()
 
     async def load_adapter(self, name: str, path: str) -> None:
         """vLLM's runtime LoRA loading (the server runs with --enable-lora and
