@@ -294,13 +294,19 @@ class Engine:
         http_status = failure.status if failure else 200
         self.metrics.requests.labels(model, str(http_status)).inc()
         self.metrics.request_latency.labels(model).observe(latency_s)
+        if pool is not None and tao is not None:
+            self._observe(model, pool, tao.winner)
+        if req.model.log_requests:
+            self.store.log(self._request_log(req, pool, tao, failure, http_status, latency_s))
+
+    def _request_log(self, req: ServeRequest, pool: CandidatePool | None, tao: TaoInfo | None,
+                     failure: Failure | None, http_status: int, latency_s: float) -> RequestLog:
         status = (RequestStatus.ERROR if failure else RequestStatus.DEGRADED if tao and tao.degraded
                   else RequestStatus.OK)
         error = failure.message if failure else tao.degraded_reason if tao else None
         row = self._request_row(req, status, http_status, latency_s)
         candidates: list[dict[str, Any]] = []
         if pool is not None and tao is not None:
-            self._observe(model, pool, tao.winner)
             if pool.failures:
                 error = "; ".join(filter(None, [error, f"{len(pool.failures)} candidates failed upstream: "
                                                 f"{pool.failures[0]}"]))
@@ -317,8 +323,7 @@ class Engine:
                 for i, c in enumerate(pool.candidates)
             ]
         row["error"] = error
-        self.store.log(RequestLog(request=row, candidates=candidates))
-        self.metrics.store_queue_depth.set(self.store.queue_depth())
+        return RequestLog(request=row, candidates=candidates)
 
     def _observe(self, model: str, pool: CandidatePool, winner: int | None) -> None:
         self.metrics.upstream_latency.labels(model).observe(pool.upstream_ms / 1000)

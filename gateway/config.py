@@ -58,6 +58,8 @@ class ModelConfig(BaseModel):
     adapter: str | None = Field(None, description="Local backend: a PEFT LoRA adapter directory.")
     version: str | None = Field(None, description="Label logged as model_version; derived if unset.")
     best_of: int = Field(1, ge=1, description="Default N when the request does not say.")
+    log_requests: bool = Field(True, description="False: this model's requests are counted in the metrics "
+                               "but not logged (so never distilled), e.g. for traffic that must not be stored.")
     max_best_of: int = Field(16, ge=1, description="Largest N a request may ask for (400 past it).")
     temperature: float = 0.8
     top_p: float = 0.95
