@@ -69,7 +69,9 @@ class ModelConfig(BaseModel):
                                                 "token (default: timeout_s).")
     stream_idle_timeout_s: float = Field(30.0, gt=0, description="Streamed calls: longest gap between two chunks.")
     stream_timeout_s: float = Field(600.0, gt=0, description="Streamed calls: the whole stream, however lively.")
-    num_retries: int = Field(2, ge=0, description="LiteLLM retries per upstream call.")
+    num_retries: int = Field(2, ge=0, description="Retries per upstream call after a retryable failure "
+                             "(connection errors, 408, 409, 429, 5xx), with exponential backoff; counted in "
+                             "tao_upstream_retries_total.")
     transport: Literal["auto", "litellm", "direct"] = Field(
         "auto",
         description="litellm backend: `direct` posts to an OpenAI-compatible api_base with one pooled "

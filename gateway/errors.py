@@ -67,12 +67,18 @@ def from_upstream(exc: UpstreamError) -> APIError:
                     code="upstream_timeout" if exc.status == 504 else "upstream_error")
 
 
-class UpstreamError(Exception):
-    """The upstream failed after its retries (502), or rejected the request as invalid (400)."""
+# Upstream HTTP statuses worth another try (as LiteLLM and the OpenAI SDK retry them).
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
-    def __init__(self, message: str, *, status: int = 502) -> None:
+
+class UpstreamError(Exception):
+    """The upstream failed (502), or rejected the request as invalid (400). `retryable`: another
+    attempt may succeed (connection trouble, 429, 5xx)."""
+
+    def __init__(self, message: str, *, status: int = 502, retryable: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.retryable = retryable
 
 
 class UpstreamTimeout(UpstreamError):

@@ -24,6 +24,8 @@ class Metrics:
                                          ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.candidates = Counter("tao_candidates_generated", "Candidates generated.", ["model"], registry=r)
         self.upstream_calls = Counter("tao_upstream_calls", "Calls made to the upstream.", ["model"], registry=r)
+        self.upstream_retries = Counter("tao_upstream_retries", "Upstream calls made again after a retryable "
+                                        "failure (the upstream sees calls + retries requests).", ["model"], registry=r)
         self.upstream_failures = Counter("tao_upstream_failures", "Upstream calls or candidates that failed.",
                                          ["model"], registry=r)
         self.winner_reward = Histogram("tao_winner_reward", "Reward of the returned (top-scored) candidate.",

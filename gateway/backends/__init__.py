@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.backends.base import Backend, Candidate, Generation, GenerationRequest, StreamDelta
 from gateway.config import ModelConfig
 
 
-def build_backend(config: ModelConfig) -> Backend:
-    """The backend a model's config asks for (imports are lazy: torch only when local is used)."""
+def build_backend(config: ModelConfig, on_retry: Callable[[], None] | None = None) -> Backend:
+    """The backend a model's config asks for (imports are lazy: torch only when local is used).
+    `on_retry` counts the upstream retries of a remote model."""
     if config.backend == "litellm":  # the config's name for every remote model (LiteLLM or direct HTTP)
         from gateway.backends.upstream import UpstreamBackend
 
-        return UpstreamBackend(config)
+        return UpstreamBackend(config, on_retry)
     if config.backend == "local":
         from gateway.backends.local import LocalBackend
 

@@ -1,5 +1,6 @@
 """The LiteLLM transport: one upstream call through LiteLLM's async API, for any provider it
-speaks (OpenAI, Anthropic, Bedrock, Ollama, ...), with its provider quirks and retries."""
+speaks (OpenAI, Anthropic, Bedrock, Ollama, ...), with its provider quirks. One attempt per call:
+`UpstreamBackend` retries (and counts) retryable failures, as for the direct transport."""
 
 from __future__ import annotations
 
@@ -10,18 +11,23 @@ import litellm
 
 from gateway.backends.base import Candidate, GenerationRequest, StreamDelta
 from gateway.config import ModelConfig
-from gateway.errors import UpstreamError, UpstreamTimeout, as_upstream_error
+from gateway.errors import RETRYABLE_STATUSES, UpstreamError, UpstreamTimeout
 
 litellm.suppress_debug_info = True
 
 
 def _translate(exc: Exception) -> UpstreamError:
-    """LiteLLM's exception for a failed call, as the status the client should see."""
+    """LiteLLM's exception for a failed call, as the status the client should see and whether
+    another attempt may succeed (`UpstreamBackend` retries; LiteLLM is asked for none)."""
     if isinstance(exc, litellm.Timeout):
         return UpstreamTimeout(f"upstream timed out: {exc}")
     if isinstance(exc, litellm.BadRequestError):
         return UpstreamError(f"upstream rejected the request: {exc}", status=400)
-    return as_upstream_error(exc)
+    if isinstance(exc, UpstreamError):
+        return exc
+    retryable = (isinstance(exc, litellm.APIConnectionError)
+                 or getattr(exc, "status_code", None) in RETRYABLE_STATUSES)
+    return UpstreamError(f"upstream failed: {type(exc).__name__}: {exc}", retryable=retryable)
 
 
 def _chat_message(message: Any) -> dict[str, Any]:
@@ -47,7 +53,7 @@ class LiteLLMTransport:
         if request.adapter:  # a LoRA adapter loaded into the server is addressed as a model name
             model = f"{model.split('/', 1)[0]}/{request.adapter}"
         kwargs: dict[str, Any] = {"model": model, "timeout": self.config.timeout_s,
-                                  "num_retries": self.config.num_retries, **request.params}
+                                  "num_retries": 0, **request.params}
         if n > 1:
             kwargs["n"] = n
         if self.config.api_base:

@@ -4,14 +4,13 @@ models with an `api_base` (vLLM, SGLang, TGI, llama.cpp, Ollama's /v1, another g
 Why not LiteLLM here: `litellm.acompletion` costs ~5 ms of CPU per call on a 2-core machine
 (measured in `bench/overhead.py`), which caps a gateway at ~200 requests/s and adds ~5 ms to
 every request. For servers that already speak the OpenAI wire format there is nothing to
-translate, so one pooled aiohttp session posts the body as is. Retries mirror LiteLLM's: 408,
-409, 429 and 5xx are retried `num_retries` times with exponential backoff; timeouts are not.
-Every other provider still goes through LiteLLM.
+translate, so one pooled aiohttp session posts the body as is. One attempt per call: failures
+say whether they are worth retrying, and `UpstreamBackend` retries (and counts) them, for every
+transport alike. Every other provider still goes through LiteLLM.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,10 +20,9 @@ import orjson
 
 from gateway.backends.base import Candidate, GenerationRequest, StreamDelta
 from gateway.config import ModelConfig
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import RETRYABLE_STATUSES, UpstreamError, UpstreamTimeout
 
 DIRECT_PROVIDERS = ("openai/", "hosted_vllm/")
-RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 CLIENT_FAULT = {400, 413, 422}
 
 
@@ -115,42 +113,29 @@ class OpenAIHTTPTransport:
 
     @contextmanager
     def _failures(self, what: str) -> Iterator[None]:
-        """aiohttp's failures as the engine's: a timeout is a 504, any other client error a 502."""
+        """aiohttp's failures as the engine's: a timeout is a 504, any other client error a 502
+        worth retrying."""
         try:
             yield
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream timed out after {self.config.timeout_s:g} s") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream {what}: {type(exc).__name__}: {exc}") from exc
+            raise UpstreamError(f"upstream {what}: {type(exc).__name__}: {exc}", retryable=True) from exc
 
     async def _post(self, request: GenerationRequest, n: int, stream: bool) -> aiohttp.ClientResponse:
-        """The response, status 200, with retries; the caller reads and releases it."""
+        """The response, status 200 (the caller reads and releases it); else the failure, one attempt."""
         assert self._session is not None, "transport not started"
-        body = self._body(request, n, stream)
-        delay = 0.1
-        for attempt in range(self.config.num_retries + 1):
-            last_try = attempt == self.config.num_retries
-            try:
-                with self._failures("unreachable"):
-                    response = await self._session.post(self.urls[request.kind], data=body, headers=self.headers,
-                                                        **({"timeout": self._stream_timeout} if stream else {}))
-                    if response.status == 200:
-                        return response
-                    raw = await response.read()
-                    response.release()
-            except UpstreamTimeout:
-                raise  # not retried: the call's time budget is spent
-            except UpstreamError:
-                if last_try:
-                    raise
-            else:
-                if response.status in CLIENT_FAULT:
-                    raise UpstreamError(_error_message(response.status, raw), status=400)
-                if last_try or response.status not in RETRYABLE:
-                    raise UpstreamError(_error_message(response.status, raw))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        with self._failures("unreachable"):
+            response = await self._session.post(self.urls[request.kind], data=self._body(request, n, stream),
+                                                headers=self.headers,
+                                                **({"timeout": self._stream_timeout} if stream else {}))
+            if response.status == 200:
+                return response
+            raw = await response.read()
+            response.release()
+        if response.status in CLIENT_FAULT:
+            raise UpstreamError(_error_message(response.status, raw), status=400)
+        raise UpstreamError(_error_message(response.status, raw), retryable=response.status in RETRYABLE_STATUSES)
 
     async def call(self, request: GenerationRequest, n: int) -> tuple[list[Candidate], int]:
         response = await self._post(request, n, stream=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import httpx
@@ -24,6 +24,10 @@ from gateway.config import ModelConfig
 from gateway.errors import UpstreamError, UpstreamTimeout, as_upstream_error
 
 log = logging.getLogger(__name__)
+
+RETRY_DELAY_S = 0.1  # the first retry's wait; doubled per retry up to MAX_RETRY_DELAY_S
+MAX_RETRY_DELAY_S = 2.0
+FIRST_TOKEN = "for the first token"
 
 
 class Transport(Protocol):
@@ -46,10 +50,11 @@ def choose_transport(config: ModelConfig) -> Transport:
 class UpstreamBackend:
     """A remote model behind a transport; this side decides how N candidates are asked for."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, on_retry: Callable[[], None] | None = None) -> None:
         self.config = config
         self.model_version = config.version or config.model
         self.transport = choose_transport(config)
+        self._on_retry = on_retry or (lambda: None)
         # Learned on first use under n_strategy=auto: does the provider return n choices per call?
         self._native_n = config.n_strategy != "fanout"
 
@@ -65,7 +70,8 @@ class UpstreamBackend:
         config = self.config
         chunks = aiter(self.transport.stream(request))
         finish_by = time.monotonic() + config.stream_timeout_s
-        wait, what = config.first_token_timeout_s or config.timeout_s, "for the first token"
+        wait, what = config.first_token_timeout_s or config.timeout_s, FIRST_TOKEN
+        retries, delay = 0, RETRY_DELAY_S
         try:
             while True:
                 left = finish_by - time.monotonic()
@@ -77,10 +83,35 @@ class UpstreamBackend:
                     return
                 except TimeoutError:
                     raise UpstreamTimeout(f"upstream stream timed out: {limit:g} s {why}") from None
+                except UpstreamError as exc:  # before the first chunk a stream can start over
+                    if what != FIRST_TOKEN or not exc.retryable or retries == config.num_retries:
+                        raise
+                    retries += 1
+                    self._on_retry()
+                    await chunks.aclose()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_DELAY_S)
+                    chunks = aiter(self.transport.stream(request))
+                    continue
                 yield delta
                 wait, what = config.stream_idle_timeout_s, "between chunks"
         finally:
             await chunks.aclose()
+
+    async def _call(self, request: GenerationRequest, n: int) -> tuple[list[Candidate], int]:
+        """One upstream call, retried `num_retries` times with exponential backoff when the failure
+        is retryable (each retry counted: the upstream sees calls + retries requests)."""
+        delay = RETRY_DELAY_S
+        for attempt in range(self.config.num_retries + 1):
+            try:
+                return await self.transport.call(request, n)
+            except UpstreamError as exc:
+                if not exc.retryable or attempt == self.config.num_retries:
+                    raise
+            self._on_retry()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY_S)
+        raise AssertionError("unreachable")
 
     async def load_adapter(self, name: str, path: str) -> None:
         """vLLM's runtime LoRA loading (the server runs with --enable-lora and
@@ -98,7 +129,7 @@ class UpstreamBackend:
             raise UpstreamError(f"loading adapter {name} failed: HTTP {response.status_code}: {response.text[:300]}")
 
     async def _fan_out(self, request: GenerationRequest, count: int) -> tuple[list[Candidate], int, list[Exception]]:
-        results = await asyncio.gather(*(self.transport.call(request, 1) for _ in range(count)),
+        results = await asyncio.gather(*(self._call(request, 1) for _ in range(count)),
                                        return_exceptions=True)
         candidates: list[Candidate] = []
         prompt_tokens = 0
@@ -114,13 +145,13 @@ class UpstreamBackend:
     async def generate(self, request: GenerationRequest) -> Generation:
         n = request.n
         if n == 1:
-            candidates, prompt_tokens = await self.transport.call(request, 1)
+            candidates, prompt_tokens = await self._call(request, 1)
             return self._finish(candidates, prompt_tokens, 1, [])
         if not self._native_n:
             candidates, prompt_tokens, failures = await self._fan_out(request, n)
             return self._finish(candidates, prompt_tokens, n, failures)
         try:
-            candidates, prompt_tokens = await self.transport.call(request, n)
+            candidates, prompt_tokens = await self._call(request, n)
         except UpstreamError as exc:
             if exc.status != 400 or self.config.n_strategy == "native":
                 raise
