@@ -75,6 +75,10 @@ class GatewayProcess:
     def terminate(self, timeout_s: float = 60.0) -> str:
         """SIGTERM, and the process's whole output once it has exited (fails if it does not in time)."""
         self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout_s)
+
+    def wait_exit(self, timeout_s: float = 60.0) -> str:
+        """The process's whole output once it has exited (after a signal sent by the caller)."""
         try:
             self.output, _ = self.proc.communicate(timeout=timeout_s)
         finally:

@@ -43,8 +43,23 @@ def test_compose_file_is_consistent():
     assert (DEPLOY / services["gateway"]["build"]["dockerfile"].removeprefix("deploy/")).is_file()
 
 
-def test_the_deploy_config_is_a_valid_tao_config():
+def test_the_gateway_takes_its_keys_from_the_environment_and_prometheus_scrapes_with_one():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    environment = compose["services"]["gateway"]["environment"]
+    assert environment["TAO_AUTH__API_KEYS"].startswith("${TAO_API_KEYS:?")  # compose refuses to start without
+    assert environment["TAO_AUTH__ADMIN_KEY"].startswith("${TAO_ADMIN_KEY:?")
+    assert compose["secrets"]["tao_metrics_key"] == {"environment": "TAO_METRICS_KEY"}
+    assert "tao_metrics_key" in compose["services"]["prometheus"]["secrets"]
+    [job] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/tao_metrics_key"
+
+
+def test_the_deploy_config_is_a_valid_tao_config(monkeypatch):
+    monkeypatch.setenv("TAO_AUTH__API_KEYS", '["sk-client", "sk-metrics"]')
+    monkeypatch.setenv("TAO_AUTH__ADMIN_KEY", "sk-admin")
     settings = load_settings(DEPLOY / "tao.yaml")
+    assert settings.auth.api_keys == ["sk-client", "sk-metrics"] and settings.auth.admin_key == "sk-admin"
+    assert settings.auth.public_paths == ["/healthz"]
     [model] = settings.models
     assert model.api_base == "http://vllm:8000/v1" and model.model.startswith("hosted_vllm/")
     assert settings.distill.base_model and settings.store.path == Path("/data/tao.db")

@@ -158,3 +158,22 @@ def wait_until_written(store: Store, timeout_s: float = 30.0) -> None:
     while store.queue_depth():
         assert time.monotonic() < deadline, f"{store.queue_depth()} records still queued"
         time.sleep(0.01)
+
+
+def test_the_writer_applies_retention_days(tmp_path: Path):
+    store = Store(tmp_path / "tao.db", flush_interval_s=0.01)
+    store.start()
+    old = record(0)
+    old.request["created_at"] = time.time() - 40 * 86400
+    store.log(old)
+    store.log(record(1))
+    store.close()
+    keeping = Store(tmp_path / "tao.db", flush_interval_s=0.01, retention_days=30)
+    keeping.start()
+    deadline = time.monotonic() + 10
+    with keeping.connection() as db:
+        while db["requests"].count != 1:
+            assert time.monotonic() < deadline, "retention was not applied"
+            time.sleep(0.01)
+        assert [r["id"] for r in db["requests"].rows] == ["r1"] and db["candidates"].count == 2
+    keeping.close()
