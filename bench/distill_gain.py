@@ -42,7 +42,8 @@ from gateway.config import (
     with_updates,
 )
 from gateway.rewards import build_scorer
-from gateway.rewards.instructions import detect, repetition, words
+from gateway.rewards.instructions import detect
+from gateway.rewards.text import repetition, words
 from gateway.stats import z_for
 from gateway.store import connection
 from tao.console import print_outcome
@@ -71,7 +72,7 @@ class DistillGainConfig(BaseModel):
 
 
 def kinds(prompt: LoggedPrompt) -> set[str]:
-    return {c.instruction.id for c in detect(prompt.prompt_text)}
+    return {c.kind for c in detect(prompt.prompt_text)}
 
 
 def plain(texts: list[str]) -> list[LoggedPrompt]:

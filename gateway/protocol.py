@@ -65,10 +65,9 @@ class ChatCompletionRequest(SamplingFields):
 
 
 def scored_prompt(messages: list[ChatMessage]) -> str:
-    """What scorers read of a conversation: system instructions plus the latest user turn."""
-    system = [m.text() for m in messages if m.role in ("system", "developer")]
-    users = [m.text() for m in messages if m.role == "user"]
-    return "\n\n".join([*system, *users[-1:]])
+    """What scorers read of a conversation: the system instructions and every user turn, in order
+    (a constraint stated in an earlier turn still applies to the reply)."""
+    return "\n\n".join(m.text() for m in messages if m.role in ("system", "developer", "user"))
 
 
 class CompletionRequest(SamplingFields):

@@ -5,11 +5,12 @@ import pytest
 from gateway.config import RewardConfig
 from gateway.rewards import build_scorer, scorer_kinds
 from gateway.rewards.default import instruction_following
-from gateway.rewards.instructions import detect, repetition
+from gateway.rewards.instructions import detect
+from gateway.rewards.text import repetition
 
 
 def ids(prompt: str) -> set[str]:
-    return {c.instruction.id for c in detect(prompt)}
+    return {c.kind for c in detect(prompt)}
 
 
 @pytest.mark.parametrize(
@@ -19,14 +20,18 @@ def ids(prompt: str) -> set[str]:
         ("Write at least 8 words about rain.", "Rain falls softly on the quiet town tonight.", "Rain falls."),
         ("List exactly 3 bullet points about cats.", "- soft\n- curious\n- independent", "- soft\n- curious"),
         ("Answer in exactly 2 sentences.", "Cats purr. Dogs bark.", "Cats purr. Dogs bark. Birds sing."),
-        ("Write 2 paragraphs about tea.", "Tea is old.\n\nTea is loved.", "Tea is old. Tea is loved."),
+        ("Write 2 paragraphs about tea, separated by ***.", "Tea is old.\n***\nTea is loved.", "Tea is old. Tea is loved."),
         ("Include the word 'ocean' in your reply.", "The ocean is deep.", "The sea is deep."),
         ("Do not use the word 'very' anywhere.", "It is quite big.", "It is very big."),
         ("Reply in all lowercase letters.", "hello there.", "Hello there."),
-        ("Reply in all capital letters.", "HELLO THERE.", "Hello there."),
+        ("Reply in all capital letters.", "TEA IS A WARM DRINK LOVED BY MANY PEOPLE.", "Tea is a warm drink loved by many people."),
         ("Return the answer as valid JSON.", '```json\n{"a": 1}\n```', "a is 1"),
         ("End your response with the phrase 'Any questions?'", "That is all. Any questions?", "That is all."),
-        ("Start your answer with 'Yes'.", "Yes, it works.", "It works."),
+        ("Please make sure the letter 'z' appears at least 3 times.", "Zebras zigzag in a zoo.", "Cats nap."),
+        ("Respond only in Spanish, please.", "El té es una bebida caliente muy popular en todo el mundo.",
+         "Tea is a hot drink that is very popular all over the world."),
+        ("Wrap your entire answer in double quotation marks.", '"Tea is good."', "Tea is good."),
+        ("Highlight at least 2 sections with markdown, i.e. *highlighted section*.", "*Tea* is *good*.", "Tea is good."),
         ("Write a line without any commas.", "No commas here.", "Well, commas here."),
         ("Give it a title wrapped in double angular brackets, like <<title>>.", "<<Tea>>\nTea is good.", "Tea is good."),
         ("Add a postscript starting with P.S.", "Done.\nP.S. thanks", "Done."),
@@ -40,7 +45,7 @@ def test_each_instruction_prefers_the_compliant_reply(prompt, good, bad):
 
 def test_several_constraints_are_checked_together():
     prompt = "In at most 10 words and all lowercase, describe the moon. Include the word 'silver'."
-    assert ids(prompt) == {"max_words", "lowercase", "include_word"}
+    assert ids(prompt) == {"number_words", "english_lowercase", "existence"}
     all_three, two, none = instruction_following(prompt, [
         "the silver moon glows.", "The silver moon glows.", "The Moon is a large rocky satellite orbiting the Earth slowly.",
     ])
@@ -68,8 +73,8 @@ def test_near_empty_replies_do_not_win(prompt):
 
 def test_short_loops_count_as_repetition_and_a_is_not_a_number():
     assert repetition("the the the the") > 0
-    assert "bullets" not in ids("Describe owls. Use a bullet to list facts.")
-    assert "exact_sentences" not in ids("Describe owls in a sentence or two.")
+    assert "number_bullet_lists" not in ids("Describe owls. Use a bullet to list facts.")
+    assert "number_sentences" not in ids("Describe owls in a sentence or two.")
 
 
 def test_a_postscript_is_not_one_of_the_sentences():

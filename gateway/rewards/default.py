@@ -4,10 +4,11 @@ For each candidate:
 
     score = substance * (0.75 * compliance + 0.20 * (1 - repetition) + 0.05 * ends_cleanly)
 
-- compliance: the share of the prompt's verifiable instructions the reply satisfies (see
-  `gateway.rewards.instructions.INSTRUCTIONS`: word, sentence, paragraph and bullet counts,
-  required and forbidden words, lower/upper case, JSON, start/end phrases, no commas, a <<title>>,
-  a P.S.). A prompt with no such instruction gives every reply compliance 1.
+- compliance: the share of the prompt's verifiable instructions the reply satisfies: the
+  instruction kinds of IFEval (word, sentence, paragraph and bullet counts, keywords, language,
+  case, JSON, sections, highlights, placeholders, start/end, quotation, no commas, a <<title>>, a
+  P.S., ...), read from the prompt by `gateway.rewards.instructions.detect` and checked with
+  IFEval's checkers. A prompt with no such instruction gives every reply compliance 1.
 - repetition: the share of repeated word trigrams (degenerate loops score low).
 - ends_cleanly: 1 when the reply ends with terminal punctuation, a closing bracket or quote
   (i.e. it was not cut off mid-sentence).
@@ -23,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.rewards.base import FunctionScorer
-from gateway.rewards.instructions import Constraint, detect, parse_number, repetition, words
+from gateway.rewards.instructions import Constraint, detect
+from gateway.rewards.text import repetition, words
 
 COMPLIANCE_WEIGHT = 0.75
 FLUENCY_WEIGHT = 0.20
@@ -34,7 +36,8 @@ _CLEAN_ENDINGS = tuple(".!?)]}\"'`»”’>")
 
 def substance_floor(constraints: list[Constraint]) -> float:
     """Words a reply needs for full credit: `MIN_WORDS`, or half the tightest stated word limit."""
-    limits = [parse_number(c.match[2]) for c in constraints if c.instruction.id == "max_words"]
+    limits = [c.kwargs["num_words"] for c in constraints
+              if c.kind == "number_words" and c.kwargs["relation"] in ("less than", "at most")]
     return max(1.0, min([MIN_WORDS, *(limit / 2 for limit in limits)]))
 
 

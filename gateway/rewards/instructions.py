@@ -1,205 +1,493 @@
-"""Verifiable instructions: find the constraints a prompt states, and check a reply against them.
+"""Verifiable instructions: find what a prompt asks of the reply's form, as IFEval instructions.
 
-Each `Instruction` pairs a pattern that recognises the constraint in the prompt (IFEval-style
-phrasing: "in at most 50 words", "exactly 3 bullet points", "end your response with 'Done.'")
-with a check of the reply. The default scorer uses them, and so does the demo's prompt generator,
-so the prompts it writes are exactly the ones the scorer can verify.
+`detect(prompt)` turns free prompt text (system message and every user turn) into
+`Constraint`s: an IFEval instruction id with its kwargs ("in under fifty words" →
+`length_constraints:number_words {relation: "less than", num_words: 50}`). Checking a reply is
+IFEval's own code (`checks.py`); reading the phrasings people use is ours, and it is written
+against a corpus of prompts written independently of it (`tests/data/instruction_prompts.jsonl`,
+precision and recall per kind in the README).
+
+How it reads: the prompt is cut into clauses (sentences, lines, list items); each kind has a
+few patterns over a clause, with numbers as digits or words and relations in the words people
+use ("under", "no more than", "at least", "roughly", "exactly", or none: "in 3 sentences").
+Quoted text carries the arguments (keywords, end phrases). A clause that talks *about* a form
+without asking for it ("What is a comma splice?") does not match, because every pattern needs
+the reply as its object or an imperative around it.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-# "a" is not a number: "use a bullet" or "in a sentence" states a format, not a count; "a single" is one.
-NUMBER_WORDS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a single": 1,
+from gateway.rewards.checks import satisfied
+from gateway.rewards.text import NUMBER, parse_number
+
+# ---- vocabulary --------------------------------------------------------------------------------------
+_REL = {
+    "less than": r"less than|fewer than|under|below|shorter than|not (?:even )?reach(?:ing)?",
+    "at most": r"at most|no more than|not more than|no longer than|not longer than|a maximum of|maximum of|max(?:imum)?"
+               r"\.?|up to|not (?:to )?exceed(?:ing)?|(?:does|do|should|must|shall|will) not exceed|within|limit(?:ed)? "
+               r"(?:it |yourself |your (?:answer|response|reply) )?to|capped at|no greater than",
+    "at least": r"at least|no fewer than|no less than|not less than|not fewer than|a minimum of|minimum of|min\.?",
+    "more than": r"more than|over|greater than|longer than|exceed(?:ing|s)?|in excess of",
+    "exactly": r"exactly|precisely|just|only|strictly",
+    "about": r"about|around|roughly|approximately|approx\.?|~|close to|somewhere around|in the neighbou?rhood of",
 }
-_NUM = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten|a single)"
-_QUOTED = r"[\"'“‘]([^\"'”’]+)[\"'”’]"
+_REL_ANY = "|".join(f"(?:{v})" for v in _REL.values())
+_AFTER = {"at most": r"or (?:less|fewer)|at most|max(?:imum)?|tops|or under", "at least": r"or more|at least|minimum|"
+          r"or longer|plus"}
 
+_QUOTE = r"[\"“”'‘’`«»]"
+_QUOTED = rf"(?:\"([^\"\n]{{1,120}})\"|“([^”\n]{{1,120}})”|‘([^’\n]{{1,120}})’|(?<![A-Za-z])'([^'\n]{{1,120}})'(?![A-Za-z])|`([^`\n]{{1,120}})`|«([^»\n]{{1,120}})»)"
+_REPLY = r"(?:response|answer|reply|output|text|essay|email|e-mail|letter|story|poem|post|message|summary|description|" \
+         r"explanation|article|note|review|paragraph|speech|pitch|report|blurb|piece|write-?up|story|list|it)"
 
-def parse_number(token: str) -> int:
-    """A count as the prompt states it: "3", "three", "a single"."""
-    return int(token) if token.isdigit() else NUMBER_WORDS[token.lower()]
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[A-Za-z0-9']+", text)
-
-
-_POSTSCRIPT = re.compile(r"(?:^|\s)P\.\s?S\.", flags=re.IGNORECASE)
-
-
-def body(text: str) -> str:
-    """The reply without its postscript: a "P.S. ..." is an addition, not one of the body's sentences."""
-    match = _POSTSCRIPT.search(text)
-    return text[:match.start()] if match else text
-
-
-def sentences(text: str) -> list[str]:
-    """Sentences of the reply's body (its postscript, if any, is not counted)."""
-    return [s for s in re.split(r"(?<=[.!?])\s+", body(text).strip()) if words(s)]
-
-
-def paragraphs(text: str) -> list[str]:
-    return [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
-
-
-def bullets(text: str) -> list[str]:
-    return re.findall(r"^\s*(?:[-*•]|\d+[.)])\s+\S", text, flags=re.MULTILINE)
-
-
-def _strip_fences(text: str) -> str:
-    match = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
-    return (match.group(1) if match else text).strip()
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(_strip_fences(text))
-    except ValueError:
-        return False
-    return True
-
-
-def _has_word(text: str, word: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE) is not None
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """One kind of checkable constraint."""
-
-    id: str
-    description: str
-    pattern: re.Pattern[str]
-    check: Callable[[str, re.Match[str]], bool]
-
-
-def _rx(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, flags=re.IGNORECASE)
-
-
-INSTRUCTIONS: list[Instruction] = [
-    Instruction(
-        "max_words", "at most / no more than / fewer than N words",
-        _rx(rf"(at most|no more than|fewer than|less than|under|up to|maximum of)\s+{_NUM}\s+words"),
-        lambda t, m: len(words(t)) < parse_number(m[2]) if m[1].lower() in ("fewer than", "less than", "under")
-        else len(words(t)) <= parse_number(m[2]),
-    ),
-    Instruction(
-        "min_words", "at least N words",
-        _rx(rf"at least\s+{_NUM}\s+words"),
-        lambda t, m: len(words(t)) >= parse_number(m[1]),
-    ),
-    Instruction(
-        "max_sentences", "at most N sentences",
-        _rx(rf"(?:at most|no more than|up to)\s+{_NUM}\s+sentences?"),
-        lambda t, m: 0 < len(sentences(t)) <= parse_number(m[1]),
-    ),
-    Instruction(
-        "exact_sentences", "exactly N sentences / in N sentences",
-        _rx(rf"(?:exactly|in|using|with)\s+{_NUM}\s+sentences?"),
-        lambda t, m: len(sentences(t)) == parse_number(m[1]),
-    ),
-    Instruction(
-        "bullets", "exactly N bullet points",
-        _rx(rf"{_NUM}\s+bullet(?:\s+points|s)?\b"),
-        lambda t, m: len(bullets(t)) == parse_number(m[1]),
-    ),
-    Instruction(
-        "paragraphs", "exactly N paragraphs (blank-line separated)",
-        _rx(rf"{_NUM}\s+paragraphs?"),
-        lambda t, m: len(paragraphs(t)) == parse_number(m[1]),
-    ),
-    Instruction(
-        "include_word", "include / mention / use the word 'X'",
-        _rx(rf"(?<!not )(?<!n't )(?<!never )\b(?:include|mention|use|contain)s?\s+the\s+(?:word|keyword|term)\s+{_QUOTED}"),
-        lambda t, m: _has_word(t, m[1]),
-    ),
-    Instruction(
-        "forbid_word", "do not use / avoid / without the word 'X'",
-        _rx(rf"(?:do not|don't|never|without|avoid)\s+(?:use |using |mention |mentioning |say |saying )?the\s+word\s+{_QUOTED}"),
-        lambda t, m: not _has_word(t, m[1]),
-    ),
-    Instruction(
-        "lowercase", "all lowercase letters",
-        _rx(r"all lowercase|in lowercase|only lowercase|lowercase letters only|no capital letters"),
-        lambda t, m: any(c.isalpha() for c in t) and t == t.lower(),
-    ),
-    Instruction(
-        "uppercase", "all capital letters",
-        _rx(r"all (?:capital letters|uppercase|caps)|in (?:all )?capital letters|in uppercase"),
-        lambda t, m: any(c.isalpha() for c in t) and t == t.upper(),
-    ),
-    Instruction(
-        "json", "the whole reply is valid JSON (code fences allowed)",
-        _rx(r"\b(?:valid|in|as)\s+json\b|\bjson (?:object|format)\b"),
-        lambda t, m: _is_json(t),
-    ),
-    Instruction(
-        "end_phrase", "end the reply with the exact phrase 'X'",
-        _rx(rf"end (?:your (?:response|answer|reply) )?with (?:the (?:exact )?(?:phrase|words?|sentence) )?{_QUOTED}"),
-        lambda t, m: t.rstrip().endswith(m[1].strip()),
-    ),
-    Instruction(
-        "start_phrase", "start the reply with 'X'",
-        _rx(rf"(?:start|begin) (?:your (?:response|answer|reply) )?with (?:the (?:exact )?(?:phrase|words?) )?{_QUOTED}"),
-        lambda t, m: t.lstrip().lower().startswith(m[1].strip().lower()),
-    ),
-    Instruction(
-        "no_commas", "no commas anywhere",
-        _rx(r"(?:without|do not use|don't use|no|avoid)\s+(?:any\s+)?commas"),
-        lambda t, m: "," not in t,
-    ),
-    Instruction(
-        "title", "a title wrapped in double angular brackets <<like this>>",
-        _rx(r"title\b[^.]*<<"),
-        lambda t, m: re.search(r"<<[^<>\n]+>>", t) is not None,
-    ),
-    Instruction(
-        "postscript", "a postscript starting with P.S. (any case: \"p.s.\" satisfies it in an all-lowercase reply)",
-        _rx(r"postscript|\bP\.S\."),
-        lambda t, m: _POSTSCRIPT.search(t) is not None,
-    ),
-]
+LANGUAGES = {
+    "english": "en", "spanish": "es", "french": "fr", "german": "de", "italian": "it", "portuguese": "pt",
+    "dutch": "nl", "russian": "ru", "chinese": "zh", "mandarin": "zh", "japanese": "ja", "korean": "ko",
+    "arabic": "ar", "hindi": "hi", "bengali": "bn", "urdu": "ur", "turkish": "tr", "polish": "pl", "swedish": "sv",
+    "norwegian": "no", "danish": "da", "finnish": "fi", "greek": "el", "hebrew": "he", "thai": "th",
+    "vietnamese": "vi", "indonesian": "id", "malay": "ms", "swahili": "sw", "persian": "fa", "farsi": "fa",
+    "ukrainian": "uk", "czech": "cs", "romanian": "ro", "hungarian": "hu", "tamil": "ta", "telugu": "te",
+    "marathi": "mr", "gujarati": "gu", "kannada": "kn", "punjabi": "pa", "nepali": "ne", "tagalog": "tl",
+}
 
 
 @dataclass(frozen=True)
 class Constraint:
-    """An instruction found in a specific prompt, ready to check replies against."""
+    """One instruction a prompt states: an IFEval instruction id and its arguments."""
 
-    instruction: Instruction
-    match: re.Match[str]
+    id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The short name: "number_words" for "length_constraints:number_words"."""
+        return self.id.split(":", 1)[1]
 
     def satisfied_by(self, text: str) -> bool:
-        return bool(self.instruction.check(text, self.match))
+        return satisfied(self.id, self.kwargs, text)
+
+
+def _quoted(text: str) -> list[str]:
+    return [next(g for g in m.groups() if g is not None).strip() for m in re.finditer(_QUOTED, text)]
+
+
+def _clauses(prompt: str) -> list[str]:
+    """Sentences, lines and list items: the unit a pattern reads (quotes are kept whole)."""
+    parts = []
+    for line in re.split(r"\n+", prompt):
+        line = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", line)
+        parts += [p for p in re.split(r"(?<=[.!?;])\s+(?=[A-Z(\"“'])", line) if p.strip()]
+    return parts
+
+
+def _relation(before: str | None, after: str | None, default: str = "exactly") -> str:
+    for name in ("less than", "at most", "at least", "more than", "about", "exactly"):
+        if before and re.fullmatch(_REL[name], before.strip(), flags=re.IGNORECASE):
+            return name
+    for name, pattern in _AFTER.items():
+        if after and re.fullmatch(pattern, after.strip(), flags=re.IGNORECASE):
+            return name
+    return default
+
+
+def _counted(clause: str, unit: str) -> tuple[str, int] | None:
+    """(relation, count) for "<relation> <number> <unit>" in the clause ("under 50 words", "3 sentences or
+    fewer", "a 100-word summary", "word count of at most 80")."""
+    m = re.search(rf"(?:({_REL_ANY})\s+)?(?:of\s+|the\s+)?{NUMBER}(?:\s*|-)(?:{unit})\b(?:\s+({_AFTER['at most']}|"
+                  rf"{_AFTER['at least']})\b)?", clause, flags=re.IGNORECASE)
+    if m:
+        count = parse_number(m[2])
+        default = "about" if re.search(rf"{re.escape(m[2])}-(?:{unit})", clause, flags=re.IGNORECASE) else "exactly"
+        return _relation(m[1], m[3], default), count
+    m = re.search(rf"(?:{unit.split('|')[0].rstrip('s?')}\s+(?:count|limit|length))\s+(?:of|is|should be|must be|under|"
+                  rf"below|at|:)?\s*(?:({_REL_ANY})\s+)?{NUMBER}", clause, flags=re.IGNORECASE)
+    if m:
+        return _relation(m[1], None, "at most" if "limit" in m[0].lower() else "exactly"), parse_number(m[2])
+    return None
+
+
+def _is_about_the_reply(clause: str) -> bool:
+    """Does the clause ask something of the reply (an imperative, "your …", "should/must …")?"""
+    return re.search(rf"\b(?:your|you|please|make sure|ensure|must|should|need to|needs to|has to|have to|keep|write|"
+                     rf"answer|respond|reply|use|give|provide|limit|format|wrap|put|enclose|include|end|finish|"
+                     rf"conclude|start|begin|avoid|do not|don't|never|without|no|in|only|the {_REPLY})\b",
+                     clause, flags=re.IGNORECASE) is not None
+
+
+# ---- one function per kind: clause → kwargs, or None --------------------------------------------------
+def _number_words(c: str) -> dict | None:
+    found = _counted(c, r"words?")
+    if found and _is_about_the_reply(c) and not re.search(r"\bwords? (?:like|such as)\b|letter words?", c, re.I):
+        return {"relation": found[0], "num_words": found[1]}
+    return None
+
+
+def _number_sentences(c: str) -> dict | None:
+    found = _counted(c, r"sentences?|full sentences?|complete sentences?")
+    if found and _is_about_the_reply(c) and not re.search(r"\b(?:each|every|per) (?:paragraph|bullet|section)", c, re.I):
+        return {"relation": found[0], "num_sentences": found[1]}
+    return None
+
+
+def _paragraph_count(c: str) -> int | None:
+    m = re.search(rf"{NUMBER}\s+(?:separate\s+|distinct\s+|short\s+)?paragraphs?", c, flags=re.IGNORECASE)
+    return parse_number(m[1]) if m else None
+
+
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+             "ninth": 9, "tenth": 10, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "6th": 6, "last": -1}
+
+
+def _nth_paragraph(prompt: str) -> dict | None:
+    m = re.search(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th)\s+"
+                  r"paragraph\s+(?:must|should|has to|needs to|will|shall)?\s*(?:start|begin|open)s?\s+with\s+"
+                  r"(?:the\s+(?:word|term)\s+)?" + _QUOTED + r"|(?:start|begin|open)\s+(?:the\s+)?"
+                  r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th)\s+"
+                  r"paragraph\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
+    if not m:
+        return None
+    groups = m.groups()
+    nth = _ORDINALS[(groups[0] or groups[7]).lower()]
+    word = next(g for g in groups[1:7] + groups[8:] if g)
+    count = next((n for n in map(_paragraph_count, _clauses(prompt)) if n), nth)
+    return {"num_paragraphs": count, "nth_paragraph": nth, "first_word": word.strip().strip(".,").split()[0]}
+
+
+def _number_paragraphs(c: str) -> dict | None:
+    count = _paragraph_count(c)
+    if count and _is_about_the_reply(c) and not re.search(r"\b(?:each|every|per) paragraph|paragraphs? (?:below|above)",
+                                                             c, re.I):
+        return {"num_paragraphs": count}
+    return None
+
+
+def _bullets(c: str) -> dict | None:
+    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:markdown\s+|short\s+|separate\s+|distinct\s+)?"
+                  r"(?:bullet(?:ed)?[\s-]*points?|bullets|bullet[\s-]*list\s+items|bulleted\s+items|list\s+items\s+"
+                  r"(?:as|in|with)\s+bullet)", c, flags=re.IGNORECASE)
+    m = m or re.search(rf"bullet(?:ed|[\s-]point)?\s+list\s+(?:of|with|containing)\s+(?:({_REL_ANY})\s+)?{NUMBER}\s+"
+                       r"(?:items|points|entries|bullets)", c, flags=re.IGNORECASE)
+    m = m or re.search(rf"{NUMBER}\s+(?:items|points|entries|reasons|tips|ideas|steps)\b[^.]*\bbullet", c, re.I) and \
+        re.search(rf"()({NUMBER[1:-1]})\s+(?:items|points|entries|reasons|tips|ideas|steps)", c, re.I)
+    if m:
+        return {"num_bullets": parse_number(m[2])}
+    return None
+
+
+def _highlights(c: str) -> dict | None:
+    if not re.search(r"highlight", c, re.I) or not re.search(r"markdown|\*[^*\s][^*]*\*|section|part", c, re.I):
+        return None
+    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:\w+\s+)?(?:sections?|parts?|phrases?|portions?)", c, re.I)
+    m2 = re.search(rf"highlight(?:s|ed)?\s+(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
+    count = parse_number((m or m2)[2]) if (m or m2) else 1
+    return {"num_highlights": count}
+
+
+def _sections(prompt: str) -> dict | None:
+    """"N sections" in one clause, and how each is marked ("SECTION X", "Part 1") anywhere in the prompt."""
+    count = next((m for m in (re.search(rf"{NUMBER}\s+(?:\w+\s+)?(sections|parts|chapters|segments)\b", c, re.I)
+                              for c in _clauses(prompt) if not re.search(r"highlight", c, re.I)) if m), None)
+    marker = re.search(rf"(?:with|using|as|by|label(?:l?ed)?|mark(?:ed)?|begin(?:ning|s)?\s+with|start(?:ing|s)?\s+"
+                       rf"with|titled?|heading|header)\s+(?:the\s+)?(?:word\s+|label\s+|text\s+)?{_QUOTE}?(SECTION|Section|"
+                       rf"PART|Part|CHAPTER|Chapter|SEGMENT|Segment|section|part)\s+(?:X|N|\d|\[|\{{|<|#)", prompt)
+    if not count or not marker:
+        return None
+    return {"section_spliter": marker[1] if marker[1][0].isupper() else marker[1].capitalize(),
+            "num_sections": parse_number(count[1])}
+
+
+def _title(c: str) -> dict | None:
+    if re.search(r"<<[^<>]*>>|double\s+angul?ar\s+brackets|double\s+angle\s+brackets|<<\s*>>", c, re.I):
+        return {}
+    return None
+
+
+def _json(c: str) -> dict | None:
+    if not re.search(r"\bjson\b", c, re.I):
+        return None
+    if re.search(r"\b(?:this|the following|the below|below|attached|my|the given|these|that|a)\s+json\b(?!\s+"
+                 r"(?:format|object|block|output|only))|json\s+(?:schema|file|data|payload)s?\b(?! format)|what is json|"
+                 r"\bjson\s+(?:vs|versus)|parse|serializ", c, re.I) and not re.search(
+                     r"(?:wrap|format|output|respond|reply|answer|return|provide|give|write)\w*\b[^.]*\bjson", c, re.I):
+        return None
+    if re.search(rf"(?:entire|whole|full|complete)\s+(?:{_REPLY})|(?:wrap|format|output|respond|reply|answer|return|"
+                 rf"provide|give|write|present|structure|express|put)\w*\b[^.]{{0,60}}\bjson|\bjson\s+(?:format|"
+                 rf"object|only|block)|valid\s+json|in\s+json\b|as\s+json\b|json[- ]formatted", c, re.I):
+        return {}
+    return None
+
+
+def _constrained_response(c: str) -> dict | None:
+    if re.search(r"my answer is (?:yes|no|maybe)", c, re.I):
+        return {}
+    return None
+
+
+def _lowercase(c: str) -> dict | None:
+    if re.search(r"convert|lowercase\s+(?:letter|character)s?\s+(?:in|of)\s+(?:a|the|this)|(?:is|are)\s+lowercase\b|"
+                 r"function|string|variable|lowercase\s+or\s+uppercase|case[- ]sensitiv", c, re.I):
+        return None
+    if re.search(r"lower[\s-]?case|small letters|no (?:capital|uppercase|upper-case) letters|(?:without|avoid|do not use|"
+                 r"don't use|never use|no)\s+(?:any\s+)?(?:capital(?:ized)?|uppercase|upper-case)\s+letters|"
+                 r"(?:zero|no) capitali[sz]ation|(?:do not|don't|never) capitali[sz]e", c, re.I):
+        return {}
+    return None
+
+
+def _capital_frequency(c: str) -> dict | None:
+    if not re.search(r"(?:all[\s-]+cap(?:ital)?s?|all[\s-]+capital\s+letters|uppercase|upper-case|capitali[sz]ed|"
+                     r"in\s+caps|block\s+capitals|fully\s+capitali[sz]ed|entirely\s+in\s+capital)", c, re.I):
+        return None
+    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:times|words|occurrences|instances)", c, re.I)
+    m = m or re.search(rf"words?\s+[^.]*?(?:appear|used|occur)\w*\s+(?:({_REL_ANY})\s+)?{NUMBER}(?:\s+times)?", c, re.I)
+    if not m or not re.search(r"\bwords?\b", c, re.I):
+        return None
+    return {"capital_relation": _relation(m[1], None, "at least"), "capital_frequency": parse_number(m[2])}
+
+
+def _uppercase(c: str) -> dict | None:
+    if re.search(r"convert|function|string|variable|acronym", c, re.I):
+        return None
+    if re.search(r"(?:all|only|entirely|completely|exclusively|fully)\s+(?:in\s+)?(?:english\s+)?(?:capital\s+letters|"
+                 r"capitals|caps|uppercase|upper-case|upper\s+case|block\s+capitals)|in\s+(?:english\s+)?(?:capital\s+"
+                 r"letters|uppercase|upper-case|upper\s+case|block\s+capitals|all[\s-]caps|caps)\b|all[\s-]caps|"
+                 r"(?:capital|uppercase)\s+letters\s+only|every\s+letter\s+(?:should|must)\s+be\s+(?:capital|uppercase)",
+                 c, re.I):
+        return {}
+    return None
+
+
+def _end_phrase(c: str) -> dict | None:
+    m = re.search(r"(?:end|finish|conclude|close|wrap up|sign off|terminate)\w*\s+(?:off\s+)?(?:(?:your|the|this|each|"
+                  r"every)\s+(?:entire\s+|whole\s+)?\w+(?:\s+\w+)?\s+)?(?:with|by\s+(?:saying|writing))\s+(?:the\s+|this\s+"
+                  r"|these\s+)?(?:exact\s+|precise\s+|following\s+|same\s+)?(?:phrase|sentence|words?|line|question|"
+                  r"statement|text)?\s*:?\s*" + _QUOTED, c, re.I)
+    m = m or re.search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
+                       r"(?:should|must|has to|needs to|will)\s+(?:be|read)\s*:?\s*(?:exactly\s+)?" + _QUOTED, c, re.I)
+    m = m or re.search(_QUOTED + r"\s+(?:should|must)\s+be\s+the\s+(?:very\s+)?(?:last|final)\s+(?:words?|phrase|line|"
+                       r"sentence|thing)", c, re.I)
+    if not m:
+        return None
+    phrase = next(g for g in m.groups() if g is not None).strip()
+    return {"end_phrase": phrase}
+
+
+def _quotation(c: str) -> dict | None:
+    if re.search(r"(?:wrap|enclose|put|surround|place|contain|present)\w*\s+[^.]{0,60}(?:in|with|inside|within|"
+                 r"between)\s+(?:a\s+(?:pair|set)\s+of\s+)?double\s+(?:quotation\s+marks|quotes|quote\s+marks)|"
+                 r"(?:entire|whole|full)\s+(?:\w+\s+)?(?:should|must)\s+be\s+(?:in|inside|wrapped in|enclosed in)\s+"
+                 r"double\s+(?:quotation\s+marks|quotes)|double\s+quotation\s+marks\s+(?:around|wrapping)\s+"
+                 r"(?:your|the)\s+(?:entire|whole)", c, re.I):
+        return {}
+    return None
+
+
+def _no_comma(c: str) -> dict | None:
+    if re.search(r"(?:without|avoid|no|never|zero|not\s+(?:a\s+single|any|one)|don't\s+(?:use|include|put)|"
+                 r"do\s+not\s+(?:use|include|put)|refrain\s+from\s+(?:using\s+)?|free\s+of|(?:is|are)\s+not\s+allowed)"
+                 r"[^.]{0,25}\bcommas?\b|\bcommas?\b[^.]{0,30}(?:not\s+allowed|forbidden|prohibited|banned|"
+                 r"off[\s-]limits|(?:should|must|may|can)\s+not|mustn't|shouldn't|are\s+out)|comma[\s-]free|"
+                 r"\bno[\s-]comma", c, re.I) and not re.search(r"comma\s+splice|oxford\s+comma\s+(?:is|rule)|what\s+is\s+a\s+"
+                                                                r"comma|comma-separated|csv", c, re.I):
+        return {}
+    return None
+
+
+def _letter_frequency(c: str) -> dict | None:
+    m = re.search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}\s+times", c, re.I)
+    m = m or re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+times[^.]*?letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\b", c, re.I)
+    if not m:
+        return None
+    g = m.groups()
+    letter, relation, count = (g[0], g[1], g[2]) if len(g[0] or "") == 1 and g[0].isalpha() and m.re.pattern.startswith(
+        "letter") else (g[2], g[0], g[1])
+    return {"letter": letter.lower(), "let_relation": _relation(relation, None, "at least"),
+            "let_frequency": parse_number(count)}
+
+
+def _frequency(c: str) -> dict | None:
+    m = re.search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used)"
+                  rf"\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say)\w*"
+                  rf"\s+(?:the\s+(?:word|keyword|term)\s+)?{_QUOTED}\s+(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})(?:\s+times)?"
+                  rf"(?:\s+({_AFTER['at least']}|{_AFTER['at most']}))?", c, re.I)
+    if not m:
+        return None
+    g = m.groups()
+    if g[0] is not None or any(g[1:6]):
+        keyword = next(x for x in g[0:6] if x)
+        relation, count, after = g[6], g[7], None
+    else:
+        keyword = next(x for x in g[8:14] if x)
+        relation, count, after = g[14], g[15], g[16]
+    if count is None or (not re.search(r"times|twice|thrice|once", m[0], re.I)):
+        return None
+    return {"keyword": keyword, "relation": _relation(relation, after, "exactly" if relation is None and after is None
+                                                      else "at least"), "frequency": parse_number(count)}
+
+
+def _existence(c: str) -> dict | None:
+    if re.search(r"(?:do not|don't|never|avoid|without|not)\s+(?:\w+\s+){0,3}(?:the\s+)?(?:key)?(?:words?|terms?)", c, re.I):
+        return None
+    trigger = re.search(r"(?:include|incorporate|mention|use|contain|feature|work in|weave in|mentions?)\w*\s+(?:\w+\s+){0,3}?"
+                        r"(?:the\s+|these\s+|following\s+|both\s+)*(?:key)?(?:words?|terms?|phrases?)\b|"
+                        r"(?:key)?words?\s+(?:like\s+)?" + _QUOTED + r"[^.]*?(?:should|must|need to|has to|have to)\s+"
+                        r"(?:\w+\s+)?(?:appear|be\s+(?:included|used|mentioned|present))|make sure\s+(?:to\s+)?"
+                        r"(?:include|mention|use)|(?:include|incorporate|mention|use)\s+" + _QUOTED, c, re.I)
+    if not trigger:
+        return None
+    keywords = _quoted(c[trigger.start():])
+    if not keywords:
+        m = re.search(r"(?:key)?(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+and\s+|,\s*and\s+)[A-Za-z][\w-]*)*)",
+                      c[trigger.start():], re.I)
+        if not m:
+            return None
+        keywords = [k for k in re.split(r",\s*(?:and\s+)?|\s+and\s+", m[1]) if k and k.lower() not in ("in", "the")]
+    if re.search(r"times|twice|thrice|once", c[trigger.start():], re.I) and len(keywords) == 1:
+        return None  # a frequency, not just presence
+    return {"keywords": keywords} if keywords else None
+
+
+def _forbidden(c: str) -> dict | None:
+    trigger = re.search(r"(?:do not|don't|never|avoid|without|refrain from|no)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
+                        r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
+                        r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
+                        r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
+                        r"|(?:do not|don't|never|avoid)\s+(?:saying|using|mentioning|writing)\s+" + _QUOTED, c, re.I)
+    if not trigger:
+        return None
+    words_ = _quoted(c[max(0, trigger.start() - 80):]) if re.match(r"(?:words?|terms?)", trigger[0], re.I) else \
+        _quoted(c[trigger.start():])
+    if not words_:
+        m = re.search(r"(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
+                      r"[A-Za-z][\w-]*)*)", c[trigger.start():], re.I)
+        if not m:
+            return None
+        words_ = [w for w in re.split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", m[1]) if w]
+    return {"forbidden_words": words_} if words_ else None
+
+
+def _language(c: str) -> dict | None:
+    if re.search(r"translat|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b", c, re.I):
+        return None
+    m = re.search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:\w+\s+){0,4}?"
+                  r"(?:only\s+|entirely\s+|exclusively\s+|solely\s+|fully\s+|wholly\s+)?in|using|(?:language|in)\s*(?:of|:)?)"
+                  r"\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\b(?:\s+language)?", c, re.I)
+    m = m or re.search(r"\b(" + "|".join(LANGUAGES) + r")\s+(?:only|language\s+only)\b", c, re.I)
+    if not m:
+        return None
+    return {"language": LANGUAGES[m[1].lower()]}
+
+
+def _placeholders(c: str) -> dict | None:
+    if not re.search(r"placeholders?|square\s+brackets", c, re.I):
+        return None
+    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:\w+\s+)?placeholders?", c, re.I)
+    m = m or re.search(rf"placeholders?[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
+    if not m:
+        return None
+    return {"num_placeholders": parse_number(m[2])}
+
+
+def _postscript(c: str) -> dict | None:
+    if re.search(r"what\s+(?:does|is)\s+(?:a\s+)?(?:p\.?s\.?|postscript)|stand\s+for|meaning\s+of", c, re.I):
+        return None
+    if re.search(r"p\.\s?p\.\s?s", c, re.I):
+        return {"postscript_marker": "P.P.S"}
+    if re.search(r"postscript|\bp\.\s?s\.?(?=\s|$|[:\"'”)])|\bps:", c, re.I):
+        return {"postscript_marker": "P.S."}
+    return None
+
+
+def _repeat_prompt(prompt: str) -> dict | None:
+    m = re.search(r"repeat\s+(?:the|this|my|your|our)?\s*(?:\w+\s+)?(?:request|question|prompt|instruction|task|query)"
+                  r"(?:\s+below|\s+above)?\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)", prompt, re.I)
+    m = m or re.search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
+                       r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
+    if not m:
+        return None
+    quoted = re.search(r"(?:request|question|prompt|query|task)\s*:\s*(.+)$", prompt, re.I | re.S)
+    text = quoted[1].strip() if quoted else prompt.replace(m[0], "").strip()
+    return {"prompt_to_repeat": text}
+
+
+def _two_responses(c: str) -> dict | None:
+    if re.search(r"(?:two|2)\s+(?:different|distinct|separate|alternative)?\s*(?:responses|answers|versions|replies)|"
+                 r"\*{6}|six\s+asterisks", c, re.I) and re.search(r"(?:two|2)\s+\w*\s*(?:responses|answers|versions|"
+                                                                  r"replies)|\*{6}|six\s+asterisks", c, re.I):
+        return {}
+    return None
+
+
+# (instruction id, per-clause function); the whole-prompt kinds are handled in detect()
+_CLAUSE_KINDS = [
+    ("length_constraints:number_words", _number_words),
+    ("length_constraints:number_sentences", _number_sentences),
+    ("detectable_format:number_bullet_lists", _bullets),
+    ("detectable_format:number_highlighted_sections", _highlights),
+    ("detectable_format:title", _title),
+    ("detectable_format:json_format", _json),
+    ("detectable_format:constrained_response", _constrained_response),
+    ("change_case:capital_word_frequency", _capital_frequency),
+    ("change_case:english_lowercase", _lowercase),
+    ("change_case:english_capital", _uppercase),
+    ("startend:end_checker", _end_phrase),
+    ("startend:quotation", _quotation),
+    ("punctuation:no_comma", _no_comma),
+    ("keywords:letter_frequency", _letter_frequency),
+    ("keywords:frequency", _frequency),
+    ("keywords:existence", _existence),
+    ("keywords:forbidden_words", _forbidden),
+    ("language:response_language", _language),
+    ("detectable_content:number_placeholders", _placeholders),
+    ("detectable_content:postscript", _postscript),
+    ("combination:two_responses", _two_responses),
+]
+INSTRUCTION_IDS = [i for i, _ in _CLAUSE_KINDS] + ["length_constraints:number_paragraphs",
+                                                  "length_constraints:nth_paragraph_first_word",
+                                                  "combination:repeat_prompt", "detectable_format:multiple_sections"]
 
 
 def detect(prompt: str) -> list[Constraint]:
-    """Every constraint stated in the prompt (each instruction at its first mention)."""
-    found = []
-    for instruction in INSTRUCTIONS:
-        match = instruction.pattern.search(prompt)
-        if match:
-            found.append(Constraint(instruction, match))
-    # "in at most 2 sentences" and "in 2 sentences" can both appear in a long prompt; the bound wins.
-    ids = {c.instruction.id for c in found}
-    if "max_sentences" in ids and "exact_sentences" in ids:
-        found = [c for c in found if c.instruction.id != "exact_sentences"]
-    return found
+    """Every instruction the prompt states, each kind once (its first statement)."""
+    found: dict[str, Constraint] = {}
+    clauses = _clauses(prompt)
+    for clause in clauses:
+        for instruction_id, read in _CLAUSE_KINDS:
+            if instruction_id in found:
+                continue
+            kwargs = read(clause)
+            if kwargs is not None:
+                found[instruction_id] = Constraint(instruction_id, kwargs)
+    nth = _nth_paragraph(prompt)
+    if nth:
+        found["length_constraints:nth_paragraph_first_word"] = Constraint("length_constraints:nth_paragraph_first_word",
+                                                                          nth)
+    else:
+        paragraphs = next((k for k in map(_number_paragraphs, clauses) if k), None)
+        if paragraphs:
+            found["length_constraints:number_paragraphs"] = Constraint("length_constraints:number_paragraphs",
+                                                                       paragraphs)
+    sections = _sections(prompt)
+    if sections:
+        found["detectable_format:multiple_sections"] = Constraint("detectable_format:multiple_sections", sections)
+    repeat = _repeat_prompt(prompt)
+    if repeat:
+        found["combination:repeat_prompt"] = Constraint("combination:repeat_prompt", repeat)
+    _resolve_overlaps(found)
+    return list(found.values())
 
 
-def repetition(text: str) -> float:
-    """Share of repeated word trigrams, 0 (none) to ~1 (a loop): how degenerate the text is.
-    Measured from three words on (a short loop such as "the the the the" counts); under three words
-    there is no trigram and it is 0, so the scorer's `substance` factor is what keeps those from winning."""
-    tokens = [w.lower() for w in words(text)]
-    if len(tokens) < 3:
-        return 0.0
-    trigrams = list(zip(tokens, tokens[1:], tokens[2:]))
-    return 1.0 - len(set(trigrams)) / len(trigrams)
+def _resolve_overlaps(found: dict[str, Constraint]) -> None:
+    """Kinds whose phrasings overlap: the more specific reading wins."""
+    if "change_case:capital_word_frequency" in found:
+        found.pop("change_case:english_capital", None)
+    if "keywords:frequency" in found and "keywords:existence" in found:
+        keyword = found["keywords:frequency"].kwargs["keyword"].lower()
+        if [k.lower() for k in found["keywords:existence"].kwargs["keywords"]] == [keyword]:
+            found.pop("keywords:existence")
+    if "change_case:english_lowercase" in found and "change_case:english_capital" in found:
+        found.pop("change_case:english_capital")  # "no capital letters" reads as both

@@ -39,7 +39,7 @@ EXAMPLES = 5
 
 def _checks(prompt: str, text: str) -> list[dict[str, Any]]:
     """The verifiable instructions the prompt states, and whether `text` meets each."""
-    return [{"instruction": c.instruction.id, "met": c.satisfied_by(text)} for c in detect(prompt)]
+    return [{"instruction": c.kind, "met": c.satisfied_by(text)} for c in detect(prompt)]
 
 
 def _examples(heldout: list[LoggedPrompt], served: list[ServedReply]) -> list[dict[str, Any]]:

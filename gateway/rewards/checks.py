@@ -1,0 +1,82 @@
+"""Checking a reply against one instruction, with IFEval's own checkers where they fit.
+
+The checkers are IFEval's, as the `if-verifiable` package ships them (Apache-2.0), called with
+the instruction id and kwargs the prompt parser found. Two things are ours:
+- relations: IFEval knows "less than" and "at least"; people also write "at most", "more than",
+  "exactly" and "about", which are checked as one or two IFEval bounds ("exactly 3" is "at least
+  3" and "less than 4"; "about 100" is within 20 %);
+- sentence counting: IFEval's needs NLTK's punkt data, which is a download; `text.sentences`
+  splits on terminal punctuation and line breaks instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+from gateway.rewards.text import sentences
+
+ABOUT = 0.2  # "about N" accepts N ± 20 %
+
+# kwargs that carry a relation, and the count it applies to, per instruction id
+_RELATIONS = {
+    "length_constraints:number_words": ("relation", "num_words"),
+    "length_constraints:number_sentences": ("relation", "num_sentences"),
+    "keywords:frequency": ("relation", "frequency"),
+    "keywords:letter_frequency": ("let_relation", "let_frequency"),
+    "change_case:capital_word_frequency": ("capital_relation", "capital_frequency"),
+}
+
+
+@functools.cache
+def _registry() -> dict[str, Any]:
+    import langdetect  # IFEval's language check; seeded, so the same reply always gets the same verdict
+
+    from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
+
+    langdetect.DetectorFactory.seed = 0
+    return dict(INSTRUCTION_DICT)
+
+
+def bounds(relation: str, count: int) -> list[tuple[str, int]]:
+    """A relation as IFEval bounds: ("at least", n) and/or ("less than", n)."""
+    if relation == "less than":
+        return [("less than", count)]
+    if relation == "at least":
+        return [("at least", count)]
+    if relation == "at most":
+        return [("less than", count + 1)]
+    if relation == "more than":
+        return [("at least", count + 1)]
+    if relation == "exactly":
+        return [("at least", count), ("less than", count + 1)]
+    if relation == "about":
+        return [("at least", math.ceil(count * (1 - ABOUT))), ("less than", math.floor(count * (1 + ABOUT)) + 1)]
+    raise ValueError(f"unknown relation {relation!r}")
+
+
+def within(value: int, relation: str, count: int) -> bool:
+    return all(value >= n if kind == "at least" else value < n for kind, n in bounds(relation, count))
+
+
+def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
+    """Does `text` follow the instruction? Raises KeyError for an id IFEval does not know."""
+    if not text.strip():
+        return False
+    if instruction_id == "length_constraints:number_sentences":
+        return within(len(sentences(text)), kwargs["relation"], kwargs["num_sentences"])
+    if instruction_id in _RELATIONS:
+        relation_key, count_key = _RELATIONS[instruction_id]
+        return all(_ifeval(instruction_id, {**kwargs, relation_key: kind, count_key: n}, text)
+                   for kind, n in bounds(kwargs[relation_key], kwargs[count_key]))
+    return _ifeval(instruction_id, kwargs, text)
+
+
+def _ifeval(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
+    checker = _registry()[instruction_id](instruction_id)
+    checker.build_description(**kwargs)
+    try:
+        return bool(checker.check_following(text))
+    except Exception:  # noqa: BLE001 - a checker that cannot read the reply (e.g. language on digits) says no
+        return False
