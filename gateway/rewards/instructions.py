@@ -31,7 +31,7 @@ _REL = {
                r"\.?|up to|not (?:to )?exceed(?:ing)?|(?:does|do|should|must|shall|will) not exceed|within|limit(?:ed)? "
                r"(?:it |yourself |your (?:answer|response|reply) )?to|capped at|no greater than",
     "at least": r"at least|no fewer than|no less than|not less than|not fewer than|a minimum of|minimum of|min\.?",
-    "more than": r"more than|over|greater than|longer than|exceed(?:ing|s)?|in excess of",
+    "more than": r"more than|over|above|greater than|longer than|exceed(?:ing|s)?|in excess of",
     "exactly": r"exactly|precisely|just|only|strictly",
     "about": r"about|around|roughly|approximately|approx\.?|~|close to|somewhere around|in the neighbou?rhood of",
 }
@@ -53,6 +53,11 @@ LANGUAGES = {
     "ukrainian": "uk", "czech": "cs", "romanian": "ro", "hungarian": "hu", "tamil": "ta", "telugu": "te",
     "marathi": "mr", "gujarati": "gu", "kannada": "kn", "punjabi": "pa", "nepali": "ne", "tagalog": "tl",
 }
+
+
+# Languages named in their own language ("Réponds en français"), for prompts written in them.
+NATIVE_LANGUAGES = {"français": "fr", "francais": "fr", "español": "es", "espanol": "es", "castellano": "es",
+                    "deutsch": "de", "italiano": "it", "português": "pt", "portugues": "pt", "nederlands": "nl"}
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,8 @@ def _counted(clause: str, unit: str) -> tuple[str, int] | None:
                   rf"{_AFTER['at least']})\b)?", clause, flags=re.IGNORECASE)
     if m:
         count = parse_number(m[2])
-        default = "about" if re.search(rf"{re.escape(m[2])}-(?:{unit})", clause, flags=re.IGNORECASE) else "exactly"
-        return _relation(m[1], m[3], default), count
-    m = re.search(rf"(?:{unit.split('|')[0].rstrip('s?')}\s+(?:count|limit|length))\s+(?:of|is|should be|must be|under|"
+        return _relation(m[1], m[3]), count
+    m = re.search(rf"(?:{unit.split('|')[0].rstrip('s?')}\s+(?:count|limit|length))\s*(?:of|is|should be|must be|under|"
                   rf"below|at|:)?\s*(?:({_REL_ANY})\s+)?{NUMBER}", clause, flags=re.IGNORECASE)
     if m:
         return _relation(m[1], None, "at most" if "limit" in m[0].lower() else "exactly"), parse_number(m[2])
@@ -111,7 +115,13 @@ def _counted(clause: str, unit: str) -> tuple[str, int] | None:
 
 
 def _is_about_the_reply(clause: str) -> bool:
-    """Does the clause ask something of the reply (an imperative, "your …", "should/must …")?"""
+    """Does the clause ask something of the reply (an imperative, "your …", "should/must …", or a
+    requirement-list fragment such as "Exactly 3 sentences.")? Not when it is about the user's own text."""
+    if re.search(r"\bmy (?:essay|paper|thesis|assignment|article|report|book|draft|novel|story|speech)\b", clause, re.I) \
+            and not re.search(r"\byour\b", clause, re.I):
+        return False
+    if re.match(rf"\s*(?:{_REL_ANY}|{NUMBER})\b", clause, flags=re.IGNORECASE):
+        return True
     return re.search(rf"\b(?:your|you|please|make sure|ensure|must|should|need to|needs to|has to|have to|keep|write|"
                      rf"answer|respond|reply|use|give|provide|limit|format|wrap|put|enclose|include|end|finish|"
                      rf"conclude|start|begin|avoid|do not|don't|never|without|no|in|only|the {_REPLY})\b",
@@ -121,20 +131,23 @@ def _is_about_the_reply(clause: str) -> bool:
 # ---- one function per kind: clause → kwargs, or None --------------------------------------------------
 def _number_words(c: str) -> dict | None:
     found = _counted(c, r"words?")
-    if found and _is_about_the_reply(c) and not re.search(r"\bwords? (?:like|such as)\b|letter words?", c, re.I):
+    if found and _is_about_the_reply(c) and not re.search(
+            r"\bwords? (?:like|such as)\b|letter words?|words?\s+(?:in\s+)?(?:all[\s-]*caps|capital|uppercase|upper-case|"
+            r"block capitals)|(?:all[\s-]*caps|capitali[sz]ed|uppercase)\s+words", c, re.I):
         return {"relation": found[0], "num_words": found[1]}
     return None
 
 
 def _number_sentences(c: str) -> dict | None:
     found = _counted(c, r"sentences?|full sentences?|complete sentences?")
-    if found and _is_about_the_reply(c) and not re.search(r"\b(?:each|every|per) (?:paragraph|bullet|section)", c, re.I):
+    if found and _is_about_the_reply(c) and not re.search(r"\b(?:for each|each|every|per)\b|\b(?:object|field|key|"
+                                                              r"column|entry)\b", c, re.I):
         return {"relation": found[0], "num_sentences": found[1]}
     return None
 
 
 def _paragraph_count(c: str) -> int | None:
-    m = re.search(rf"{NUMBER}\s+(?:separate\s+|distinct\s+|short\s+)?paragraphs?", c, flags=re.IGNORECASE)
+    m = re.search(rf"{NUMBER}(?:\s+|-)(?:separate\s+|distinct\s+|short\s+)?paragraphs?", c, flags=re.IGNORECASE)
     return parse_number(m[1]) if m else None
 
 
@@ -143,17 +156,25 @@ _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixt
 
 
 def _nth_paragraph(prompt: str) -> dict | None:
-    m = re.search(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th)\s+"
-                  r"paragraph\s+(?:must|should|has to|needs to|will|shall)?\s*(?:start|begin|open)s?\s+with\s+"
+    m = re.search(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
+                  r"last)\s+paragraph\s+(?:must|should|has to|needs to|will|shall)?\s*(?:start|begin|open)s?\s+with\s+"
                   r"(?:the\s+(?:word|term)\s+)?" + _QUOTED + r"|(?:start|begin|open)\s+(?:the\s+)?"
-                  r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th)\s+"
-                  r"paragraph\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
+                  r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
+                  r"last)\s+paragraph\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
     if not m:
-        return None
-    groups = m.groups()
-    nth = _ORDINALS[(groups[0] or groups[7]).lower()]
+        m2 = re.search(r"first\s+word\s+of\s+the\s+(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|"
+                       r"2nd|3rd|4th|5th|6th|final|last)\s+paragraph\s+(?:should|must|has to|needs to|will)\s+be\s+"
+                       r"(?:the\s+word\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
+        if not m2:
+            return None
+        groups = (m2[1], *m2.groups()[1:], None, *([None] * 6))
+    else:
+        groups = m.groups()
+    count = next((n for n in map(_paragraph_count, _clauses(prompt)) if n), None)
+    ordinal = (groups[0] or groups[7]).lower()
+    nth = count if ordinal in ("final", "last") else _ORDINALS[ordinal]
     word = next(g for g in groups[1:7] + groups[8:] if g)
-    count = next((n for n in map(_paragraph_count, _clauses(prompt)) if n), nth)
+    count = count or nth
     return {"num_paragraphs": count, "nth_paragraph": nth, "first_word": word.strip().strip(".,").split()[0]}
 
 
@@ -192,8 +213,8 @@ def _sections(prompt: str) -> dict | None:
     count = next((m for m in (re.search(rf"{NUMBER}\s+(?:\w+\s+)?(sections|parts|chapters|segments)\b", c, re.I)
                               for c in _clauses(prompt) if not re.search(r"highlight", c, re.I)) if m), None)
     marker = re.search(rf"(?:with|using|as|by|label(?:l?ed)?|mark(?:ed)?|begin(?:ning|s)?\s+with|start(?:ing|s)?\s+"
-                       rf"with|titled?|heading|header)\s+(?:the\s+)?(?:word\s+|label\s+|text\s+)?{_QUOTE}?(SECTION|Section|"
-                       rf"PART|Part|CHAPTER|Chapter|SEGMENT|Segment|section|part)\s+(?:X|N|\d|\[|\{{|<|#)", prompt)
+                       rf"with|titled?|heading|header)\s+(?:the\s+)?(?:word\s+|label\s+|text\s+)?{_QUOTE}?([A-Z][a-z]+|[A-Z]+|section|"
+                       rf"part)\s+(?:X|N|\d|\[|\{{|<|#)", prompt)
     if not count or not marker:
         return None
     return {"section_spliter": marker[1] if marker[1][0].isupper() else marker[1].capitalize(),
@@ -242,7 +263,7 @@ def _capital_frequency(c: str) -> dict | None:
     if not re.search(r"(?:all[\s-]+cap(?:ital)?s?|all[\s-]+capital\s+letters|uppercase|upper-case|capitali[sz]ed|"
                      r"in\s+caps|block\s+capitals|fully\s+capitali[sz]ed|entirely\s+in\s+capital)", c, re.I):
         return None
-    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:times|words|occurrences|instances)", c, re.I)
+    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,2}}?(?:times|words|occurrences|instances)", c, re.I)
     m = m or re.search(rf"words?\s+[^.]*?(?:appear|used|occur)\w*\s+(?:({_REL_ANY})\s+)?{NUMBER}(?:\s+times)?", c, re.I)
     if not m or not re.search(r"\bwords?\b", c, re.I):
         return None
@@ -250,7 +271,8 @@ def _capital_frequency(c: str) -> dict | None:
 
 
 def _uppercase(c: str) -> dict | None:
-    if re.search(r"convert|function|string|variable|acronym", c, re.I):
+    if re.search(r"convert|function|string|variable|acronym|(?:never|not|n't|avoid)\s+(?:\w+\s+){0,3}(?:in\s+)?all[\s-]*caps",
+                 c, re.I):
         return None
     if re.search(r"(?:all|only|entirely|completely|exclusively|fully)\s+(?:in\s+)?(?:english\s+)?(?:capital\s+letters|"
                  r"capitals|caps|uppercase|upper-case|upper\s+case|block\s+capitals)|in\s+(?:english\s+)?(?:capital\s+"
@@ -270,6 +292,8 @@ def _end_phrase(c: str) -> dict | None:
                        r"(?:should|must|has to|needs to|will)\s+(?:be|read)\s*:?\s*(?:exactly\s+)?" + _QUOTED, c, re.I)
     m = m or re.search(_QUOTED + r"\s+(?:should|must)\s+be\s+the\s+(?:very\s+)?(?:last|final)\s+(?:words?|phrase|line|"
                        r"sentence|thing)", c, re.I)
+    m = m or re.search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
+                       r"(?:should|must|has to|needs to|will)\s+(?:be|read)\s*:\s*(.+?)\s*$", c, re.I)
     if not m:
         return None
     phrase = next(g for g in m.groups() if g is not None).strip()
@@ -298,6 +322,10 @@ def _no_comma(c: str) -> dict | None:
 
 
 def _letter_frequency(c: str) -> dict | None:
+    none = re.search(rf"(?:never|don't|do not|avoid|without|not)\s+(?:\w+\s+){{0,2}}?(?:the\s+)?letter\s+{_QUOTE}?([A-Za-z])"
+                     rf"{_QUOTE}?(?!\w)", c, re.I)
+    if none:
+        return {"letter": none[1].lower(), "let_relation": "less than", "let_frequency": 1}
     m = re.search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}\s+times", c, re.I)
     m = m or re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+times[^.]*?letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\b", c, re.I)
     if not m:
@@ -310,8 +338,8 @@ def _letter_frequency(c: str) -> dict | None:
 
 
 def _frequency(c: str) -> dict | None:
-    m = re.search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used)"
-                  rf"\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say)\w*"
+    m = re.search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
+                  rf"turns?\s+up|crops?\s+up)\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say)\w*"
                   rf"\s+(?:the\s+(?:word|keyword|term)\s+)?{_QUOTED}\s+(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})(?:\s+times)?"
                   rf"(?:\s+({_AFTER['at least']}|{_AFTER['at most']}))?", c, re.I)
     if not m:
@@ -330,13 +358,17 @@ def _frequency(c: str) -> dict | None:
 
 
 def _existence(c: str) -> dict | None:
-    if re.search(r"(?:do not|don't|never|avoid|without|not)\s+(?:\w+\s+){0,3}(?:the\s+)?(?:key)?(?:words?|terms?)", c, re.I):
+    if re.search(r"(?:do not|don't|never|avoid|without|not)\s+(?:\w+\s+){0,3}(?:the\s+)?(?:key)?(?:words?|terms?)|"
+                 r"(?:must|should|may|can|does|do|will)\s*(?:not|n't)\s+(?:appear|be\s+(?:used|included|mentioned))",
+                 c, re.I):
         return None
-    trigger = re.search(r"(?:include|incorporate|mention|use|contain|feature|work in|weave in|mentions?)\w*\s+(?:\w+\s+){0,3}?"
+    trigger = re.search(r"(?:includ|incorporat|mention|us(?=e|ing)|contain|featur|work in|weave in)\w*\s+(?:\w+\s+){0,3}?"
                         r"(?:the\s+|these\s+|following\s+|both\s+)*(?:key)?(?:words?|terms?|phrases?)\b|"
-                        r"(?:key)?words?\s+(?:like\s+)?" + _QUOTED + r"[^.]*?(?:should|must|need to|has to|have to)\s+"
-                        r"(?:\w+\s+)?(?:appear|be\s+(?:included|used|mentioned|present))|make sure\s+(?:to\s+)?"
-                        r"(?:include|mention|use)|(?:include|incorporate|mention|use)\s+" + _QUOTED, c, re.I)
+                        r"(?:key)?words?\s+(?:like\s+)?" + _QUOTED + r"[^.]*?(?:(?:should|must|need to|has to|have to|"
+                        r"will)\s+(?:\w+\s+)?)?(?:appears?|be\s+(?:included|used|mentioned|present)|shows?\s+up|"
+                        r"(?:is|gets?)\s+(?:included|used|mentioned))|make sure\s+(?:to\s+)?"
+                        r"(?:include|mention|use)|(?:^|please\s+|and\s+|also\s+|,\s*|to\s+)(?<!when to )(?<!how to )"
+                        r"(?:include|incorporate|mention|use)\s+" + _QUOTED, c, re.I)
     if not trigger:
         return None
     keywords = _quoted(c[trigger.start():])
@@ -356,9 +388,10 @@ def _forbidden(c: str) -> dict | None:
                         r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
                         r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
                         r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
-                        r"|(?:do not|don't|never|avoid)\s+(?:saying|using|mentioning|writing)\s+" + _QUOTED, c, re.I)
-    if not trigger:
-        return None
+                        r"|(?:do not|don't|never|avoid)\s+(?:say|use|write|mention|include)\w*\s+" + _QUOTED, c, re.I)
+    if not trigger or re.search(NUMBER + r"\s+(?:key)?(?:words?|terms?)\b", trigger[0], re.I) or \
+            re.search(r"\bany\s+words\s+(?:or\s+characters|before)", c, re.I):
+        return None  # "no more than thirty words" is a length; "say no words before…" is repeat_prompt's rule
     words_ = _quoted(c[max(0, trigger.start() - 80):]) if re.match(r"(?:words?|terms?)", trigger[0], re.I) else \
         _quoted(c[trigger.start():])
     if not words_:
@@ -374,18 +407,24 @@ def _language(c: str) -> dict | None:
     if re.search(r"translat|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b", c, re.I):
         return None
     m = re.search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:\w+\s+){0,4}?"
-                  r"(?:only\s+|entirely\s+|exclusively\s+|solely\s+|fully\s+|wholly\s+)?in|using|(?:language|in)\s*(?:of|:)?)"
+                  r"(?:only\s+|entirely\s+|exclusively\s+|solely\s+|fully\s+|wholly\s+)?in|\busing|\blanguage\s*(?:of|:))"
                   r"\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\b(?:\s+language)?", c, re.I)
     m = m or re.search(r"\b(" + "|".join(LANGUAGES) + r")\s+(?:only|language\s+only)\b", c, re.I)
-    if not m:
-        return None
-    return {"language": LANGUAGES[m[1].lower()]}
+    if m:
+        return {"language": LANGUAGES[m[1].lower()]}
+    m = re.search(r"\b(?:explain|describe|tell|write|summari[sz]e|answer|respond|reply|say|give)\b[^.?!]{0,80}?\bin\s+("
+                  + "|".join(LANGUAGES) + r")\b(?!\s+(?:culture|history|cuisine|literature|grammar|food|art|music))",
+                  c, re.I)
+    if m:
+        return {"language": LANGUAGES[m[1].lower()]}
+    native = re.search(r"\b(?:en|in|auf|em|in)\s+(" + "|".join(NATIVE_LANGUAGES) + r")\b", c, re.I)
+    return {"language": NATIVE_LANGUAGES[native[1].lower()]} if native else None
 
 
 def _placeholders(c: str) -> dict | None:
     if not re.search(r"placeholders?|square\s+brackets", c, re.I):
         return None
-    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:\w+\s+)?placeholders?", c, re.I)
+    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,5}}?placeholders?", c, re.I)
     m = m or re.search(rf"placeholders?[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
     if not m:
         return None
@@ -394,6 +433,9 @@ def _placeholders(c: str) -> dict | None:
 
 def _postscript(c: str) -> dict | None:
     if re.search(r"what\s+(?:does|is)\s+(?:a\s+)?(?:p\.?s\.?|postscript)|stand\s+for|meaning\s+of", c, re.I):
+        return None
+    if not re.search(r"\b(?:add|include|append|end|finish|close|conclude|write|put|attach|sign\s+off|with\s+an?|should|"
+                     r"must|please|your|need)\b", c, re.I) or re.search(r"\b(?:ended|received|saw|wrote|got)\b", c, re.I):
         return None
     if re.search(r"p\.\s?p\.\s?s", c, re.I):
         return {"postscript_marker": "P.P.S"}
@@ -409,9 +451,13 @@ def _repeat_prompt(prompt: str) -> dict | None:
                        r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
     if not m:
         return None
-    quoted = re.search(r"(?:request|question|prompt|query|task)\s*:\s*(.+)$", prompt, re.I | re.S)
-    text = quoted[1].strip() if quoted else prompt.replace(m[0], "").strip()
-    return {"prompt_to_repeat": text}
+    clauses = _clauses(prompt)
+    instruction = next(c for c in clauses if re.search(r"repeat|re-?stat", c, re.I))
+    after_colon = re.search(r":\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
+    if after_colon:
+        return {"prompt_to_repeat": after_colon[1].strip()}
+    rest = [c for c in clauses if not re.search(r"repeat|re-?stat|words or characters before", c, re.I)]
+    return {"prompt_to_repeat": " ".join(rest).strip()}
 
 
 def _two_responses(c: str) -> dict | None:
@@ -451,10 +497,17 @@ INSTRUCTION_IDS = [i for i, _ in _CLAUSE_KINDS] + ["length_constraints:number_pa
                                                   "combination:repeat_prompt", "detectable_format:multiple_sections"]
 
 
+def _asks_about_form(clause: str) -> bool:
+    """A question about a form ("What does typing in ALL CAPS mean?"), not a request for one."""
+    return clause.rstrip().endswith("?") and re.match(r"\s*(?:what|why|how|when|where|who|which|does|do|is|are|was|"
+                                                      r"were|in\s+\w+,)\b", clause, re.I) is not None and \
+        re.search(r"\b(?:you|your|please|me)\b", clause, re.I) is None
+
+
 def detect(prompt: str) -> list[Constraint]:
     """Every instruction the prompt states, each kind once (its first statement)."""
     found: dict[str, Constraint] = {}
-    clauses = _clauses(prompt)
+    clauses = [c for c in _clauses(prompt) if not _asks_about_form(c)]
     for clause in clauses:
         for instruction_id, read in _CLAUSE_KINDS:
             if instruction_id in found:
