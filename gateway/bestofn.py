@@ -27,6 +27,8 @@ from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, TaoInfo, Usage
 from gateway.request import Endpoint, ServeRequest, upstream_request
 from gateway.rewards import Scorer
+from gateway.rewards.base import INLINE_MAX_CANDIDATE_CHARS
+from gateway.rewards.consensus import consensus
 from gateway.rollout import Route
 from gateway.store import RequestLog, RequestStatus, Store
 
@@ -70,13 +72,29 @@ class CandidatePool:
                      total_tokens=self.prompt_tokens + completion_tokens)
 
 
-def select_best_candidates(scores: list[float | None], n: int) -> list[int]:
+def select_best_candidates(scores: list[float | None], n: int, texts: list[str] | None = None,
+                           tie_margin: float = 0.0) -> list[int]:
     """Indexes of the n candidates to return, best first: by reward (ties keep generation order),
-    or the first n in generation order when the candidates are unscored."""
+    or the first n in generation order when the candidates are unscored.
+
+    With `texts` and a `tie_margin`, the candidates within `tie_margin` of the best reward (the
+    ones the reward cannot tell apart, e.g. on a prompt with nothing to verify) are ordered by
+    consensus instead: the one most similar to all the others first (`rewards.consensus`). The
+    rewards themselves are not changed, so they stay comparable with N=1 replies.
+    """
     order = range(len(scores))
     if None in scores:
         return list(order)[:n]
-    return sorted(order, key=lambda i: (-scores[i], i))[:n]
+    ranked = sorted(order, key=lambda i: (-scores[i], i))
+    if texts is None or tie_margin <= 0 or len(ranked) < 2:
+        return ranked[:n]
+    best = scores[ranked[0]]
+    near = [i for i in ranked if scores[i] >= best - tie_margin]
+    if len(near) < 2 or sum(map(len, texts)) > INLINE_MAX_CANDIDATE_CHARS:
+        return ranked[:n]
+    agreement = consensus(texts)
+    near.sort(key=lambda i: (-agreement[i], i))
+    return (near + [i for i in ranked if i not in near])[:n]
 
 
 @dataclass
@@ -160,7 +178,8 @@ class Engine:
         except asyncio.CancelledError:  # the client left (or the server is stopping): log it, like N=1
             self.record(req, failure=Failure(499, "client disconnected before the reply was ready"))
             raise
-        returned = select_best_candidates(pool.scores, req.n)
+        returned = select_best_candidates(pool.scores, req.n, [c.text for c in pool.candidates],
+                                          self.reward.tie_margin)
         tao = TaoInfo(
             request_id=req.request_id, best_of=req.best_of, n=req.n, scores=pool.scores, winner=returned[0],
             ranking=returned, model_version=req.model_version, arm=req.arm,
