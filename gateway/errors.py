@@ -75,10 +75,12 @@ class UpstreamError(Exception):
     """The upstream failed (502), or rejected the request as invalid (400). `retryable`: another
     attempt may succeed (connection trouble, 429, 5xx)."""
 
-    def __init__(self, message: str, *, status: int = 502, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, status: int = 502, retryable: bool = False,
+                 upstream_status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.upstream_status = upstream_status  # the upstream's own HTTP status, when it answered
 
 
 class UpstreamTimeout(UpstreamError):

@@ -170,10 +170,13 @@ class RolloutManager:
         self.rollouts: dict[str, Rollout] = {}  # the active (canary or promoted) rollout of each model
         self._rng = random.Random()
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the serving loop, for work decided on threads
+        self._unloads: set[asyncio.Task] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def resume(self) -> None:
         """Reload active rollouts from the store (after a restart) and their adapters."""
+        self._loop = asyncio.get_running_loop()
         for rollout in await asyncio.to_thread(self._stored_active):
             if rollout.model not in self.backends:
                 continue
@@ -346,6 +349,26 @@ class RolloutManager:
         self._set(db, replace(rollout, state=RolloutState.ROLLED_BACK, share=0.0), "rollback", reason, numbers)
         self.rollouts.pop(rollout.model, None)
         set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.ROLLED_BACK)
+        self._unload_later(rollout)
+
+    def _unload_later(self, rollout: Rollout) -> None:
+        """Free the rolled-back adapter on its backend (from whichever thread decided the rollback).
+        A failure only costs the server memory, so it is logged, not raised."""
+        if self._loop is None:
+            return
+
+        async def unload() -> None:
+            try:
+                await self.backends[rollout.model].unload_adapter(adapter_name(rollout.checkpoint_id))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("unloading adapter of %s from %s failed: %s", rollout.checkpoint_id, rollout.model, exc)
+
+        def schedule() -> None:
+            task = self._loop.create_task(unload())
+            self._unloads.add(task)
+            task.add_done_callback(self._unloads.discard)
+
+        self._loop.call_soon_threadsafe(schedule)
 
     def _set(self, db: sqlite_utils.Database, rollout: Rollout, event: str, reason: str,
              numbers: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ class FakeConfig:
     token_gap_s: float = 0.0  # streams: pause this long before each chunk after the first
     adapter_texts: list[str] = field(default_factory=lambda: ["Hello from a LoRA adapter."])
     fail_lora_load: bool = False
+    known_models: list[str] | None = None  # as vLLM: other model names (not loaded adapters) get 404; None: any
 
 
 class FakeUpstream:
@@ -63,11 +64,21 @@ class FakeUpstream:
         path = scope["path"]
         if scope["method"] == "GET" and path.endswith("/models"):
             return await self._send_json(send, 200, {"object": "list", "data": [{"id": "mock", "object": "model"}]})
-        if path.endswith("/load_lora_adapter"):
+        if path.endswith("/load_lora_adapter"):  # vLLM's runtime LoRA API, with its answers
             request = orjson.loads(body)
             if self.config.fail_lora_load:
                 return await self._send_json(send, 400, {"error": {"message": "no such adapter path"}})
+            if request["lora_name"] in self.adapters:
+                return await self._send_json(send, 400, {"error": {
+                    "message": f"The lora adapter '{request['lora_name']}' has already been loaded. If you want to "
+                    "load the adapter in place, set 'load_inplace' to True.", "type": "BadRequestError", "code": 400}})
             self.adapters[request["lora_name"]] = request["lora_path"]
+            return await self._send_json(send, 200, {"status": "ok"})
+        if path.endswith("/unload_lora_adapter"):
+            name = orjson.loads(body)["lora_name"]
+            if self.adapters.pop(name, None) is None:
+                return await self._send_json(send, 404, {"error": {
+                    "message": f"The lora adapter '{name}' cannot be found.", "type": "NotFoundError", "code": 404}})
             return await self._send_json(send, 200, {"status": "ok"})
         try:
             if path.endswith("/chat/completions"):
@@ -79,10 +90,18 @@ class FakeUpstream:
             return
         await self._send_json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
+    def restart(self) -> None:
+        """Forget every loaded adapter, as a restarted vLLM server does."""
+        self.adapters.clear()
+
     async def _complete(self, send, receive, body: dict[str, Any], *, chat: bool) -> None:
         self.calls += 1
         self.bodies.append(body)
         cfg = self.config
+        model = body.get("model", "")
+        if cfg.known_models is not None and model not in cfg.known_models and model not in self.adapters:
+            return await self._send_json(send, 404, {"error": {
+                "message": f"The model `{model}` does not exist.", "type": "NotFoundError", "code": 404}})
         if cfg.hang_s:
             await _pause(receive, cfg.hang_s)
         if cfg.latency_s:

@@ -65,3 +65,6 @@ class Backend(Protocol):
 
     async def load_adapter(self, name: str, path: str) -> None:
         """Make a LoRA adapter servable as `GenerationRequest.adapter = name`; raises on failure."""
+
+    async def unload_adapter(self, name: str) -> None:
+        """Free a loaded adapter (after a rollback); one that is not loaded is not an error."""

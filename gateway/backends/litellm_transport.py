@@ -25,9 +25,10 @@ def _translate(exc: Exception) -> UpstreamError:
         return UpstreamError(f"upstream rejected the request: {exc}", status=400)
     if isinstance(exc, UpstreamError):
         return exc
-    retryable = (isinstance(exc, litellm.APIConnectionError)
-                 or getattr(exc, "status_code", None) in RETRYABLE_STATUSES)
-    return UpstreamError(f"upstream failed: {type(exc).__name__}: {exc}", retryable=retryable)
+    status = getattr(exc, "status_code", None)
+    retryable = isinstance(exc, litellm.APIConnectionError) or status in RETRYABLE_STATUSES
+    return UpstreamError(f"upstream failed: {type(exc).__name__}: {exc}", retryable=retryable,
+                         upstream_status=status if isinstance(status, int) else None)
 
 
 def _chat_message(message: Any) -> dict[str, Any]:

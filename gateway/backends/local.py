@@ -87,6 +87,16 @@ class LocalBackend:
             raise UpstreamError(f"model {self.config.name} is not loaded")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load_adapter, name, path)
 
+    def _unload_adapter(self, name: str) -> None:
+        from peft import PeftModel
+
+        if isinstance(self._model, PeftModel) and name in self._model.peft_config:
+            self._model.delete_adapter(name)
+
+    async def unload_adapter(self, name: str) -> None:
+        if self._model is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._unload_adapter, name)
+
     def _generating_with(self, adapter: str | None):
         """Activate the adapter a request asks for (or the configured one, or none) for one generate."""
         from contextlib import nullcontext

@@ -134,8 +134,9 @@ class OpenAIHTTPTransport:
             raw = await response.read()
             response.release()
         if response.status in CLIENT_FAULT:
-            raise UpstreamError(_error_message(response.status, raw), status=400)
-        raise UpstreamError(_error_message(response.status, raw), retryable=response.status in RETRYABLE_STATUSES)
+            raise UpstreamError(_error_message(response.status, raw), status=400, upstream_status=response.status)
+        raise UpstreamError(_error_message(response.status, raw), retryable=response.status in RETRYABLE_STATUSES,
+                            upstream_status=response.status)
 
     async def call(self, request: GenerationRequest, n: int) -> tuple[list[Candidate], int]:
         response = await self._post(request, n, stream=False)

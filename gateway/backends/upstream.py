@@ -55,6 +55,7 @@ class UpstreamBackend:
         self.model_version = config.version or config.model
         self.transport = choose_transport(config)
         self._on_retry = on_retry or (lambda: None)
+        self._adapters: dict[str, str] = {}  # name -> path of the LoRA adapters this gateway loaded
         # Learned on first use under n_strategy=auto: does the provider return n choices per call?
         self._native_n = config.n_strategy != "fanout"
 
@@ -71,7 +72,7 @@ class UpstreamBackend:
         chunks = aiter(self.transport.stream(request))
         finish_by = time.monotonic() + config.stream_timeout_s
         wait, what = config.first_token_timeout_s or config.timeout_s, FIRST_TOKEN
-        retries, delay = 0, RETRY_DELAY_S
+        retries, delay, reloaded = 0, RETRY_DELAY_S, False
         try:
             while True:
                 left = finish_by - time.monotonic()
@@ -84,12 +85,17 @@ class UpstreamBackend:
                 except TimeoutError:
                     raise UpstreamTimeout(f"upstream stream timed out: {limit:g} s {why}") from None
                 except UpstreamError as exc:  # before the first chunk a stream can start over
-                    if what != FIRST_TOKEN or not exc.retryable or retries == config.num_retries:
+                    if what != FIRST_TOKEN:
                         raise
+                    if not reloaded and await self._reload_if_lost(request, exc):
+                        reloaded = True
+                    else:
+                        if not exc.retryable or retries == config.num_retries:
+                            raise
+                        await asyncio.sleep(delay)
                     retries += 1
                     self._on_retry()
                     await chunks.aclose()
-                    await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY_S)
                     chunks = aiter(self.transport.stream(request))
                     continue
@@ -102,10 +108,15 @@ class UpstreamBackend:
         """One upstream call, retried `num_retries` times with exponential backoff when the failure
         is retryable (each retry counted: the upstream sees calls + retries requests)."""
         delay = RETRY_DELAY_S
+        reloaded = False
         for attempt in range(self.config.num_retries + 1):
             try:
                 return await self.transport.call(request, n)
             except UpstreamError as exc:
+                if not reloaded and await self._reload_if_lost(request, exc):
+                    reloaded = True
+                    self._on_retry()
+                    return await self.transport.call(request, n)
                 if not exc.retryable or attempt == self.config.num_retries:
                     raise
             self._on_retry()
@@ -115,18 +126,43 @@ class UpstreamBackend:
 
     async def load_adapter(self, name: str, path: str) -> None:
         """vLLM's runtime LoRA loading (the server runs with --enable-lora and
-        VLLM_ALLOW_RUNTIME_LORA_UPDATING=1); the adapter is then addressed by `name`."""
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING=1); the adapter is then addressed by `name`. An adapter the
+        server already holds (a gateway restart) counts as loaded: vLLM answers 400 "has already been
+        loaded" for it."""
+        response = await self._lora_call("load_lora_adapter", {"lora_name": name, "lora_path": path}, name)
+        if response.status_code != 200 and not (response.status_code == 400 and "already been loaded" in response.text):
+            raise UpstreamError(f"loading adapter {name} failed: HTTP {response.status_code}: {response.text[:300]}")
+        if response.status_code != 200:
+            log.info("adapter %s was already loaded on %s; using it", name, self.config.name)
+        self._adapters[name] = path
+
+    async def unload_adapter(self, name: str) -> None:
+        """Free the adapter on the server (a rollback); one the server no longer holds (404) is gone anyway."""
+        self._adapters.pop(name, None)
+        response = await self._lora_call("unload_lora_adapter", {"lora_name": name}, name)
+        if response.status_code not in (200, 404):
+            raise UpstreamError(f"unloading adapter {name} failed: HTTP {response.status_code}: {response.text[:300]}")
+
+    async def _lora_call(self, route: str, body: dict[str, str], name: str) -> httpx.Response:
         if not self.config.api_base:
-            raise UpstreamError(f"model {self.config.name} has no api_base to load a LoRA adapter into")
-        url = self.config.api_base.rstrip("/") + "/load_lora_adapter"
+            raise UpstreamError(f"model {self.config.name} has no api_base to manage LoRA adapter {name} on")
+        url = self.config.api_base.rstrip("/") + "/" + route
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
         try:
             async with httpx.AsyncClient(timeout=self.config.timeout_s) as client:
-                response = await client.post(url, json={"lora_name": name, "lora_path": path}, headers=headers)
+                return await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"loading adapter {name} failed: {exc}") from exc
-        if response.status_code != 200:
-            raise UpstreamError(f"loading adapter {name} failed: HTTP {response.status_code}: {response.text[:300]}")
+            raise UpstreamError(f"{route} for {name} failed: {exc}") from exc
+
+    async def _reload_if_lost(self, request: GenerationRequest, exc: UpstreamError) -> bool:
+        """After a 404 for an adapter this gateway loaded, the server lost it (vLLM restarted): load
+        it again and say so, so the caller tries once more."""
+        if exc.upstream_status != 404 or request.adapter not in self._adapters:
+            return False
+        log.warning("model %s: the server no longer knows adapter %s (restarted?); loading it again",
+                    self.config.name, request.adapter)
+        await self.load_adapter(request.adapter, self._adapters[request.adapter])
+        return True
 
     async def _fan_out(self, request: GenerationRequest, count: int) -> tuple[list[Candidate], int, list[Exception]]:
         results = await asyncio.gather(*(self._call(request, 1) for _ in range(count)),

@@ -1,0 +1,79 @@
+"""Rollouts survive restarts of either side: the gateway (vLLM still holds the adapter and answers
+"already loaded"), and vLLM (it forgot the adapter and answers 404 for it). A rollback frees the
+adapter, and a rolled-back checkpoint can be started again. The fake upstream answers as vLLM's
+LoRA API does."""
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.config import ModelConfig, RolloutConfig, Settings, StoreConfig
+from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.servers import running
+from tests.test_rollout import CHECKPOINT, register
+
+ADMIN = {"X-TAO-Arm": "candidate"}
+ADAPTER = CHECKPOINT  # the adapter name the rollout gives vLLM
+
+
+@pytest.fixture
+def vllm():
+    upstream = FakeUpstream(FakeConfig(known_models=["mock"], texts=["base answer."],
+                                       adapter_texts=["adapter answer."]))
+    with running(upstream) as url:
+        yield upstream, url + "/v1"
+
+
+def settings(tmp_path: Path, url: str) -> Settings:
+    return Settings(models=[ModelConfig(name="mock", model="openai/mock", api_base=url, api_key="none", best_of=1,
+                                        num_retries=0)],
+                    store=StoreConfig(path=tmp_path / "tao.db"), rollout=RolloutConfig(check_interval_s=3600))
+
+
+def ask_candidate(gw_url: str) -> httpx.Response:
+    return httpx.post(gw_url + "/v1/chat/completions", headers=ADMIN, timeout=30, json={
+        "model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def rollout_state(gw_url: str) -> str:
+    [rollout] = httpx.get(gw_url + "/admin/rollout").json()["rollouts"]
+    return rollout["state"]
+
+
+def test_a_gateway_restart_keeps_the_rollout_when_vllm_still_holds_the_adapter(tmp_path, vllm):
+    upstream, url = vllm
+    with running(create_app(settings(tmp_path, url))) as gw:
+        register(tmp_path / "tao.db")
+        started = httpx.post(gw + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT, "canary": 10})
+        assert started.status_code == 200 and ADAPTER in upstream.adapters
+    with running(create_app(settings(tmp_path, url))) as gw:  # vLLM kept the adapter: "already loaded"
+        assert rollout_state(gw) == "canary"
+        assert ask_candidate(gw).json()["choices"][0]["message"]["content"] == "adapter answer."
+
+
+def test_a_vllm_restart_reloads_the_adapter_on_the_next_request(tmp_path, vllm):
+    upstream, url = vllm
+    with running(create_app(settings(tmp_path, url))) as gw:
+        register(tmp_path / "tao.db")
+        assert httpx.post(gw + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT}).status_code == 200
+        upstream.restart()  # vLLM came back without the adapter: requests for it get 404
+        reply = ask_candidate(gw)
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "adapter answer."
+        assert ADAPTER in upstream.adapters and rollout_state(gw) == "canary"
+
+
+def test_a_rollback_unloads_the_adapter_and_the_checkpoint_can_start_again(tmp_path, vllm):
+    upstream, url = vllm
+    with running(create_app(settings(tmp_path, url))) as gw:
+        register(tmp_path / "tao.db")
+        assert httpx.post(gw + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT}).status_code == 200
+        assert httpx.post(gw + "/admin/rollout/mock/rollback").status_code == 200
+        deadline = time.monotonic() + 10
+        while ADAPTER in upstream.adapters:
+            assert time.monotonic() < deadline, "the rolled-back adapter was not unloaded"
+            time.sleep(0.02)
+        again = httpx.post(gw + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT})
+        assert again.status_code == 200 and again.json()["state"] == "canary" and ADAPTER in upstream.adapters
