@@ -106,16 +106,15 @@ def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], s
 
 def run_distill(settings: Settings, *, since: float | None = None, until: float | None = None,
                 exclude: Callable[[LoggedPrompt], bool] | None = None) -> DistillOutcome:
-    """One run, on one connection held for its whole length (it holds the store's distill lock).
+    """One run, on one connection held for its whole length, under the store's distill lock (a lease).
     `exclude` leaves matching prompts out of training and of the gate (the distill benchmark holds
     out whole instruction kinds this way, to measure generalisation)."""
     store = Store(settings.store.path)  # creates the schema on a new database
-    with store.connection() as db:
-        try:
-            with exclusive(db, "distill"):
-                return _run_locked(settings, db, since, until, exclude)
-        except LockHeld as exc:
-            return DistillOutcome(LOCKED, f"another distill run is active: {exc}")
+    try:
+        with exclusive(settings.store.path, "distill", settings.distill.lock_ttl_s), store.connection() as db:
+            return _run_locked(settings, db, since, until, exclude)
+    except LockHeld as exc:
+        return DistillOutcome(LOCKED, f"another distill run is active: {exc}")
 
 
 def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | None, until: float | None,

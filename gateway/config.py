@@ -244,6 +244,8 @@ class DistillConfig(BaseModel):
     gate_margin: float = Field(0.0, description="Publish only if the lower bound of new − base N=1 reward "
                                "(paired per prompt, at rollout.alpha) is above this.")
     merge: bool = Field(False, description="Also write merged full weights beside the adapter.")
+    lock_ttl_s: float = Field(120.0, gt=0, description="The distill lock's lease: renewed by the running job; a "
+                              "job killed without releasing it blocks the next one for at most this long.")
     seed: int = 0
 
 

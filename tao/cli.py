@@ -115,16 +115,39 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from distill.job import run_distill
+    """One run, or with --watch one per period until stopped. SIGTERM stops it cleanly (the lock is
+    released, nothing half-published), also as PID 1 in a container, which ignores SIGTERM unless
+    it installs a handler. Under --watch a failing run is logged and counted, and the loop goes on;
+    after a run that found too little data or failed, the next comes after --retry-every, not a
+    whole period."""
+    import signal
+    import traceback
+
+    from distill.job import PUBLISHED, REJECTED, run_distill
     from tao.console import print_outcome
 
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    log = logging.getLogger("tao")
+    failures = 0
     while True:
-        outcome = run_distill(_settings(args), since=args.since)  # the config is re-read each run
-        print_outcome(outcome)
-        if not args.watch:
-            return outcome.exit_code
-        logging.getLogger("tao").info("next distill run in %s", dt.timedelta(seconds=args.every))
-        time.sleep(args.every)
+        try:
+            outcome = run_distill(_settings(args), since=args.since)  # the config is re-read each run
+        except Exception:  # noqa: BLE001 - under --watch one failed run must not end the loop
+            if not args.watch:
+                raise
+            failures += 1
+            log.error("distill run failed (%d failed runs so far):\n%s", failures, traceback.format_exc())
+            wait = min(args.every, args.retry_every)
+        else:
+            print_outcome(outcome)
+            if not args.watch:
+                return outcome.exit_code
+            wait = args.every if outcome.exit_code in (PUBLISHED, REJECTED) else min(args.every, args.retry_every)
+        log.info("next distill run in %s", dt.timedelta(seconds=wait))
+        time.sleep(wait)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -282,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--watch", action="store_true", help="run again every --every, until stopped")
     distill.add_argument("--every", type=parse_duration, default="6h",
                          help="period for --watch: 90s, 30m, 6h, 1d (default: %(default)s)")
+    distill.add_argument("--retry-every", type=parse_duration, default="10m",
+                         help="--watch: wait after a run that found too little data, was locked out or failed "
+                         "(default: %(default)s)")
     distill.set_defaults(run=_distill)
 
     rollout = sub.add_parser(

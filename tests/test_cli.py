@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import queue
 import subprocess
 import sys
@@ -191,9 +192,24 @@ def test_distill_watch_reports_each_run_and_waits_for_the_next(tmp_path: Path):
                              "--every", "1h"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     try:
-        output = wait_for_output(proc, "next distill run in 1:00:00")
+        # too little data: the next try comes after --retry-every (10 min), not a whole period
+        output = wait_for_output(proc, "next distill run in 0:10:00")
         assert "too little data" in output  # the first run's outcome, printed before the wait
         assert proc.poll() is None  # still watching
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 128 + signal.SIGTERM  # SIGTERM is handled: a clean exit, also as PID 1
+
+
+def test_distill_watch_survives_failing_runs(tmp_path: Path):
+    (tmp_path / "not-a-directory").write_text("")
+    config = write_config(tmp_path, store={"path": str(tmp_path / "not-a-directory" / "tao.db")})  # never opens
+    proc = subprocess.Popen([sys.executable, "-m", "tao", "distill", "--config", str(config), "--watch",
+                             "--every", "1h", "--retry-every", "1s"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    try:
+        output = wait_for_output(proc, "(2 failed runs so far)")
+        assert "FileExistsError" in output and proc.poll() is None
     finally:
         proc.terminate()
         proc.wait(30)

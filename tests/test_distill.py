@@ -162,33 +162,54 @@ def test_the_gate_rejects_a_run_that_did_not_improve(logged: Path, tmp_path: Pat
 
 
 def test_a_killed_run_leaves_no_checkpoint_and_the_next_run_starts_cleanly(logged: Path, tmp_path: Path):
-    config = fresh_copy(logged, tmp_path, max_steps=500)
+    config = fresh_copy(logged, tmp_path, max_steps=500, lock_ttl_s=3)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "distill", "--config", str(config), "--since", "all"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "checkpoints").glob(".staging-*")):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for_staging(proc, tmp_path)
     proc.send_signal(signal.SIGKILL)  # mid-run: its staging directory exists, nothing is published yet
     proc.wait()
     db = sqlite_utils.Database(tmp_path / "tao.db")
     assert db["checkpoints"].count == 0
-    assert db["locks"].count == 1  # the dead run's lock is still there ...
+    [lock] = db["locks"].rows  # the dead run's lock is still there, its lease still running ...
     settings = load_settings(config)
     settings.distill.max_steps = 2
     settings.distill.gate_margin = -1.0
-    outcome = run_distill(settings, since=0.0)  # ... and is taken over; the staging dir is cleaned
+    assert run_distill(settings, since=0.0).exit_code == LOCKED
+    while time.time() < lock["expires_at"]:  # ... until the lease the dead run can no longer renew expires
+        time.sleep(0.1)
+    outcome = run_distill(settings, since=0.0)  # then it is taken over; the staging dir is cleaned
     assert outcome.exit_code == 0, outcome.message
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [outcome.checkpoint_id]
     assert db["locks"].count == 0
 
 
+def test_sigterm_stops_a_run_cleanly_and_frees_the_lock_at_once(logged: Path, tmp_path: Path):
+    """As `docker stop` or Kubernetes would: the job (PID 1 in a container) handles SIGTERM."""
+    config = fresh_copy(logged, tmp_path, max_steps=500)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.Popen([sys.executable, "-m", "tao", "distill", "--config", str(config), "--since", "all"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    wait_for_staging(proc, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    db = sqlite_utils.Database(tmp_path / "tao.db")
+    assert db["locks"].count == 0 and db["checkpoints"].count == 0
+
+
+def wait_for_staging(proc: subprocess.Popen, tmp_path: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "checkpoints").glob(".staging-*")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+
+
 def test_concurrent_runs_are_refused_by_the_store_lock(tmp_path: Path):
     config = write_config(tmp_path / "tao.yaml", tmp_path / "tao.db", tmp_path / "checkpoints")
     settings = load_settings(config)
-    store = Store(settings.store.path)
-    with store.connection() as db, exclusive(db, "distill"):
+    Store(settings.store.path)
+    with exclusive(settings.store.path, "distill"):
         outcome = run_distill(settings)
     assert outcome.exit_code == LOCKED and "another distill run" in outcome.message
 

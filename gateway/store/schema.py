@@ -139,7 +139,14 @@ ROLLOUTS_COLUMNS: dict[str, type] = {
     "updated_at": float,
     "looks": int,  # looks the policy has taken at the shadow pairs
 }
-LOCKS_COLUMNS: dict[str, type] = {"name": str, "host": str, "pid": int, "acquired_at": float}
+LOCKS_COLUMNS: dict[str, type] = {
+    "name": str,
+    "host": str,
+    "pid": int,
+    "acquired_at": float,
+    "holder": str,  # host:pid:random, unique per run
+    "expires_at": float,  # the lease: renewed by the live holder; after it, anyone may take the lock
+}
 META_COLUMNS: dict[str, type] = {"key": str, "value": str}  # e.g. the salt of the caller hashes
 ROLLOUT_EVENTS_COLUMNS: dict[str, type] = {
     "id": int,
@@ -190,6 +197,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["requests"].create_index(["model", "created_at"], if_not_exists=True)
     _add_missing_columns(db["rollouts"], ROLLOUTS_COLUMNS)
     _add_missing_columns(db["requests"], REQUESTS_COLUMNS)
+    _add_missing_columns(db["locks"], LOCKS_COLUMNS)
 
 
 def caller_salt(db: sqlite_utils.Database) -> str:
