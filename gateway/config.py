@@ -244,9 +244,19 @@ class DistillConfig(BaseModel):
     gate_margin: float = Field(0.0, description="Publish only if the lower bound of new − base N=1 reward "
                                "(paired per prompt, at rollout.alpha) is above this.")
     merge: bool = Field(False, description="Also write merged full weights beside the adapter.")
+    serving_max_lora_rank: int | None = Field(None, ge=1, description="The serving engine's largest LoRA rank "
+                                              "(vLLM's --max-lora-rank): a lora_r above it is refused here, not when "
+                                              "vLLM fails to load the adapter.")
     lock_ttl_s: float = Field(120.0, gt=0, description="The distill lock's lease: renewed by the running job; a "
                               "job killed without releasing it blocks the next one for at most this long.")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _rank_servable(self) -> DistillConfig:
+        if self.serving_max_lora_rank is not None and self.lora_r > self.serving_max_lora_rank:
+            raise ValueError(f"lora_r {self.lora_r} exceeds serving_max_lora_rank {self.serving_max_lora_rank}: "
+                             "vLLM would refuse to load the adapter (raise its --max-lora-rank, or lower lora_r)")
+        return self
 
 
 def default_models() -> list[ModelConfig]:

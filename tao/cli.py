@@ -130,6 +130,8 @@ def _distill(args: argparse.Namespace) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+    if args.heartbeat:
+        _beat(args.heartbeat)
     log = logging.getLogger("tao")
     failures = 0
     while True:
@@ -148,6 +150,32 @@ def _distill(args: argparse.Namespace) -> int:
             wait = args.every if outcome.exit_code in (PUBLISHED, REJECTED) else min(args.every, args.retry_every)
         log.info("next distill run in %s", dt.timedelta(seconds=wait))
         time.sleep(wait)
+
+
+def _beat(path: Path, every_s: float = 60.0) -> None:
+    """Touch `path` every minute from a daemon thread while the process lives (a container health check)."""
+    import threading
+
+    def beat() -> None:
+        while True:
+            path.touch()
+            time.sleep(every_s)
+
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+
+
+def _model_export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from gateway.embedded import embedded_model_dir
+
+    source = embedded_model_dir()  # converts the GGUF once (~15 s), then reuses the float weights
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"tao model export: {args.out} exists and is not empty")
+    shutil.copytree(source, args.out, dirs_exist_ok=True)
+    print(f"wrote the embedded SmolLM2-135M-Instruct (float safetensors, tokenizer, config) to {args.out}: "
+          "serve it with vLLM and set it as distill.base_model")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -305,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--watch", action="store_true", help="run again every --every, until stopped")
     distill.add_argument("--every", type=parse_duration, default="6h",
                          help="period for --watch: 90s, 30m, 6h, 1d (default: %(default)s)")
+    distill.add_argument("--heartbeat", type=Path, help="touch this file every minute while running (for a "
+                         "container health check)")
     distill.add_argument("--retry-every", type=parse_duration, default="10m",
                          help="--watch: wait after a run that found too little data, was locked out or failed "
                          "(default: %(default)s)")
@@ -351,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flags(reward_train, RewardTrainOptions, "reward", exclude=("base_model", "model"),
                     flags={"out_dir": "--out"}, helps=REWARD_TRAIN_HELP)
     reward_train.set_defaults(run=_reward_train)
+
+    model = sub.add_parser("model", help="model weights")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_export = model_sub.add_parser(
+        "export", help="write the embedded model as a servable directory",
+        description="Write the embedded SmolLM2-135M-Instruct as a transformers directory (float safetensors, "
+        "tokenizer, config): what vLLM serves and distill.base_model trains in deploy/ "
+        "(tao model export --out deploy/models/SmolLM2-135M-Instruct). For a real model, download it instead "
+        "(huggingface-cli download <repo> --local-dir deploy/models/<name>).")
+    model_export.add_argument("--out", type=Path, required=True, help="target directory (new or empty)")
+    model_export.set_defaults(run=_model_export)
 
     logs = sub.add_parser("logs", help="work with the request log")
     logs_sub = logs.add_subparsers(dest="logs_command", required=True)

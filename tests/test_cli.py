@@ -213,3 +213,11 @@ def test_distill_watch_survives_failing_runs(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.slow
+def test_model_export_writes_a_servable_directory(tmp_path: Path):
+    out = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    assert tao("model", "export", "--out", str(out)) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert tao("model", "export", "--out", str(out)) == f"tao model export: {out} exists and is not empty"

@@ -89,3 +89,38 @@ def test_kubernetes_cronjob_runs_distill():
     assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "distill"
+
+
+def test_vllm_is_pinned_and_serves_the_model_directory_distill_trains():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    vllm = compose["services"]["vllm"]
+    assert not vllm["image"].endswith(":latest") and vllm["entrypoint"] == ["vllm", "serve"]
+    args = vllm["command"].split()
+    settings = load_settings(DEPLOY / "tao.yaml")
+    assert args[0] == str(settings.distill.base_model)  # the model positionally, the same directory
+    assert int(args[args.index("--max-lora-rank") + 1]) == settings.distill.serving_max_lora_rank
+    assert vllm["ipc"] == "host"
+
+
+def test_long_running_services_restart_and_distill_is_limited_and_checked():
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    assert all(service["restart"] == "unless-stopped" for service in services.values())
+    distill = services["distill"]
+    assert distill["cpus"] and "--heartbeat" in distill["command"] and "distill.alive" in str(distill["healthcheck"])
+
+
+def test_the_image_has_every_package_and_takes_the_torch_index_as_a_build_argument():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for package in ("gateway", "distill", "tao"):
+        assert f"COPY {package} ./{package}" in dockerfile
+    assert "ARG TORCH_INDEX_URL=https://pypi.org/simple" in dockerfile and '"$TORCH_INDEX_URL"' in dockerfile
+
+
+def test_a_lora_rank_the_server_cannot_load_is_refused_in_the_config():
+    import pytest
+    from pydantic import ValidationError
+
+    from gateway.config import DistillConfig
+
+    with pytest.raises(ValidationError, match="exceeds serving_max_lora_rank"):
+        DistillConfig(lora_r=32, serving_max_lora_rank=16)
