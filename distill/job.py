@@ -26,11 +26,12 @@ from distill.train import METHODS, TrainResult
 from gateway.config import EMBEDDED_MODEL, DistillConfig, ModelConfig, Settings
 from gateway.rewards import Scorer, build_scorer
 from gateway.stats import z_for
-from gateway.store import CheckpointStatus, LockHeld, Store, exclusive, last_distilled_until
+from gateway.store import CheckpointStatus, LockHeld, Store, exclusive, last_distilled_until, record_distill_run
 
 log = logging.getLogger(__name__)
 
 PUBLISHED, TOO_LITTLE_DATA, REJECTED, LOCKED = 0, 2, 3, 4
+OUTCOMES = {PUBLISHED: "published", TOO_LITTLE_DATA: "too_little_data", REJECTED: "rejected", LOCKED: "locked"}
 
 
 @dataclass
@@ -110,11 +111,19 @@ def run_distill(settings: Settings, *, since: float | None = None, until: float 
     `exclude` leaves matching prompts out of training and of the gate (the distill benchmark holds
     out whole instruction kinds this way, to measure generalisation)."""
     store = Store(settings.store.path)  # creates the schema on a new database
+    started = time.time()
     try:
         with exclusive(settings.store.path, "distill", settings.distill.lock_ttl_s), store.connection() as db:
-            return _run_locked(settings, db, since, until, exclude)
+            outcome = _run_locked(settings, db, since, until, exclude)
     except LockHeld as exc:
-        return DistillOutcome(LOCKED, f"another distill run is active: {exc}")
+        outcome = DistillOutcome(LOCKED, f"another distill run is active: {exc}")
+    except Exception as exc:
+        with store.connection() as db:
+            record_distill_run(db, "failed", 1, f"{type(exc).__name__}: {exc}", started)
+        raise
+    with store.connection() as db:
+        record_distill_run(db, OUTCOMES[outcome.exit_code], outcome.exit_code, outcome.message, started)
+    return outcome
 
 
 def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | None, until: float | None,

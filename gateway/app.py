@@ -197,7 +197,8 @@ async def healthz(raw_request: Request) -> Response:
 
 @router.get("/metrics")
 async def prometheus_metrics(raw_request: Request) -> Response:
-    return Response(info(raw_request).render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    text = await asyncio.to_thread(info(raw_request).render_metrics)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/admin/rollout", dependencies=[Depends(require_admin)])

@@ -46,6 +46,8 @@ class Metrics:
         self.http_responses = Counter("tao_http_responses", "Every HTTP response by route and status, "
                                       "including those refused before a route ran (401, 413, 404).",
                                       ["route", "status"], registry=r)
+        self.distill_runs = Gauge("tao_distill_runs", "Distill runs recorded in the log, by outcome (published, "
+                                  "too_little_data, rejected, locked: answers; failed: errors).", ["outcome"], registry=r)
         self.store_write_errors = Counter("tao_store_write_errors", "Failed store write attempts.", registry=r)
 
     def render(self) -> bytes:

@@ -36,7 +36,7 @@ from gateway.protocol import (
 )
 from gateway.request import BEST_OF_HEADER, Endpoint, ServeRequest, resolve_best_of
 from gateway.rollout import RolloutManager
-from gateway.store import Arm, FeedbackKind, Store
+from gateway.store import Arm, FeedbackKind, Store, distill_run_counts
 
 ARM_HEADER = "x-tao-arm"
 T = TypeVar("T")
@@ -219,5 +219,9 @@ class ServingInfo:
         return body, 200 if store.ok else 503
 
     def render_metrics(self) -> bytes:
+        """The metrics text; the distill outcomes are read from the log (a small GROUP BY) per scrape."""
         self.metrics.store_queue_depth.set(self.store.queue_depth())
+        with self.store.connection() as db:
+            for outcome, count in distill_run_counts(db).items():
+                self.metrics.distill_runs.labels(outcome).set(count)
         return self.metrics.render()

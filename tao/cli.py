@@ -123,7 +123,9 @@ def _distill(args: argparse.Namespace) -> int:
     import signal
     import traceback
 
-    from distill.job import PUBLISHED, REJECTED, run_distill
+    from distill.job import LOCKED, PUBLISHED, REJECTED, TOO_LITTLE_DATA, run_distill
+
+    answers = (TOO_LITTLE_DATA, REJECTED, LOCKED)  # outcomes that are answers, not errors
     from tao.console import print_outcome
 
     def stop(signum: int, frame: object) -> None:
@@ -146,7 +148,7 @@ def _distill(args: argparse.Namespace) -> int:
         else:
             print_outcome(outcome)
             if not args.watch:
-                return outcome.exit_code
+                return PUBLISHED if args.answers_exit_zero and outcome.exit_code in answers else outcome.exit_code
             wait = args.every if outcome.exit_code in (PUBLISHED, REJECTED) else min(args.every, args.retry_every)
         log.info("next distill run in %s", dt.timedelta(seconds=wait))
         time.sleep(wait)
@@ -333,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--watch", action="store_true", help="run again every --every, until stopped")
     distill.add_argument("--every", type=parse_duration, default="6h",
                          help="period for --watch: 90s, 30m, 6h, 1d (default: %(default)s)")
+    distill.add_argument("--answers-exit-zero", action="store_true",
+                         help="exit 0 for the outcomes that are answers (too little data, rejected by the gate, "
+                         "another run holds the lock) so a scheduler shows real failures only; every outcome is "
+                         "still printed and counted (the log's distill_runs, tao_distill_runs on /metrics)")
     distill.add_argument("--heartbeat", type=Path, help="touch this file every minute while running (for a "
                          "container health check)")
     distill.add_argument("--retry-every", type=parse_duration, default="10m",

@@ -221,3 +221,13 @@ def test_model_export_writes_a_servable_directory(tmp_path: Path):
     assert tao("model", "export", "--out", str(out)) == 0
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert tao("model", "export", "--out", str(out)) == f"tao model export: {out} exists and is not empty"
+
+
+def test_answers_can_exit_zero_and_every_run_is_counted(tmp_path: Path):
+    config = write_config(tmp_path)
+    assert tao("distill", "--config", str(config)) == 2  # too little data: an answer, exit 2 by default
+    assert tao("distill", "--config", str(config), "--answers-exit-zero") == 0  # for a scheduler's eyes
+    import sqlite_utils
+
+    rows = list(sqlite_utils.Database(tmp_path / "tao.db")["distill_runs"].rows)
+    assert [(r["outcome"], r["exit_code"]) for r in rows] == [("too_little_data", 2)] * 2

@@ -84,11 +84,51 @@ def test_dashboard_queries_name_metrics_we_export():
         assert any(name.startswith(family.name) for name in used), family.name
 
 
-def test_kubernetes_cronjob_runs_distill():
-    job = yaml.safe_load((DEPLOY / "k8s" / "distill-cronjob.yaml").read_text())
-    assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
-    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"][0] == "distill"
+def k8s_objects() -> dict[str, dict]:
+    objects = {}
+    for path in (DEPLOY / "k8s").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            objects[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    return objects
+
+
+def pod_spec(obj: dict) -> dict:
+    spec = obj["spec"]
+    return spec["jobTemplate"]["spec"]["template"]["spec"] if obj["kind"] == "CronJob" else spec["template"]["spec"]
+
+
+def test_kubernetes_manifests_keep_everything_that_touches_the_log_on_one_node():
+    objects = k8s_objects()
+    assert {"PersistentVolumeClaim/tao-data", "ConfigMap/tao-config", "Deployment/tao-gateway", "Service/tao-gateway",
+            "Deployment/vllm", "Service/vllm", "CronJob/tao-distill"} <= set(objects)
+    assert objects["PersistentVolumeClaim/tao-data"]["spec"]["accessModes"] == ["ReadWriteOnce"]  # SQLite's WAL
+    gateway = objects["Deployment/tao-gateway"]
+    assert gateway["spec"]["replicas"] == 1 and gateway["spec"]["strategy"]["type"] == "Recreate"
+    for name in ("Deployment/vllm", "CronJob/tao-distill"):  # pods sharing the volume follow the gateway
+        [term] = pod_spec(objects[name])["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["labelSelector"]["matchLabels"] == {"app": "tao-gateway"}
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+    claims = {name: [v["persistentVolumeClaim"]["claimName"] for v in pod_spec(obj)["volumes"]
+                     if "persistentVolumeClaim" in v]
+              for name, obj in objects.items() if obj["kind"] in ("Deployment", "CronJob")}
+    assert all(c == ["tao-data"] for c in claims.values()), claims
+    env = {e["name"]: e for e in pod_spec(gateway)["containers"][0]["env"]}
+    assert env["TAO_AUTH__API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "tao-keys"
+    assert pod_spec(gateway)["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_the_kubernetes_config_agrees_with_vllm_and_the_job_exits_zero_on_answers(monkeypatch, tmp_path):
+    objects = k8s_objects()
+    config = tmp_path / "tao.yaml"
+    config.write_text(objects["ConfigMap/tao-config"]["data"]["tao.yaml"])
+    settings = load_settings(config)
+    [vllm] = pod_spec(objects["Deployment/vllm"])["containers"]
+    assert vllm["command"] == ["vllm", "serve"] and vllm["args"][0] == str(settings.distill.base_model)
+    assert int(vllm["args"][vllm["args"].index("--max-lora-rank") + 1]) == settings.distill.serving_max_lora_rank
+    job = objects["CronJob/tao-distill"]
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    [container] = pod_spec(job)["containers"]
+    assert container["args"][0] == "distill" and "--answers-exit-zero" in container["args"]
 
 
 def test_vllm_is_pinned_and_serves_the_model_directory_distill_trains():

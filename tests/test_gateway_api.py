@@ -285,3 +285,18 @@ def test_streamed_completions_are_text_completion_chunks_to_the_usage_chunk(gate
                                                    extra_body={"best_of": best_of}))
     assert chunks[-1].usage.completion_tokens > 0
     assert {c.object for c in chunks} == {"text_completion"}
+
+
+def test_metrics_count_distill_runs_by_outcome(gateway):
+    import time as _time
+
+    from gateway.store import connection, record_distill_run
+
+    with gateway() as gw:
+        with connection(gw.db_path) as db:
+            record_distill_run(db, "rejected", 3, "rejected by the eval gate", _time.time())
+            record_distill_run(db, "too_little_data", 2, "too little data", _time.time())
+            record_distill_run(db, "rejected", 3, "rejected by the eval gate", _time.time())
+        metrics = httpx.get(gw.url + "/metrics").text
+    assert 'tao_distill_runs{outcome="rejected"} 2.0' in metrics
+    assert 'tao_distill_runs{outcome="too_little_data"} 1.0' in metrics

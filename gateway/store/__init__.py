@@ -6,7 +6,8 @@ Everything that touches it goes through this package, as sqlite-utils keeps its 
 - `reads`: the reads over requests, candidates and feedback, as typed rows;
 - `checkpoints`: the checkpoint registry; `rollouts`: rollout state and events;
 - `locks`: named locks (one distill run per database);
-- `retention`: pruning old requests and giving the space back.
+- `retention`: pruning old requests and giving the space back;
+- `runs`: distill runs and how each ended.
 No other module holds SQL: ask for a new read here rather than writing a query elsewhere.
 """
 
@@ -35,6 +36,7 @@ from gateway.store.reads import (
     shadow_pairs,
 )
 from gateway.store.retention import Pruned, checkpoint_wal, prune, vacuum
+from gateway.store.runs import distill_run_counts, record_distill_run
 from gateway.store.rollouts import Rollout, RolloutEvent, active_rollouts, get_rollout, rollout_events, save_rollout
 from gateway.store.schema import (
     REWARD_MODEL_METHOD,
@@ -56,7 +58,7 @@ __all__ = [
     "CheckpointStatus", "FeedbackKind", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
     "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes",
     "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "ensure_schema", "exclusive",
-    "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "open_database", "prune",
-    "register_checkpoint", "request_caller", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
+    "distill_run_counts", "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "open_database", "prune",
+    "record_distill_run", "register_checkpoint", "request_caller", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
     "set_checkpoint_status", "shadow_pairs", "vacuum",
 ]

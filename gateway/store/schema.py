@@ -14,6 +14,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from gateway.store.runs import DISTILL_RUNS_COLUMNS
+
 
 class RequestStatus(StrEnum):
     """`requests.status`: how a request ended."""
@@ -194,6 +196,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["rollouts"].create(ROLLOUTS_COLUMNS, pk="model", if_not_exists=True)
     db["locks"].create(LOCKS_COLUMNS, pk="name", if_not_exists=True)
     db["meta"].create(META_COLUMNS, pk="key", if_not_exists=True)
+    db["distill_runs"].create(DISTILL_RUNS_COLUMNS, pk="id", if_not_exists=True)
     db["requests"].create_index(["model", "created_at"], if_not_exists=True)
     _add_missing_columns(db["rollouts"], ROLLOUTS_COLUMNS)
     _add_missing_columns(db["requests"], REQUESTS_COLUMNS)
