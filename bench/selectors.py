@@ -1,7 +1,7 @@
 """Picking a candidate when nothing is verifiable: consensus (MBR) vs random, on questions with one
 right answer that no selector is shown.
 
-    python -m bench.selectors [--questions 100] [--best-of 8] [--max-tokens 48]
+    python -m bench.selectors [--questions 80] [--best-of 8] [--max-tokens 48] [--samples samples.json]
 
 The embedded SmolLM2 answers generated arithmetic questions ("What is 47 + 38?") and capital-city
 questions best-of-N (the served sampling: temperature 0.8, top_p 0.95). A candidate is right when
@@ -28,6 +28,7 @@ import re
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.instruction_detection import CORPUS
 from gateway.backends import GenerationRequest
@@ -129,10 +130,17 @@ def main() -> None:
     parser.add_argument("--best-of", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=Path, help="a JSON file of sampled candidates: reused if it exists "
+                        "(same questions and settings), written after sampling otherwise")
     args = parser.parse_args()
     qs = questions(args.questions, args.seed)
     started = time.perf_counter()
-    texts = asyncio.run(sample(qs, args.best_of, args.max_tokens))
+    if args.samples and args.samples.exists():
+        texts = json.loads(args.samples.read_text())
+    else:
+        texts = asyncio.run(sample(qs, args.best_of, args.max_tokens))
+        if args.samples:
+            args.samples.write_text(json.dumps(texts))
     sampling_s = time.perf_counter() - started
 
     randoms: dict[str, list[float]] = {}

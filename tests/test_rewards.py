@@ -30,6 +30,8 @@ def ids(prompt: str) -> set[str]:
         ("Please make sure the letter 'z' appears at least 3 times.", "Zebras zigzag in a zoo.", "Cats nap."),
         ("Respond only in Spanish, please.", "El té es una bebida caliente muy popular en todo el mundo.",
          "Tea is a hot drink that is very popular all over the world."),
+        ("Please answer in Dutch.", "Dit is een korte zin in het Nederlands over windmolens en water.",
+         "This is a short sentence in English about windmills and water."),
         ("Wrap your entire answer in double quotation marks.", '"Tea is good."', "Tea is good."),
         ("Highlight at least 2 sections with markdown, i.e. *highlighted section*.", "*Tea* is *good*.", "Tea is good."),
         ("Write a line without any commas.", "No commas here.", "Well, commas here."),

@@ -6,7 +6,8 @@ the instruction id and kwargs the prompt parser found. Two things are ours:
   "exactly" and "about", which are checked as one or two IFEval bounds ("exactly 3" is "at least
   3" and "less than 4"; "about 100" is within 20 %);
 - sentence counting: IFEval's needs NLTK's punkt data, which is a download; `text.sentences`
-  splits on terminal punctuation and line breaks instead.
+  splits on terminal punctuation and line breaks instead;
+- languages IFEval's list leaves out (Dutch, Swedish, ...): the same langdetect check, called directly.
 """
 
 from __future__ import annotations
@@ -37,6 +38,24 @@ def _registry() -> dict[str, Any]:
 
     langdetect.DetectorFactory.seed = 0
     return dict(INSTRUCTION_DICT)
+
+
+@functools.cache
+def _ifeval_languages() -> frozenset[str]:
+    from if_verifiable.ifeval.instructions import _LANGUAGES
+
+    return frozenset(_LANGUAGES)
+
+
+def _written_in(text: str, language: str) -> bool:
+    """IFEval's language check (langdetect), for the languages its own list leaves out (Dutch, Swedish, ...)."""
+    import langdetect
+
+    _registry()  # seeds langdetect
+    try:
+        return langdetect.detect(text) == language
+    except langdetect.LangDetectException:
+        return False
 
 
 def bounds(relation: str, count: int) -> list[tuple[str, int]]:
@@ -74,9 +93,11 @@ def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
 
 
 def _ifeval(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
+    if instruction_id == "language:response_language" and kwargs["language"] not in _ifeval_languages():
+        return _written_in(text, kwargs["language"])
     checker = _registry()[instruction_id](instruction_id)
-    checker.build_description(**kwargs)
     try:
+        checker.build_description(**kwargs)
         return bool(checker.check_following(text))
     except Exception:  # noqa: BLE001 - a checker that cannot read the reply (e.g. language on digits) says no
         return False
