@@ -40,7 +40,7 @@ _AFTER = {"at most": r"or (?:less|fewer)|at most|max(?:imum)?|tops|or under", "a
           r"or longer|plus"}
 
 _QUOTE = r"[\"“”'‘’`«»]"
-_QUOTED = rf"(?:\"([^\"\n]{{1,120}})\"|“([^”\n]{{1,120}})”|‘([^’\n]{{1,120}})’|(?<![A-Za-z])'([^'\n]{{1,120}})'(?![A-Za-z])|`([^`\n]{{1,120}})`|«([^»\n]{{1,120}})»)"
+_QUOTED = r"(?:\"([^\"\n]{1,120})\"|“([^”\n]{1,120})”|‘([^’\n]{1,120})’|(?<![A-Za-z])'([^'\n]{1,120})'(?![A-Za-z])|`([^`\n]{1,120})`|«([^»\n]{1,120})»)"
 _REPLY = r"(?:response|answer|reply|output|text|essay|email|e-mail|letter|story|poem|post|message|summary|description|" \
          r"explanation|article|note|review|paragraph|speech|pitch|report|blurb|piece|write-?up|story|list|it)"
 
