@@ -33,7 +33,6 @@ _RELATIONS = {
 @functools.cache
 def _registry() -> dict[str, Any]:
     import langdetect  # IFEval's language check; seeded, so the same reply always gets the same verdict
-
     from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
     langdetect.DetectorFactory.seed = 0

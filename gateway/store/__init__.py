@@ -29,15 +29,22 @@ from gateway.store.reads import (
     arm_outcomes,
     best_of_n_candidates,
     candidate_count_and_winner,
-    request_caller,
     feedback_verdicts,
+    request_caller,
     scored_chat_candidates,
     served_replies,
     shadow_pairs,
 )
 from gateway.store.retention import Pruned, checkpoint_wal, prune, vacuum
+from gateway.store.rollouts import (
+    Rollout,
+    RolloutEvent,
+    active_rollouts,
+    get_rollout,
+    rollout_events,
+    save_rollout,
+)
 from gateway.store.runs import distill_run_counts, record_distill_run
-from gateway.store.rollouts import Rollout, RolloutEvent, active_rollouts, get_rollout, rollout_events, save_rollout
 from gateway.store.schema import (
     REWARD_MODEL_METHOD,
     SHADOW_SUFFIX,

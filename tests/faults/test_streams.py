@@ -8,7 +8,6 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-
 WORDS = " ".join(f"word{i}" for i in range(15))
 
 
