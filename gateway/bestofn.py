@@ -178,8 +178,7 @@ class Engine:
         except asyncio.CancelledError:  # the client left (or the server is stopping): log it, like N=1
             self.record(req, failure=Failure(499, "client disconnected before the reply was ready"))
             raise
-        returned = select_best_candidates(pool.scores, req.n, [c.text for c in pool.candidates],
-                                          self.reward.tie_margin)
+        returned = await self._select(req, pool)
         tao = TaoInfo(
             request_id=req.request_id, best_of=req.best_of, n=req.n, scores=pool.scores, winner=returned[0],
             ranking=returned, model_version=req.model_version, arm=req.arm,
@@ -215,6 +214,15 @@ class Engine:
             pool.extend(more)
             await self._score(req, pool)
         return pool
+
+    async def _select(self, req: ServeRequest, pool: CandidatePool) -> list[int]:
+        """The candidates to return, best first: by reward; where the prompt states nothing the scorer
+        can verify, near-ties of the reward (`reward.tie_margin`) are ordered by consensus."""
+        unverifiable = getattr(self.scorer, "states_something_verifiable", None)
+        if self.reward.tie_margin > 0 and pool.scored and len(pool.candidates) > 1 and unverifiable is not None \
+                and not await unverifiable(req.prompt):
+            return select_best_candidates(pool.scores, req.n, [c.text for c in pool.candidates], self.reward.tie_margin)
+        return select_best_candidates(pool.scores, req.n)
 
     async def _generate(self, req: ServeRequest, n: int) -> CandidatePool:
         """n candidates (fewer on partial failure, counted); raises UpstreamError when none came."""

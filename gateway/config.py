@@ -101,11 +101,11 @@ class RewardConfig(BaseModel):
     kind: str = "default"
     weight: float = Field(1.0, description="Weight inside an ensemble.")
     timeout_s: float = Field(10.0, gt=0, description="Scoring slower than this degrades the reply.")
-    tie_margin: float = Field(0.0, ge=0, description="Candidates within this of the best reward are near-ties: "
-                              "the one most similar to the other candidates (consensus, MBR) wins among them "
-                              "(bench/selectors.py: +11.7 points over a random pick, +3.7 over the reward alone, on "
-                              "questions with one right answer). Off by default: the served winner is then not "
-                              "always the reward's best, which lowers the incumbent's measured reward in rollouts. "
+    tie_margin: float = Field(0.05, ge=0, description="On prompts that state nothing the scorer can verify (the "
+                              "default scorer says so), candidates within this of the best reward are near-ties: the "
+                              "one most similar to the others (consensus, MBR) is served (bench/selectors.py: +11.7 "
+                              "points over a random pick and +3.7 over the reward alone on questions with one right "
+                              "answer). Rewards are unchanged and rollouts compare best-candidate rewards. "
                               "0: ties keep generation order.")
     members: list[RewardConfig] = Field(default_factory=list, description="For kind: ensemble.")
 

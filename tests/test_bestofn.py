@@ -44,3 +44,27 @@ def test_the_top_n_are_returned_best_first_ties_in_generation_order():
 
 def test_unscored_candidates_are_returned_in_generation_order():
     assert select_best_candidates([None, None, None], 2) == [0, 1]
+
+
+TIED = ["It is Paris, the capital city of France.", "Rome is lovely in the spring and summer.",
+        "The capital city of France is Paris.", "Paris is the capital city of France."]
+
+
+@pytest.mark.parametrize(("prompt", "consensus_decides"), [
+    ("What is the capital of France?", True),  # nothing to verify: near-ties go to the consensus answer
+    ("What is the capital of France? Do not use any commas.", False),  # the reward decides, ties keep order
+])
+def test_consensus_breaks_near_ties_only_where_nothing_is_verifiable(gateway, fake, prompt, consensus_decides):
+    from gateway.rewards.default import instruction_following
+
+    upstream, _ = fake
+    upstream.config.texts = TIED
+    scores = instruction_following(prompt, TIED)
+    by_reward = select_best_candidates(scores, 1)[0]
+    by_consensus = select_best_candidates(scores, 1, TIED, 0.05)[0]
+    assert by_reward != by_consensus  # the case tells the two rules apart
+    with gateway(best_of=4) as gw:
+        reply = gw.client.chat.completions.create(model="mock", messages=[{"role": "user", "content": prompt}])
+    tao = reply.model_extra["tao"]
+    assert tao["winner"] == (by_consensus if consensus_decides else by_reward)
+    assert tao["scores"] == scores  # the rewards themselves are unchanged

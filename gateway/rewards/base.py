@@ -52,10 +52,21 @@ class FunctionScorer:
     thread, so no input size blocks the loop for more than a few milliseconds.
     """
 
-    def __init__(self, name: str, fn: Callable[[str, list[str]], Sequence[float]], *, inline: bool = False) -> None:
+    def __init__(self, name: str, fn: Callable[[str, list[str]], Sequence[float]], *, inline: bool = False,
+                 verifiable: Callable[[str], bool] | None = None) -> None:
         self.name = name
         self._fn = fn
         self._inline = inline
+        self._verifiable = verifiable
+
+    async def states_something_verifiable(self, prompt: str) -> bool:
+        """Does the prompt state anything this scorer checks? True unless the scorer can tell (the
+        engine's consensus tie-break applies only where it says no)."""
+        if self._verifiable is None:
+            return True
+        if self._inline and len(prompt) <= INLINE_MAX_PROMPT_CHARS:
+            return self._verifiable(prompt)
+        return await asyncio.to_thread(self._verifiable, prompt)
 
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         if self._inline and len(prompt) <= INLINE_MAX_PROMPT_CHARS and \

@@ -62,4 +62,4 @@ def instruction_following(prompt: str, candidates: Sequence[str]) -> list[float]
 
 
 def build() -> FunctionScorer:
-    return FunctionScorer("default", instruction_following, inline=True)
+    return FunctionScorer("default", instruction_following, inline=True, verifiable=lambda prompt: bool(detect(prompt)))

@@ -52,7 +52,7 @@ class ShadowPair:
 
     request_id: str  # the incumbent request
     created_at: float
-    incumbent: float  # the winner's score, from more than one candidate actually generated
+    incumbent: float  # the best candidate's score, from more than one candidate actually generated
     candidate: float  # the shadow reply's score, at the candidate's N actually generated
 
     @property
@@ -165,17 +165,18 @@ def shadow_pairs(db: sqlite_utils.Database, model: str, *, since: float, candida
 
     Only pairs that test what the rollout claims: the incumbent request generated more than one
     candidate (best-of-N really ran; a client may ask the base arm for N=1), and the shadow reply
-    generated exactly `candidate_n` (the N the candidate arm serves at).
+    generated exactly `candidate_n` (the N the candidate arm serves at). Each side's reward is its
+    best candidate's: the best-of-N reward, also when a consensus tie-break served another one.
     """
     sql = """
-        SELECT b.id, b.created_at, cb.score, cs.score
+        SELECT b.id, b.created_at,
+               (SELECT MAX(score) FROM candidates WHERE request_id = b.id),
+               (SELECT MAX(score) FROM candidates WHERE request_id = s.id) AS shadow_score
         FROM requests b
-        JOIN candidates cb ON cb.request_id = b.id AND cb.won = 1
         JOIN requests s ON s.id = b.id || ?
-        JOIN candidates cs ON cs.request_id = s.id AND cs.won = 1
         WHERE b.model = ? AND b.arm = ? AND b.status = ? AND b.n_generated > 1 AND b.created_at >= ?
           AND s.arm = ? AND s.status = ? AND s.n_generated = ?
-          AND cb.score IS NOT NULL AND cs.score IS NOT NULL
+          AND (SELECT MAX(score) FROM candidates WHERE request_id = b.id) IS NOT NULL AND shadow_score IS NOT NULL
         ORDER BY b.created_at, b.id
     """
     params = [SHADOW_SUFFIX, model, Arm.BASE, RequestStatus.OK, since, Arm.SHADOW, RequestStatus.OK, candidate_n]
