@@ -85,9 +85,9 @@ def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[Lo
             heldout_rows = build_rows(stage, heldout, cfg) if stage != "grpo" else []
             counts[f"round{round_no}_{stage}_rows"] = len(rows)
             out = staging / f"round{round_no}-{stage}" / "adapter"
-            extra = grpo_sampling if stage == "grpo" else {"init_adapter": adapter}
             result = METHODS[stage](to_dataset(rows), base_dir, out, out.parent, cfg, scorer=scorer,
-                                    eval_dataset=to_dataset(heldout_rows) if heldout_rows else None, **extra)
+                                    eval_dataset=to_dataset(heldout_rows) if heldout_rows else None,
+                                    init_adapter=adapter, **(grpo_sampling if stage == "grpo" else {}))
             adapter = result.adapter_dir
     final = staging / "adapter"
     shutil.copytree(adapter, final)

@@ -159,23 +159,30 @@ def scorer_reward(scorer: Scorer) -> Callable[..., list[float]]:
 
 def train_grpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
                scorer: Scorer | None = None, temperature: float = 0.8, top_p: float = 0.95,
-               max_tokens: int | None = None, use_vllm: bool = False, eval_dataset: Any = None) -> TrainResult:
+               max_tokens: int | None = None, use_vllm: bool = False, eval_dataset: Any = None,
+               init_adapter: Path | None = None) -> TrainResult:
     """Online RL: sample `grpo_num_generations` answers per prompt with serving's sampling settings
     (temperature, top_p, max_tokens), reward them with the gateway's scorer, and push the policy
-    toward the better ones of each group, anchored to the base by a KL term (`grpo_beta`)."""
+    toward the better ones of each group, anchored to the base by a KL term (`grpo_beta`).
+    `init_adapter` continues an adapter (an iterated round, or GRPO after SFT/DPO) instead of
+    starting a fresh LoRA; the KL reference stays the base (the adapter disabled)."""
     from trl import GRPOConfig, GRPOTrainer
 
     if scorer is None:
         raise ValueError("GRPO needs the scorer")
-    model, tokenizer = load_base(base_dir)
+    model, tokenizer, peft_config = _policy(base_dir, config, init_adapter)
     common = _common_args(config, work_dir)
-    # One optimiser step sees grpo_prompts_per_step prompts × num_generations samples.
-    common["per_device_train_batch_size"] = config.grpo_num_generations * config.grpo_prompts_per_step
+    # One optimiser step sees grpo_prompts_per_step prompts × num_generations samples, generated as one
+    # batch; the loss runs one prompt's group per micro-batch (gradient accumulation over the prompts).
+    # A single 32-sequence micro-batch holds several [32, 64, 49152] fp32 logit tensors at once: 17.5 GB
+    # peak RSS on CPU for the 135M model (measured), 5.8 GB this way, with the same update.
+    common["per_device_train_batch_size"] = config.grpo_num_generations
+    common["gradient_accumulation_steps"] = config.grpo_prompts_per_step * config.gradient_accumulation_steps
     args = GRPOConfig(**common, num_generations=config.grpo_num_generations, beta=config.grpo_beta,
                       max_completion_length=max_tokens or config.max_new_tokens, temperature=temperature,
                       top_p=top_p, use_vllm=use_vllm, log_completions=False)
     trainer = GRPOTrainer(model=model, reward_funcs=scorer_reward(scorer), args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=_lora(config))
+                          processing_class=tokenizer, peft_config=peft_config)
     return _run(trainer, out_dir)
 
 
