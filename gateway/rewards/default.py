@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.rewards.base import FunctionScorer
-from gateway.rewards.instructions import Constraint, detect
+from gateway.rewards.instructions import Constraint, detect, warm_up
 from gateway.rewards.text import repetition, words
 
 COMPLIANCE_WEIGHT = 0.75
@@ -62,4 +62,5 @@ def instruction_following(prompt: str, candidates: Sequence[str]) -> list[float]
 
 
 def build() -> FunctionScorer:
+    warm_up()  # compile the detector's patterns now, not on the first request's event loop
     return FunctionScorer("default", instruction_following, inline=True, verifiable=lambda prompt: bool(detect(prompt)))

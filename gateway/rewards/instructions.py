@@ -17,12 +17,42 @@ the reply as its object or an imperative around it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.rewards.checks import satisfied
 from gateway.rewards.text import NUMBER, parse_number
+
+# ---- patterns, compiled once ---------------------------------------------------------------------------
+# The patterns are large (numbers in words, relations); compiling one takes 10-70 ms. They are compiled
+# once per process and kept here, never evicted from `re`'s own bounded cache by other code, and
+# `warm_up()` compiles them at startup rather than on a request's event loop.
+@functools.cache
+def _compiled(pattern: str, flags: int) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
+def _search(pattern: str, text: str, flags: int = 0) -> re.Match[str] | None:
+    return _compiled(pattern, flags).search(text)
+
+
+def _match(pattern: str, text: str, flags: int = 0) -> re.Match[str] | None:
+    return _compiled(pattern, flags).match(text)
+
+
+def _fullmatch(pattern: str, text: str, flags: int = 0) -> re.Match[str] | None:
+    return _compiled(pattern, flags).fullmatch(text)
+
+
+def _finditer(pattern: str, text: str, flags: int = 0):
+    return _compiled(pattern, flags).finditer(text)
+
+
+def _split(pattern: str, text: str, flags: int = 0) -> list[str]:
+    return _compiled(pattern, flags).split(text)
+
 
 # ---- vocabulary --------------------------------------------------------------------------------------
 _REL = {
@@ -77,24 +107,24 @@ class Constraint:
 
 
 def _quoted(text: str) -> list[str]:
-    return [next(g for g in m.groups() if g is not None).strip() for m in re.finditer(_QUOTED, text)]
+    return [next(g for g in m.groups() if g is not None).strip() for m in _finditer(_QUOTED, text)]
 
 
 def _clauses(prompt: str) -> list[str]:
     """Sentences, lines and list items: the unit a pattern reads (quotes are kept whole)."""
     parts = []
-    for line in re.split(r"\n+", prompt):
+    for line in _split(r"\n+", prompt):
         line = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", line)
-        parts += [p for p in re.split(r"(?<=[.!?;])\s+(?=[A-Z(\"“'])", line) if p.strip()]
+        parts += [p for p in _split(r"(?<=[.!?;])\s+(?=[A-Z(\"“'])", line) if p.strip()]
     return parts
 
 
 def _relation(before: str | None, after: str | None, default: str = "exactly") -> str:
     for name in ("less than", "at most", "at least", "more than", "about", "exactly"):
-        if before and re.fullmatch(_REL[name], before.strip(), flags=re.IGNORECASE):
+        if before and _fullmatch(_REL[name], before.strip(), flags=re.IGNORECASE):
             return name
     for name, pattern in _AFTER.items():
-        if after and re.fullmatch(pattern, after.strip(), flags=re.IGNORECASE):
+        if after and _fullmatch(pattern, after.strip(), flags=re.IGNORECASE):
             return name
     return default
 
@@ -102,12 +132,12 @@ def _relation(before: str | None, after: str | None, default: str = "exactly") -
 def _counted(clause: str, unit: str) -> tuple[str, int] | None:
     """(relation, count) for "<relation> <number> <unit>" in the clause ("under 50 words", "3 sentences or
     fewer", "a 100-word summary", "word count of at most 80")."""
-    m = re.search(rf"(?:({_REL_ANY})\s+)?(?:of\s+|the\s+)?{NUMBER}(?:\s*|-)(?:{unit})\b(?:\s+({_AFTER['at most']}|"
+    m = _search(rf"(?:({_REL_ANY})\s+)?(?:of\s+|the\s+)?{NUMBER}(?:\s*|-)(?:{unit})\b(?:\s+({_AFTER['at most']}|"
                   rf"{_AFTER['at least']})\b)?", clause, flags=re.IGNORECASE)
     if m:
         count = parse_number(m[2])
         return _relation(m[1], m[3]), count
-    m = re.search(rf"(?:{unit.split('|')[0].rstrip('s?')}\s+(?:count|limit|length))\s*(?:of|is|should be|must be|under|"
+    m = _search(rf"(?:{unit.split('|')[0].rstrip('s?')}\s+(?:count|limit|length))\s*(?:of|is|should be|must be|under|"
                   rf"below|at|:)?\s*(?:({_REL_ANY})\s+)?{NUMBER}", clause, flags=re.IGNORECASE)
     if m:
         return _relation(m[1], None, "at most" if "limit" in m[0].lower() else "exactly"), parse_number(m[2])
@@ -117,12 +147,12 @@ def _counted(clause: str, unit: str) -> tuple[str, int] | None:
 def _is_about_the_reply(clause: str) -> bool:
     """Does the clause ask something of the reply (an imperative, "your …", "should/must …", or a
     requirement-list fragment such as "Exactly 3 sentences.")? Not when it is about the user's own text."""
-    if re.search(r"\bmy (?:essay|paper|thesis|assignment|article|report|book|draft|novel|story|speech)\b", clause, re.I) \
-            and not re.search(r"\byour\b", clause, re.I):
+    if _search(r"\bmy (?:essay|paper|thesis|assignment|article|report|book|draft|novel|story|speech)\b", clause, re.I) \
+            and not _search(r"\byour\b", clause, re.I):
         return False
-    if re.match(rf"\s*(?:{_REL_ANY}|{NUMBER})\b", clause, flags=re.IGNORECASE):
+    if _match(rf"\s*(?:{_REL_ANY}|{NUMBER})\b", clause, flags=re.IGNORECASE):
         return True
-    return re.search(rf"\b(?:your|you|please|make sure|ensure|must|should|need to|needs to|has to|have to|keep|write|"
+    return _search(rf"\b(?:your|you|please|make sure|ensure|must|should|need to|needs to|has to|have to|keep|write|"
                      rf"answer|respond|reply|use|give|provide|limit|format|wrap|put|enclose|include|end|finish|"
                      rf"conclude|start|begin|avoid|do not|don't|never|without|no|in|only|the {_REPLY})\b",
                      clause, flags=re.IGNORECASE) is not None
@@ -130,8 +160,10 @@ def _is_about_the_reply(clause: str) -> bool:
 
 # ---- one function per kind: clause → kwargs, or None --------------------------------------------------
 def _number_words(c: str) -> dict | None:
+    if "word" not in c.lower():  # a cheap test first: the counting patterns are costly on long clauses
+        return None
     found = _counted(c, r"words?")
-    if found and _is_about_the_reply(c) and not re.search(
+    if found and _is_about_the_reply(c) and not _search(
             r"\bwords? (?:like|such as)\b|letter words?|words?\s+(?:in\s+)?(?:all[\s-]*caps|capital|uppercase|upper-case|"
             r"block capitals)|(?:all[\s-]*caps|capitali[sz]ed|uppercase)\s+words", c, re.I):
         return {"relation": found[0], "num_words": found[1]}
@@ -139,15 +171,19 @@ def _number_words(c: str) -> dict | None:
 
 
 def _number_sentences(c: str) -> dict | None:
+    if "sentence" not in c.lower():
+        return None
     found = _counted(c, r"sentences?|full sentences?|complete sentences?")
-    if found and _is_about_the_reply(c) and not re.search(r"\b(?:for each|each|every|per)\b|\b(?:object|field|key|"
+    if found and _is_about_the_reply(c) and not _search(r"\b(?:for each|each|every|per)\b|\b(?:object|field|key|"
                                                               r"column|entry)\b", c, re.I):
         return {"relation": found[0], "num_sentences": found[1]}
     return None
 
 
 def _paragraph_count(c: str) -> int | None:
-    m = re.search(rf"{NUMBER}(?:\s+|-)(?:separate\s+|distinct\s+|short\s+)?paragraphs?", c, flags=re.IGNORECASE)
+    if "paragraph" not in c.lower():
+        return None
+    m = _search(rf"{NUMBER}(?:\s+|-)(?:separate\s+|distinct\s+|short\s+)?paragraphs?", c, flags=re.IGNORECASE)
     return parse_number(m[1]) if m else None
 
 
@@ -156,13 +192,13 @@ _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixt
 
 
 def _nth_paragraph(prompt: str) -> dict | None:
-    m = re.search(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
+    m = _search(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
                   r"last)\s+paragraph\s+(?:must|should|has to|needs to|will|shall)?\s*(?:start|begin|open)s?\s+with\s+"
                   r"(?:the\s+(?:word|term)\s+)?" + _QUOTED + r"|(?:start|begin|open)\s+(?:the\s+)?"
                   r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
                   r"last)\s+paragraph\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
     if not m:
-        m2 = re.search(r"first\s+word\s+of\s+the\s+(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|"
+        m2 = _search(r"first\s+word\s+of\s+the\s+(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|"
                        r"2nd|3rd|4th|5th|6th|final|last)\s+paragraph\s+(?:should|must|has to|needs to|will)\s+be\s+"
                        r"(?:the\s+word\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
         if not m2:
@@ -180,39 +216,41 @@ def _nth_paragraph(prompt: str) -> dict | None:
 
 def _number_paragraphs(c: str) -> dict | None:
     count = _paragraph_count(c)
-    if count and _is_about_the_reply(c) and not re.search(r"\b(?:each|every|per) paragraph|paragraphs? (?:below|above)",
+    if count and _is_about_the_reply(c) and not _search(r"\b(?:each|every|per) paragraph|paragraphs? (?:below|above)",
                                                              c, re.I):
         return {"num_paragraphs": count}
     return None
 
 
 def _bullets(c: str) -> dict | None:
-    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:markdown\s+|short\s+|separate\s+|distinct\s+)?"
+    if "bullet" not in c.lower():
+        return None
+    m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:markdown\s+|short\s+|separate\s+|distinct\s+)?"
                   r"(?:bullet(?:ed)?[\s-]*points?|bullets|bullet[\s-]*list\s+items|bulleted\s+items|list\s+items\s+"
                   r"(?:as|in|with)\s+bullet)", c, flags=re.IGNORECASE)
-    m = m or re.search(rf"bullet(?:ed|[\s-]point)?\s+list\s+(?:of|with|containing)\s+(?:({_REL_ANY})\s+)?{NUMBER}\s+"
+    m = m or _search(rf"bullet(?:ed|[\s-]point)?\s+list\s+(?:of|with|containing)\s+(?:({_REL_ANY})\s+)?{NUMBER}\s+"
                        r"(?:items|points|entries|bullets)", c, flags=re.IGNORECASE)
-    m = m or re.search(rf"{NUMBER}\s+(?:items|points|entries|reasons|tips|ideas|steps)\b[^.]*\bbullet", c, re.I) and \
-        re.search(rf"()({NUMBER[1:-1]})\s+(?:items|points|entries|reasons|tips|ideas|steps)", c, re.I)
+    m = m or _search(rf"{NUMBER}\s+(?:items|points|entries|reasons|tips|ideas|steps)\b[^.]*\bbullet", c, re.I) and \
+        _search(rf"()({NUMBER[1:-1]})\s+(?:items|points|entries|reasons|tips|ideas|steps)", c, re.I)
     if m:
         return {"num_bullets": parse_number(m[2])}
     return None
 
 
 def _highlights(c: str) -> dict | None:
-    if not re.search(r"highlight", c, re.I) or not re.search(r"markdown|\*[^*\s][^*]*\*|section|part", c, re.I):
+    if not _search(r"highlight", c, re.I) or not _search(r"markdown|\*[^*\s][^*]*\*|section|part", c, re.I):
         return None
-    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:\w+\s+)?(?:sections?|parts?|phrases?|portions?)", c, re.I)
-    m2 = re.search(rf"highlight(?:s|ed)?\s+(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
+    m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:\w+\s+)?(?:sections?|parts?|phrases?|portions?)", c, re.I)
+    m2 = _search(rf"highlight(?:s|ed)?\s+(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
     count = parse_number((m or m2)[2]) if (m or m2) else 1
     return {"num_highlights": count}
 
 
 def _sections(prompt: str) -> dict | None:
     """"N sections" in one clause, and how each is marked ("SECTION X", "Part 1") anywhere in the prompt."""
-    count = next((m for m in (re.search(rf"{NUMBER}\s+(?:\w+\s+)?(sections|parts|chapters|segments)\b", c, re.I)
-                              for c in _clauses(prompt) if not re.search(r"highlight", c, re.I)) if m), None)
-    marker = re.search(rf"(?:with|using|as|by|label(?:l?ed)?|mark(?:ed)?|begin(?:ning|s)?\s+with|start(?:ing|s)?\s+"
+    count = next((m for m in (_search(rf"{NUMBER}\s+(?:\w+\s+)?(sections|parts|chapters|segments)\b", c, re.I)
+                              for c in _clauses(prompt) if not _search(r"highlight", c, re.I)) if m), None)
+    marker = _search(rf"(?:with|using|as|by|label(?:l?ed)?|mark(?:ed)?|begin(?:ning|s)?\s+with|start(?:ing|s)?\s+"
                        rf"with|titled?|heading|header)\s+(?:the\s+)?(?:word\s+|label\s+|text\s+)?{_QUOTE}?([A-Z][a-z]+|[A-Z]+|section|"
                        rf"part)\s+(?:X|N|\d|\[|\{{|<|#)", prompt)
     if not count or not marker:
@@ -222,20 +260,20 @@ def _sections(prompt: str) -> dict | None:
 
 
 def _title(c: str) -> dict | None:
-    if re.search(r"<<[^<>]*>>|double\s+angul?ar\s+brackets|double\s+angle\s+brackets|<<\s*>>", c, re.I):
+    if _search(r"<<[^<>]*>>|double\s+angul?ar\s+brackets|double\s+angle\s+brackets|<<\s*>>", c, re.I):
         return {}
     return None
 
 
 def _json(c: str) -> dict | None:
-    if not re.search(r"\bjson\b", c, re.I):
+    if not _search(r"\bjson\b", c, re.I):
         return None
-    if re.search(r"\b(?:this|the following|the below|below|attached|my|the given|these|that|a)\s+json\b(?!\s+"
+    if _search(r"\b(?:this|the following|the below|below|attached|my|the given|these|that|a)\s+json\b(?!\s+"
                  r"(?:format|object|block|output|only))|json\s+(?:schema|file|data|payload)s?\b(?! format)|what is json|"
-                 r"\bjson\s+(?:vs|versus)|parse|serializ", c, re.I) and not re.search(
+                 r"\bjson\s+(?:vs|versus)|parse|serializ", c, re.I) and not _search(
                      r"(?:wrap|format|output|respond|reply|answer|return|provide|give|write)\w*\b[^.]*\bjson", c, re.I):
         return None
-    if re.search(rf"(?:entire|whole|full|complete)\s+(?:{_REPLY})|(?:wrap|format|output|respond|reply|answer|return|"
+    if _search(rf"(?:entire|whole|full|complete)\s+(?:{_REPLY})|(?:wrap|format|output|respond|reply|answer|return|"
                  rf"provide|give|write|present|structure|express|put)\w*\b[^.]{{0,60}}\bjson|\bjson\s+(?:format|"
                  rf"object|only|block)|valid\s+json|in\s+json\b|as\s+json\b|json[- ]formatted", c, re.I):
         return {}
@@ -243,16 +281,16 @@ def _json(c: str) -> dict | None:
 
 
 def _constrained_response(c: str) -> dict | None:
-    if re.search(r"my answer is (?:yes|no|maybe)", c, re.I):
+    if _search(r"my answer is (?:yes|no|maybe)", c, re.I):
         return {}
     return None
 
 
 def _lowercase(c: str) -> dict | None:
-    if re.search(r"convert|lowercase\s+(?:letter|character)s?\s+(?:in|of)\s+(?:a|the|this)|(?:is|are)\s+lowercase\b|"
+    if _search(r"convert|lowercase\s+(?:letter|character)s?\s+(?:in|of)\s+(?:a|the|this)|(?:is|are)\s+lowercase\b|"
                  r"function|string|variable|lowercase\s+or\s+uppercase|case[- ]sensitiv", c, re.I):
         return None
-    if re.search(r"lower[\s-]?case|small letters|no (?:capital|uppercase|upper-case) letters|(?:without|avoid|do not use|"
+    if _search(r"lower[\s-]?case|small letters|no (?:capital|uppercase|upper-case) letters|(?:without|avoid|do not use|"
                  r"don't use|never use|no)\s+(?:any\s+)?(?:capital(?:ized)?|uppercase|upper-case)\s+letters|"
                  r"(?:zero|no) capitali[sz]ation|(?:do not|don't|never) capitali[sz]e", c, re.I):
         return {}
@@ -260,21 +298,21 @@ def _lowercase(c: str) -> dict | None:
 
 
 def _capital_frequency(c: str) -> dict | None:
-    if not re.search(r"(?:all[\s-]+cap(?:ital)?s?|all[\s-]+capital\s+letters|uppercase|upper-case|capitali[sz]ed|"
+    if not _search(r"(?:all[\s-]+cap(?:ital)?s?|all[\s-]+capital\s+letters|uppercase|upper-case|capitali[sz]ed|"
                      r"in\s+caps|block\s+capitals|fully\s+capitali[sz]ed|entirely\s+in\s+capital)", c, re.I):
         return None
-    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,2}}?(?:times|words|occurrences|instances)", c, re.I)
-    m = m or re.search(rf"words?\s+[^.]*?(?:appear|used|occur)\w*\s+(?:({_REL_ANY})\s+)?{NUMBER}(?:\s+times)?", c, re.I)
-    if not m or not re.search(r"\bwords?\b", c, re.I):
+    m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,2}}?(?:times|words|occurrences|instances)", c, re.I)
+    m = m or _search(rf"words?\s+[^.]*?(?:appear|used|occur)\w*\s+(?:({_REL_ANY})\s+)?{NUMBER}(?:\s+times)?", c, re.I)
+    if not m or not _search(r"\bwords?\b", c, re.I):
         return None
     return {"capital_relation": _relation(m[1], None, "at least"), "capital_frequency": parse_number(m[2])}
 
 
 def _uppercase(c: str) -> dict | None:
-    if re.search(r"convert|function|string|variable|acronym|(?:never|not|n't|avoid)\s+(?:\w+\s+){0,3}(?:in\s+)?all[\s-]*caps",
+    if _search(r"convert|function|string|variable|acronym|(?:never|not|n't|avoid)\s+(?:\w+\s+){0,3}(?:in\s+)?all[\s-]*caps",
                  c, re.I):
         return None
-    if re.search(r"(?:all|only|entirely|completely|exclusively|fully)\s+(?:in\s+)?(?:english\s+)?(?:capital\s+letters|"
+    if _search(r"(?:all|only|entirely|completely|exclusively|fully)\s+(?:in\s+)?(?:english\s+)?(?:capital\s+letters|"
                  r"capitals|caps|uppercase|upper-case|upper\s+case|block\s+capitals)|in\s+(?:english\s+)?(?:capital\s+"
                  r"letters|uppercase|upper-case|upper\s+case|block\s+capitals|all[\s-]caps|caps)\b|all[\s-]caps|"
                  r"(?:capital|uppercase)\s+letters\s+only|every\s+letter\s+(?:should|must)\s+be\s+(?:capital|uppercase)",
@@ -284,15 +322,15 @@ def _uppercase(c: str) -> dict | None:
 
 
 def _end_phrase(c: str) -> dict | None:
-    m = re.search(r"(?:end|finish|conclude|close|wrap up|sign off|terminate)\w*\s+(?:off\s+)?(?:(?:your|the|this|each|"
+    m = _search(r"(?:end|finish|conclude|close|wrap up|sign off|terminate)\w*\s+(?:off\s+)?(?:(?:your|the|this|each|"
                   r"every)\s+(?:entire\s+|whole\s+)?\w+(?:\s+\w+)?\s+)?(?:with|by\s+(?:saying|writing))\s+(?:the\s+|this\s+"
                   r"|these\s+)?(?:exact\s+|precise\s+|following\s+|same\s+)?(?:phrase|sentence|words?|line|question|"
                   r"statement|text)?\s*:?\s*" + _QUOTED, c, re.I)
-    m = m or re.search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
+    m = m or _search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
                        r"(?:should|must|has to|needs to|will)\s+(?:be|read)\s*:?\s*(?:exactly\s+)?" + _QUOTED, c, re.I)
-    m = m or re.search(_QUOTED + r"\s+(?:should|must)\s+be\s+the\s+(?:very\s+)?(?:last|final)\s+(?:words?|phrase|line|"
+    m = m or _search(_QUOTED + r"\s+(?:should|must)\s+be\s+the\s+(?:very\s+)?(?:last|final)\s+(?:words?|phrase|line|"
                        r"sentence|thing)", c, re.I)
-    m = m or re.search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
+    m = m or _search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
                        r"(?:should|must|has to|needs to|will)\s+(?:be|read)\s*:\s*(.+?)\s*$", c, re.I)
     if not m:
         return None
@@ -301,7 +339,7 @@ def _end_phrase(c: str) -> dict | None:
 
 
 def _quotation(c: str) -> dict | None:
-    if re.search(r"(?:wrap|enclose|put|surround|place|contain|present)\w*\s+[^.]{0,60}(?:in|with|inside|within|"
+    if _search(r"(?:wrap|enclose|put|surround|place|contain|present)\w*\s+[^.]{0,60}(?:in|with|inside|within|"
                  r"between)\s+(?:a\s+(?:pair|set)\s+of\s+)?double\s+(?:quotation\s+marks|quotes|quote\s+marks)|"
                  r"(?:entire|whole|full)\s+(?:\w+\s+)?(?:should|must)\s+be\s+(?:in|inside|wrapped in|enclosed in)\s+"
                  r"double\s+(?:quotation\s+marks|quotes)|double\s+quotation\s+marks\s+(?:around|wrapping)\s+"
@@ -311,23 +349,25 @@ def _quotation(c: str) -> dict | None:
 
 
 def _no_comma(c: str) -> dict | None:
-    if re.search(r"(?:without|avoid|no|never|zero|not\s+(?:a\s+single|any|one)|don't\s+(?:use|include|put)|"
+    if _search(r"(?:without|avoid|no|never|zero|not\s+(?:a\s+single|any|one)|don't\s+(?:use|include|put)|"
                  r"do\s+not\s+(?:use|include|put)|refrain\s+from\s+(?:using\s+)?|free\s+of|(?:is|are)\s+not\s+allowed)"
                  r"[^.]{0,25}\bcommas?\b|\bcommas?\b[^.]{0,30}(?:not\s+allowed|forbidden|prohibited|banned|"
                  r"off[\s-]limits|(?:should|must|may|can)\s+not|mustn't|shouldn't|are\s+out)|comma[\s-]free|"
-                 r"\bno[\s-]comma", c, re.I) and not re.search(r"comma\s+splice|oxford\s+comma\s+(?:is|rule)|what\s+is\s+a\s+"
+                 r"\bno[\s-]comma", c, re.I) and not _search(r"comma\s+splice|oxford\s+comma\s+(?:is|rule)|what\s+is\s+a\s+"
                                                                 r"comma|comma-separated|csv", c, re.I):
         return {}
     return None
 
 
 def _letter_frequency(c: str) -> dict | None:
-    none = re.search(rf"(?:never|don't|do not|avoid|without|not)\s+(?:\w+\s+){{0,2}}?(?:the\s+)?letter\s+{_QUOTE}?([A-Za-z])"
+    if "letter" not in c.lower():
+        return None
+    none = _search(rf"(?:never|don't|do not|avoid|without|not)\s+(?:\w+\s+){{0,2}}?(?:the\s+)?letter\s+{_QUOTE}?([A-Za-z])"
                      rf"{_QUOTE}?(?!\w)", c, re.I)
     if none:
         return {"letter": none[1].lower(), "let_relation": "less than", "let_frequency": 1}
-    m = re.search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}\s+times", c, re.I)
-    m = m or re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+times[^.]*?letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\b", c, re.I)
+    m = _search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}\s+times", c, re.I)
+    m = m or _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+times[^.]*?letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\b", c, re.I)
     if not m:
         return None
     g = m.groups()
@@ -338,7 +378,9 @@ def _letter_frequency(c: str) -> dict | None:
 
 
 def _frequency(c: str) -> dict | None:
-    m = re.search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
+    if not _search(r"times|twice|thrice|once", c, re.I):
+        return None
+    m = _search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
                   rf"turns?\s+up|crops?\s+up)\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say)\w*"
                   rf"\s+(?:the\s+(?:word|keyword|term)\s+)?{_QUOTED}\s+(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})(?:\s+times)?"
                   rf"(?:\s+({_AFTER['at least']}|{_AFTER['at most']}))?", c, re.I)
@@ -351,18 +393,18 @@ def _frequency(c: str) -> dict | None:
     else:
         keyword = next(x for x in g[8:14] if x)
         relation, count, after = g[14], g[15], g[16]
-    if count is None or (not re.search(r"times|twice|thrice|once", m[0], re.I)):
+    if count is None or (not _search(r"times|twice|thrice|once", m[0], re.I)):
         return None
     return {"keyword": keyword, "relation": _relation(relation, after, "exactly" if relation is None and after is None
                                                       else "at least"), "frequency": parse_number(count)}
 
 
 def _existence(c: str) -> dict | None:
-    if re.search(r"(?:do not|don't|never|avoid|without|not)\s+(?:\w+\s+){0,3}(?:the\s+)?(?:key)?(?:words?|terms?)|"
+    if _search(r"(?:do not|don't|never|avoid|without|not)\s+(?:\w+\s+){0,3}(?:the\s+)?(?:key)?(?:words?|terms?)|"
                  r"(?:must|should|may|can|does|do|will)\s*(?:not|n't)\s+(?:appear|be\s+(?:used|included|mentioned))",
                  c, re.I):
         return None
-    trigger = re.search(r"(?:includ|incorporat|mention|us(?=e|ing)|contain|featur|work in|weave in)\w*\s+(?:\w+\s+){0,3}?"
+    trigger = _search(r"(?:includ|incorporat|mention|us(?=e|ing)|contain|featur|work in|weave in)\w*\s+(?:\w+\s+){0,3}?"
                         r"(?:the\s+|these\s+|following\s+|both\s+)*(?:key)?(?:words?|terms?|phrases?)\b|"
                         r"(?:key)?words?\s+(?:like\s+)?" + _QUOTED + r"[^.]*?(?:(?:should|must|need to|has to|have to|"
                         r"will)\s+(?:\w+\s+)?)?(?:appears?|be\s+(?:included|used|mentioned|present)|shows?\s+up|"
@@ -373,96 +415,96 @@ def _existence(c: str) -> dict | None:
         return None
     keywords = _quoted(c[trigger.start():])
     if not keywords:
-        m = re.search(r"(?:key)?(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+and\s+|,\s*and\s+)[A-Za-z][\w-]*)*)",
+        m = _search(r"(?:key)?(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+and\s+|,\s*and\s+)[A-Za-z][\w-]*)*)",
                       c[trigger.start():], re.I)
         if not m:
             return None
-        keywords = [k for k in re.split(r",\s*(?:and\s+)?|\s+and\s+", m[1]) if k and k.lower() not in ("in", "the")]
-    if re.search(r"times|twice|thrice|once", c[trigger.start():], re.I) and len(keywords) == 1:
+        keywords = [k for k in _split(r",\s*(?:and\s+)?|\s+and\s+", m[1]) if k and k.lower() not in ("in", "the")]
+    if _search(r"times|twice|thrice|once", c[trigger.start():], re.I) and len(keywords) == 1:
         return None  # a frequency, not just presence
     return {"keywords": keywords} if keywords else None
 
 
 def _forbidden(c: str) -> dict | None:
-    trigger = re.search(r"(?:do not|don't|never|avoid|without|refrain from|no)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
+    trigger = _search(r"(?:do not|don't|never|avoid|without|refrain from|no)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
                         r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
                         r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
                         r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
                         r"|(?:do not|don't|never|avoid)\s+(?:say|use|write|mention|include)\w*\s+" + _QUOTED, c, re.I)
-    if not trigger or re.search(NUMBER + r"\s+(?:key)?(?:words?|terms?)\b", trigger[0], re.I) or \
-            re.search(r"\bany\s+words\s+(?:or\s+characters|before)", c, re.I):
+    if not trigger or _search(NUMBER + r"\s+(?:key)?(?:words?|terms?)\b", trigger[0], re.I) or \
+            _search(r"\bany\s+words\s+(?:or\s+characters|before)", c, re.I):
         return None  # "no more than thirty words" is a length; "say no words before…" is repeat_prompt's rule
-    words_ = _quoted(c[max(0, trigger.start() - 80):]) if re.match(r"(?:words?|terms?)", trigger[0], re.I) else \
+    words_ = _quoted(c[max(0, trigger.start() - 80):]) if _match(r"(?:words?|terms?)", trigger[0], re.I) else \
         _quoted(c[trigger.start():])
     if not words_:
-        m = re.search(r"(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
+        m = _search(r"(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
                       r"[A-Za-z][\w-]*)*)", c[trigger.start():], re.I)
         if not m:
             return None
-        words_ = [w for w in re.split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", m[1]) if w]
+        words_ = [w for w in _split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", m[1]) if w]
     return {"forbidden_words": words_} if words_ else None
 
 
 def _language(c: str) -> dict | None:
-    if re.search(r"translat|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b", c, re.I):
+    if _search(r"translat|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b", c, re.I):
         return None
-    m = re.search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:\w+\s+){0,4}?"
+    m = _search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:\w+\s+){0,4}?"
                   r"(?:only\s+|entirely\s+|exclusively\s+|solely\s+|fully\s+|wholly\s+)?in|\busing|\blanguage\s*(?:of|:))"
                   r"\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\b(?:\s+language)?", c, re.I)
-    m = m or re.search(r"\b(" + "|".join(LANGUAGES) + r")\s+(?:only|language\s+only)\b", c, re.I)
+    m = m or _search(r"\b(" + "|".join(LANGUAGES) + r")\s+(?:only|language\s+only)\b", c, re.I)
     if m:
         return {"language": LANGUAGES[m[1].lower()]}
-    m = re.search(r"\b(?:explain|describe|tell|write|summari[sz]e|answer|respond|reply|say|give)\b[^.?!]{0,80}?\bin\s+("
+    m = _search(r"\b(?:explain|describe|tell|write|summari[sz]e|answer|respond|reply|say|give)\b[^.?!]{0,80}?\bin\s+("
                   + "|".join(LANGUAGES) + r")\b(?!\s+(?:culture|history|cuisine|literature|grammar|food|art|music))",
                   c, re.I)
     if m:
         return {"language": LANGUAGES[m[1].lower()]}
-    native = re.search(r"\b(?:en|in|auf|em|in)\s+(" + "|".join(NATIVE_LANGUAGES) + r")\b", c, re.I)
+    native = _search(r"\b(?:en|in|auf|em|in)\s+(" + "|".join(NATIVE_LANGUAGES) + r")\b", c, re.I)
     return {"language": NATIVE_LANGUAGES[native[1].lower()]} if native else None
 
 
 def _placeholders(c: str) -> dict | None:
-    if not re.search(r"placeholders?|square\s+brackets", c, re.I):
+    if not _search(r"placeholders?|square\s+brackets", c, re.I):
         return None
-    m = re.search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,5}}?placeholders?", c, re.I)
-    m = m or re.search(rf"placeholders?[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
+    m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,5}}?placeholders?", c, re.I)
+    m = m or _search(rf"placeholders?[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
     if not m:
         return None
     return {"num_placeholders": parse_number(m[2])}
 
 
 def _postscript(c: str) -> dict | None:
-    if re.search(r"what\s+(?:does|is)\s+(?:a\s+)?(?:p\.?s\.?|postscript)|stand\s+for|meaning\s+of", c, re.I):
+    if _search(r"what\s+(?:does|is)\s+(?:a\s+)?(?:p\.?s\.?|postscript)|stand\s+for|meaning\s+of", c, re.I):
         return None
-    if not re.search(r"\b(?:add|include|append|end|finish|close|conclude|write|put|attach|sign\s+off|with\s+an?|should|"
-                     r"must|please|your|need)\b", c, re.I) or re.search(r"\b(?:ended|received|saw|wrote|got)\b", c, re.I):
+    if not _search(r"\b(?:add|include|append|end|finish|close|conclude|write|put|attach|sign\s+off|with\s+an?|should|"
+                     r"must|please|your|need)\b", c, re.I) or _search(r"\b(?:ended|received|saw|wrote|got)\b", c, re.I):
         return None
-    if re.search(r"p\.\s?p\.\s?s", c, re.I):
+    if _search(r"p\.\s?p\.\s?s", c, re.I):
         return {"postscript_marker": "P.P.S"}
-    if re.search(r"postscript|\bp\.\s?s\.?(?=\s|$|[:\"'”)])|\bps:", c, re.I):
+    if _search(r"postscript|\bp\.\s?s\.?(?=\s|$|[:\"'”)])|\bps:", c, re.I):
         return {"postscript_marker": "P.S."}
     return None
 
 
 def _repeat_prompt(prompt: str) -> dict | None:
-    m = re.search(r"repeat\s+(?:the|this|my|your|our)?\s*(?:\w+\s+)?(?:request|question|prompt|instruction|task|query)"
+    m = _search(r"repeat\s+(?:the|this|my|your|our)?\s*(?:\w+\s+)?(?:request|question|prompt|instruction|task|query)"
                   r"(?:\s+below|\s+above)?\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)", prompt, re.I)
-    m = m or re.search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
+    m = m or _search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
                        r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
     if not m:
         return None
     clauses = _clauses(prompt)
-    instruction = next(c for c in clauses if re.search(r"repeat|re-?stat", c, re.I))
-    after_colon = re.search(r":\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
+    instruction = next(c for c in clauses if _search(r"repeat|re-?stat", c, re.I))
+    after_colon = _search(r":\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
     if after_colon:
         return {"prompt_to_repeat": after_colon[1].strip()}
-    rest = [c for c in clauses if not re.search(r"repeat|re-?stat|words or characters before", c, re.I)]
+    rest = [c for c in clauses if not _search(r"repeat|re-?stat|words or characters before", c, re.I)]
     return {"prompt_to_repeat": " ".join(rest).strip()}
 
 
 def _two_responses(c: str) -> dict | None:
-    if re.search(r"(?:two|2)\s+(?:different|distinct|separate|alternative)?\s*(?:responses|answers|versions|replies)|"
-                 r"\*{6}|six\s+asterisks", c, re.I) and re.search(r"(?:two|2)\s+\w*\s*(?:responses|answers|versions|"
+    if _search(r"(?:two|2)\s+(?:different|distinct|separate|alternative)?\s*(?:responses|answers|versions|replies)|"
+                 r"\*{6}|six\s+asterisks", c, re.I) and _search(r"(?:two|2)\s+\w*\s*(?:responses|answers|versions|"
                                                                   r"replies)|\*{6}|six\s+asterisks", c, re.I):
         return {}
     return None
@@ -499,9 +541,9 @@ INSTRUCTION_IDS = [i for i, _ in _CLAUSE_KINDS] + ["length_constraints:number_pa
 
 def _asks_about_form(clause: str) -> bool:
     """A question about a form ("What does typing in ALL CAPS mean?"), not a request for one."""
-    return clause.rstrip().endswith("?") and re.match(r"\s*(?:what|why|how|when|where|who|which|does|do|is|are|was|"
+    return clause.rstrip().endswith("?") and _match(r"\s*(?:what|why|how|when|where|who|which|does|do|is|are|was|"
                                                       r"were|in\s+\w+,)\b", clause, re.I) is not None and \
-        re.search(r"\b(?:you|your|please|me)\b", clause, re.I) is None
+        _search(r"\b(?:you|your|please|me)\b", clause, re.I) is None
 
 
 def detect(prompt: str) -> list[Constraint]:
@@ -544,3 +586,32 @@ def _resolve_overlaps(found: dict[str, Constraint]) -> None:
             found.pop("keywords:existence")
     if "change_case:english_lowercase" in found and "change_case:english_capital" in found:
         found.pop("change_case:english_capital")  # "no capital letters" reads as both
+
+
+_WARM_UP = [
+    "Answer in at most forty-two words, in exactly 3 sentences, with 4 bullet points and 2 paragraphs.",
+    "Use the word 'data' at least twice and the letter 'q' fewer than 3 times. Never use the letter 'z'.",
+    "Include the keywords 'a' and 'b'. Do not use the words 'c' or 'd'. Respond only in Spanish.",
+    "Highlight at least 2 sections with markdown. Your response must have 3 sections, marked SECTION X.",
+    "Add a P.S. and a title in <<double angular brackets>>. Wrap the entire output in JSON format.",
+    "Write in all lowercase letters. Answer in ALL CAPS with at least 5 words in all capital letters.",
+    "End your response with the phrase 'Done.' Wrap your entire response in double quotation marks.",
+    "Do not use any commas. Include at least 2 placeholders like [name]. Give two different responses.",
+    "Answer with 'My answer is yes.' The 2nd paragraph must start with the word 'so'. Réponds en français.",
+    "First repeat the request word for word without change, then give your answer. Request: hi. Word limit: 9.",
+    "What is a comma splice? Explain it in Hindi. The last line should be: thanks. Keep it above 100 words.",
+    "Write a poem. First repeat the request word for word without change, then answer. Sentence limit: 3.",
+    "Use placeholders, at least 3 of them. Summarize this JSON schema and format the answer as JSON.",
+    "ALL CAPS words should be used at least twice. My essay has to be at least 500 words.",
+    "Avoid the words apple or pear. Include the keywords apple and pear.",
+]
+
+
+def warm_up() -> None:
+    """Compile every pattern now (a server's start), not on the first requests' event loop."""
+    for prompt in _WARM_UP:
+        detect(prompt)
+        for clause in _clauses(prompt):
+            for _, read in _CLAUSE_KINDS:
+                read(clause)
+
