@@ -37,6 +37,7 @@ from gateway.bestofn import select_best_candidates
 from gateway.config import default_models
 from gateway.protocol import ChatMessage, scored_prompt
 from gateway.rewards.consensus import consensus
+from gateway.rewards.default import build as build_default_scorer
 from gateway.rewards.default import instruction_following
 
 CAPITALS = {
@@ -165,6 +166,7 @@ def main() -> None:
             print(f"{name:<28} {base + statistics.fmean(values):>9.1%} {statistics.fmean(values):>+10.1%} "
                   f"{f'[{low:+.1%}, {high:+.1%}]':>17}")
 
+    build_default_scorer()  # as `tao serve` does at start: patterns compiled, checkers loaded
     corpus = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
     corpus_prompts = [scored_prompt([ChatMessage.model_validate(m) for m in row["messages"]]) for row in corpus]
     pools = [texts[i % len(texts)] for i in range(len(corpus_prompts))]

@@ -27,7 +27,7 @@ from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, TaoInfo, Usage
 from gateway.request import Endpoint, ServeRequest, upstream_request
 from gateway.rewards import Scorer
-from gateway.rewards.base import INLINE_MAX_CANDIDATE_CHARS
+from gateway.rewards.consensus import MAX_CHARS as MAX_CONSENSUS_CHARS
 from gateway.rewards.consensus import consensus
 from gateway.rollout import Route
 from gateway.store import RequestLog, RequestStatus, Store
@@ -90,7 +90,7 @@ def select_best_candidates(scores: list[float | None], n: int, texts: list[str] 
         return ranked[:n]
     best = scores[ranked[0]]
     near = [i for i in ranked if scores[i] >= best - tie_margin]
-    if len(near) < 2 or sum(map(len, texts)) > INLINE_MAX_CANDIDATE_CHARS:
+    if len(near) < 2 or sum(map(len, texts)) > MAX_CONSENSUS_CHARS:
         return ranked[:n]
     agreement = consensus(texts)
     near.sort(key=lambda i: (-agreement[i], i))

@@ -39,6 +39,15 @@ def _registry() -> dict[str, Any]:
     return dict(INSTRUCTION_DICT)
 
 
+def warm_up() -> None:
+    """Import IFEval's checkers and load langdetect's language profiles now (about a second), at a
+    server's start, not on the first request that asks for a language."""
+    import langdetect
+
+    _registry()
+    langdetect.detect("This sentence loads the language profiles.")
+
+
 @functools.cache
 def _ifeval_languages() -> frozenset[str]:
     from if_verifiable.ifeval.instructions import _LANGUAGES

@@ -13,6 +13,8 @@ from collections import Counter
 
 from gateway.rewards.text import words
 
+MAX_CHARS = 32_000  # candidates longer than this together are not compared (the engine runs this on its loop)
+
 
 def _f1(a: Counter, b: Counter, size_a: int, size_b: int) -> float:
     if not size_a or not size_b:

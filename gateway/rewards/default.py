@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gateway.rewards import checks
 from gateway.rewards.base import FunctionScorer
 from gateway.rewards.instructions import Constraint, detect, warm_up
 from gateway.rewards.text import repetition, words
@@ -62,5 +63,6 @@ def instruction_following(prompt: str, candidates: Sequence[str]) -> list[float]
 
 
 def build() -> FunctionScorer:
-    warm_up()  # compile the detector's patterns now, not on the first request's event loop
-    return FunctionScorer("default", instruction_following, inline=True, verifiable=lambda prompt: bool(detect(prompt)))
+    warm_up()  # compile the detector's patterns and load the checkers now, not on a request's event loop
+    checks.warm_up()
+    return FunctionScorer("default", instruction_following, verifiable=lambda prompt: bool(detect(prompt)))

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from gateway.rewards.base import INLINE_MAX_PROMPT_CHARS, FunctionScorer
+from gateway.rewards.base import FunctionScorer
 
 LIMITS = {"max_body_mb": 0.5, "body_timeout_s": 1.0, "header_timeout_s": 1.0}
 
@@ -92,20 +92,20 @@ def test_a_connection_that_trickles_its_headers_is_closed(gateway):
         assert httpx.get(gw.url + "/healthz").status_code == 200
 
 
-def test_large_inputs_are_scored_off_the_event_loop():
+def test_scoring_never_runs_on_the_event_loop():
     threads = []
 
     def record_thread(prompt, candidates):
         threads.append(threading.get_ident())
         return [0.0] * len(candidates)
 
-    scorer = FunctionScorer("probe", record_thread, inline=True)
+    scorer = FunctionScorer("probe", record_thread, verifiable=lambda prompt: bool(threads.append(threading.get_ident())))
 
     async def run() -> int:
         await scorer.score("short prompt", ["a", "b"])
-        await scorer.score("x" * (INLINE_MAX_PROMPT_CHARS + 1), ["a", "b"])
-        await scorer.score("short prompt", ["y" * 100_000])
+        await scorer.score("x" * 1_000_000, ["a", "b"])
+        await scorer.states_something_verifiable("short prompt")
         return threading.get_ident()
 
     loop_thread = asyncio.run(run())
-    assert threads[0] == loop_thread and threads[1] != loop_thread and threads[2] != loop_thread
+    assert len(threads) == 3 and loop_thread not in threads
