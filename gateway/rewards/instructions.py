@@ -162,10 +162,12 @@ def _is_about_the_reply(clause: str) -> bool:
 def _number_words(c: str) -> dict | None:
     if "word" not in c.lower():  # a cheap test first: the counting patterns are costly on long clauses
         return None
+    # "at least 2 words in ALL CAPS" counts capitalised words, not the reply's length
+    c = _compiled(rf"(?:(?:{_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+)?words?\s+(?:(?:in|with|written\s+in)\s+)?"
+                  r"(?:all[\s-]*caps|all\s+capital|capital|uppercase|upper-case|block\s+capitals)|(?:all[\s-]*caps|"
+                  r"capitali[sz]ed|uppercase)\s+words", re.I).sub("", c)
     found = _counted(c, r"words?")
-    if found and _is_about_the_reply(c) and not _search(
-            r"\bwords? (?:like|such as)\b|letter words?|words?\s+(?:in\s+)?(?:all[\s-]*caps|capital|uppercase|upper-case|"
-            r"block capitals)|(?:all[\s-]*caps|capitali[sz]ed|uppercase)\s+words", c, re.I):
+    if found and _is_about_the_reply(c) and not _search(r"\bwords? (?:like|such as)\b|letter words?", c, re.I):
         return {"relation": found[0], "num_words": found[1]}
     return None
 
@@ -197,6 +199,17 @@ def _nth_paragraph(prompt: str) -> dict | None:
                   r"(?:the\s+(?:word|term)\s+)?" + _QUOTED + r"|(?:start|begin|open)\s+(?:the\s+)?"
                   r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
                   r"last)\s+paragraph\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
+    numbered = _search(r"\bparagraph\s+(\d|one|two|three|four|five|six)\s+(?:must|should|has to|needs to|will|shall)?\s*"
+                       r"(?:start|begin|open)s?\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I)
+    numbered = numbered or (_search(r"paragraph", prompt, re.I) and _search(
+        r"\bthe\s+(second|third|fourth|fifth|sixth|last|final)\s+(?:one\s+)?(?:must|should|has to|needs to|will)\s*"
+        r"(?:start|begin|open)s?\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I))
+    if numbered:
+        count = next((n for n in map(_paragraph_count, _clauses(prompt)) if n), None)
+        ordinal = numbered[1].lower()
+        nth = (count or 1) if ordinal in ("last", "final") else _ORDINALS.get(ordinal) or parse_number(ordinal)
+        word = next(g for g in numbered.groups()[1:] if g)
+        return {"num_paragraphs": count or nth, "nth_paragraph": nth, "first_word": word.strip().strip(".,").split()[0]}
     if not m:
         m2 = _search(r"first\s+word\s+of\s+the\s+(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|"
                        r"2nd|3rd|4th|5th|6th|final|last)\s+paragraph\s+(?:should|must|has to|needs to|will)\s+be\s+"
@@ -301,21 +314,28 @@ def _capital_frequency(c: str) -> dict | None:
     if not _search(r"(?:all[\s-]+cap(?:ital)?s?|all[\s-]+capital\s+letters|uppercase|upper-case|capitali[sz]ed|"
                      r"in\s+caps|block\s+capitals|fully\s+capitali[sz]ed|entirely\s+in\s+capital)", c, re.I):
         return None
-    m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,2}}?(?:times|words|occurrences|instances)", c, re.I)
-    m = m or _search(rf"words?\s+[^.]*?(?:appear|used|occur)\w*\s+(?:({_REL_ANY})\s+)?{NUMBER}(?:\s+times)?", c, re.I)
-    if not m or not _search(r"\bwords?\b", c, re.I):
+    caps = (r"(?:all[\s-]*caps|all[\s-]+capital(?:\s+letters)?|capital\s+letters|uppercase|upper-case|block\s+capitals|"
+            r"(?:fully\s+)?capitali[sz]ed|all-capital|(?:entirely\s+)?in\s+capitals)")
+    # the count must be tied to the capitalised words, not to the reply's length ("in all caps, at least 120 words")
+    m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,2}}?(?:words|times|occurrences|instances)\s+"
+                rf"(?:(?:in|with|using|written\s+in)\s+)?{caps}", c, re.I)
+    m = m or _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+)?{caps}\s+words", c, re.I)
+    m = m or _search(rf"(?:{caps}\s+words?|words?\s+(?:(?:in|with|written)\s+)?(?:entirely\s+)?{caps})[^.]*?(?:({_REL_ANY})\s+)?"
+                     rf"{NUMBER}(?!\s+(?:words|sentences|paragraphs))", c, re.I)
+    if not m:
         return None
     return {"capital_relation": _relation(m[1], None, "at least"), "capital_frequency": parse_number(m[2])}
 
 
 def _uppercase(c: str) -> dict | None:
-    if _search(r"convert|function|string|variable|acronym|(?:never|not|n't|avoid)\s+(?:\w+\s+){0,3}(?:in\s+)?all[\s-]*caps",
+    if _search(r"\b(?:my|his|her|their|our)\s+\w+\s+(?:writes|types|uses|sends|speaks)\b|convert|function|string|variable|acronym|(?:never|not|n't|avoid)\s+(?:\w+\s+){0,3}(?:in\s+)?all[\s-]*caps",
                  c, re.I):
         return None
     if _search(r"(?:all|only|entirely|completely|exclusively|fully)\s+(?:in\s+)?(?:english\s+)?(?:capital\s+letters|"
                  r"capitals|caps|uppercase|upper-case|upper\s+case|block\s+capitals)|in\s+(?:english\s+)?(?:capital\s+"
                  r"letters|uppercase|upper-case|upper\s+case|block\s+capitals|all[\s-]caps|caps)\b|all[\s-]caps|"
-                 r"(?:capital|uppercase)\s+letters\s+only|every\s+letter\s+(?:should|must)\s+be\s+(?:capital|uppercase)",
+                 r"(?:capital|uppercase)\s+letters\s+only|every\s+letter\s+(?:should|must)\s+be\s+(?:capital|uppercase)|"
+                 r"capitali[sz]e\s+every\s+(?:letter|word\s+and\s+letter)",
                  c, re.I):
         return {}
     return None
@@ -332,6 +352,7 @@ def _end_phrase(c: str) -> dict | None:
                        r"sentence|thing)", c, re.I)
     m = m or _search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
                        r"(?:should|must|has to|needs to|will)\s+(?:be|read)\s*:\s*(.+?)\s*$", c, re.I)
+    m = m or _search(r"(?:end|finish|conclude|close|sign\s+off)\w*\s+(?:it|(?:your|the)\s+\w+)\s+with\s+([#@][\w-]+)", c, re.I)
     if not m:
         return None
     phrase = next(g for g in m.groups() if g is not None).strip()
@@ -380,6 +401,11 @@ def _letter_frequency(c: str) -> dict | None:
 def _frequency(c: str) -> dict | None:
     if not _search(r"times|twice|thrice|once", c, re.I):
         return None
+    m = _search(_QUOTED + rf"\s+(?:is|be|gets?|should\s+be|must\s+be)\s+(?:repeated|used|mentioned|said)\s+"
+                rf"(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?", c, re.I)
+    if m and _search(r"times|twice|thrice|once", m[0], re.I):
+        keyword = next(x for x in m.groups()[:6] if x)
+        return {"keyword": keyword, "relation": _relation(m[7], None), "frequency": parse_number(m[8])}
     m = _search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
                   rf"turns?\s+up|crops?\s+up)\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say)\w*"
                   rf"\s+(?:the\s+(?:word|keyword|term)\s+)?{_QUOTED}\s+(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})(?:\s+times)?"
@@ -406,10 +432,13 @@ def _existence(c: str) -> dict | None:
         return None
     trigger = _search(r"(?:includ|incorporat|mention|us(?=e|ing)|contain|featur|work in|weave in)\w*\s+(?:\w+\s+){0,3}?"
                         r"(?:the\s+|these\s+|following\s+|both\s+)*(?:key)?(?:words?|terms?|phrases?)\b|"
-                        r"(?:key)?words?\s+(?:like\s+)?" + _QUOTED + r"[^.]*?(?:(?:should|must|need to|has to|have to|"
+                        r"(?:(?:key)?words?|phrases?|terms?)\s+(?:like\s+)?" + _QUOTED + r"[^.]*?(?:(?:should|must|need to|has to|have to|"
                         r"will)\s+(?:\w+\s+)?)?(?:appears?|be\s+(?:included|used|mentioned|present)|shows?\s+up|"
                         r"(?:is|gets?)\s+(?:included|used|mentioned))|make sure\s+(?:to\s+)?"
-                        r"(?:include|mention|use)|(?:^|please\s+|and\s+|also\s+|,\s*|to\s+)(?<!when to )(?<!how to )"
+                        r"(?:include|mention|use)|\bwith\s+the\s+(?:key)?(?:words?|terms?|phrases?)\s+" + _QUOTED +
+                        r"\s+(?:in\s+it|included|somewhere|in\s+there)|"
+                        r"(?:be\s+sure|make\s+sure|ensure)\s+" + _QUOTED + r"\s+(?:is|appears?|shows?\s+up)|"
+                        r"(?:^|please\s+|and\s+|also\s+|,\s*|to\s+)(?<!when to )(?<!how to )"
                         r"(?:include|incorporate|mention|use)\s+" + _QUOTED, c, re.I)
     if not trigger:
         return None
@@ -430,15 +459,15 @@ def _forbidden(c: str) -> dict | None:
                         r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
                         r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
                         r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
-                        r"|(?:do not|don't|never|avoid)\s+(?:say|use|write|mention|include)\w*\s+" + _QUOTED, c, re.I)
+                        r"|(?:do not|don't|never|avoid|without)\s+(?:say|use|write|mention|include)\w*\s+" + _QUOTED, c, re.I)
     if not trigger or _search(NUMBER + r"\s+(?:key)?(?:words?|terms?)\b", trigger[0], re.I) or \
             _search(r"\bany\s+words\s+(?:or\s+characters|before)", c, re.I):
         return None  # "no more than thirty words" is a length; "say no words before…" is repeat_prompt's rule
     words_ = _quoted(c[max(0, trigger.start() - 80):]) if _match(r"(?:words?|terms?)", trigger[0], re.I) else \
         _quoted(c[trigger.start():])
-    if not words_:
-        m = _search(r"(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
-                      r"[A-Za-z][\w-]*)*)", c[trigger.start():], re.I)
+    if not words_:  # unquoted words only as a list: "avoid these words: a, b" or "words like a or b"
+        m = _search(r"(?:words?|terms?)\s*(?::|like|such\s+as)\s*([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
+                    r"[A-Za-z][\w-]*)*)", c[trigger.start():], re.I)
         if not m:
             return None
         words_ = [w for w in _split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", m[1]) if w]
@@ -446,6 +475,11 @@ def _forbidden(c: str) -> dict | None:
 
 
 def _language(c: str) -> dict | None:
+    hyphened = _search(r"\b(" + "|".join(LANGUAGES) + r")-language\b", c, re.I)
+    if hyphened and _is_about_the_reply(c):
+        return {"language": LANGUAGES[hyphened[1].lower()]}
+    if _search(r"\bin\s+english\b", c, re.I) and _search(r"capital|lower[\s-]?case|upper[\s-]?case|caps", c, re.I):
+        return None  # "in English and in all capital letters" is a case instruction (as IFEval words it)
     if _search(r"translat|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b", c, re.I):
         return None
     m = _search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:\w+\s+){0,4}?"
@@ -481,28 +515,31 @@ def _postscript(c: str) -> dict | None:
         return None
     if _search(r"p\.\s?p\.\s?s", c, re.I):
         return {"postscript_marker": "P.P.S"}
-    if _search(r"postscript|\bp\.\s?s\.?(?=\s|$|[:\"'”)])|\bps:", c, re.I):
+    if _search(r"postscript|\bp\.\s?s\.?(?=\s|$|[:\"'”),.;!])|\bps:", c, re.I):
         return {"postscript_marker": "P.S."}
     return None
 
 
 def _repeat_prompt(prompt: str) -> dict | None:
-    m = _search(r"repeat\s+(?:the|this|my|your|our)?\s*(?:\w+\s+)?(?:request|question|prompt|instruction|task|query)"
+    m = _search(r"(?:repeat|copy|reproduce)\s+(?:the|this|my|your|our)?\s*(?:following\s+)?(?:\w+\s+)?(?:request|question|"
+                r"prompt|instruction|task|query)"
                   r"(?:\s+below|\s+above)?\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)", prompt, re.I)
     m = m or _search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
                        r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
     if not m:
         return None
     clauses = _clauses(prompt)
-    instruction = next(c for c in clauses if _search(r"repeat|re-?stat", c, re.I))
+    instruction = next(c for c in clauses if _search(r"repeat|re-?stat|copy|reproduce", c, re.I))
     after_colon = _search(r":\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
     if after_colon:
         return {"prompt_to_repeat": after_colon[1].strip()}
-    rest = [c for c in clauses if not _search(r"repeat|re-?stat|words or characters before", c, re.I)]
+    rest = [c for c in clauses if not _search(r"repeat|re-?stat|copy|reproduce|words or characters before", c, re.I)]
     return {"prompt_to_repeat": " ".join(rest).strip()}
 
 
 def _two_responses(c: str) -> dict | None:
+    if _search(rf"(?:{_REL_ANY}|highlight\w*)\s+(?:two|2)\s+", c, re.I):
+        return None
     if _search(r"(?:two|2)\s+(?:different|distinct|separate|alternative)?\s*(?:responses|answers|versions|replies)|"
                  r"\*{6}|six\s+asterisks", c, re.I) and _search(r"(?:two|2)\s+\w*\s*(?:responses|answers|versions|"
                                                                   r"replies)|\*{6}|six\s+asterisks", c, re.I):
