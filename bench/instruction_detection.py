@@ -1,7 +1,12 @@
-"""How well the default scorer reads instructions: precision and recall per IFEval kind on a corpus
-of prompts written independently of the detector (`tests/data/instruction_prompts.jsonl`).
+"""How well the default scorer reads instructions: precision and recall per IFEval kind on corpora
+of prompts written independently of the detector.
 
-    python -m bench.instruction_detection [--corpus PATH] [--show-errors]
+    python -m bench.instruction_detection [--corpus PATH] [--split dev|held-out|all] [--show-errors]
+
+`tests/data/instruction_prompts.jsonl` (316 prompts) was used to tune the detector: its odd half
+first (the even half then read 94.2 % precision / 91.5 % recall, measured once), then all of it.
+`tests/data/instruction_prompts_fresh.jsonl` (170 prompts) was written afterwards, by someone who
+saw neither the detector nor the first corpus, and measured once without tuning: quote its figures.
 
 A (prompt, instruction id) pair is a true positive when the detector finds the kind the prompt
 states; arguments are scored separately (share of true positives whose kwargs match exactly,
@@ -108,8 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--split", choices=["dev", "held-out", "all"], default="all",
-                        help="dev: the half the detector was tuned on (odd line numbers); held-out: the other half, "
-                        "whose errors were never looked at while tuning")
+                        help="halves of a corpus: dev (odd line numbers) and held-out (even); see the module's note "
+                        "on which were tuned on")
     parser.add_argument("--show-errors", action="store_true")
     args = parser.parse_args()
     rows = split(load(args.corpus), args.split)
