@@ -641,6 +641,9 @@ _WARM_UP = [
     "Use placeholders, at least 3 of them. Summarize this JSON schema and format the answer as JSON.",
     "ALL CAPS words should be used at least twice. My essay has to be at least 500 words.",
     "Avoid the words apple or pear. Include the keywords apple and pear.",
+    "Give a bulleted list of 3 items about 5 tips, each a bullet. Write in English in all caps, 40 words or less.",
+    "Use the word 'x' 3 times. Repeat the question verbatim. Request: hello.",
+    "Give 5 tips, each as a bullet point. Do not use the words 3 words. Please repeat the request exactly, then answer.",
 ]
 
 
