@@ -44,10 +44,6 @@ class Auth:
         self.config = config
         self.salt = salt
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.config.api_keys or self.config.admin_key)
-
     def caller(self, request: Request) -> str:
         """A salted hash of the caller's key ("anonymous" without one): stable per key and database,
         useless for recovering the key."""
