@@ -201,7 +201,7 @@ class Store:
         if stuck and self._writer_db is not None:
             self._writer_db.conn.interrupt()  # stop a statement waiting on a lock or a slow disk
         self._thread = None
-        left = list(self._pending.values())
+        left = list(self._pending.copy().values())  # copy() is atomic: a stuck writer may still pop
         if not left:
             log.info("store: %d records committed to %s, none left over", self.written, self.path)
             return
