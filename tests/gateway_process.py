@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,7 @@ class GatewayProcess:
                                       str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=env, preexec_fn=preexec)
         self.output = ""
+        weakref.finalize(self, self.proc.kill)  # a failed test must not leave a server running
         self.wait_until(lambda: self._health_status() is not None, "the gateway did not start", timeout_s=60)
 
     def _health_status(self) -> int | None:

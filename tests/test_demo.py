@@ -18,7 +18,7 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     out = tmp_path / "demo"
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     run = subprocess.run([sys.executable, "-m", "gateway", "demo", "--prompts", "16", "--best-of", "4", "--max-steps",
-                          "3", "--max-tokens", "24", "--rounds", "2", "--gate-margin", "-1", "--rollout-margin", "1",
+                          "3", "--max-tokens", "48", "--rounds", "2", "--gate-margin", "-1", "--rollout-margin", "3",
                           "--seed", "5",
                           "--out", str(out)], capture_output=True, text=True, timeout=1200, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -47,7 +47,8 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     events = db.execute("SELECT event, share FROM rollout_events ORDER BY id").fetchall()
     assert [(e["event"], e["share"]) for e in report["rollout_events"]] == [tuple(e) for e in events]
     assert events[0] == ("start", 50.0)
-    # With a margin of 1 the policy promotes at its first look; no round is sent after it decided.
+    # Rewards lie in [0, 1], so a difference's bound at the first look (2 or more pairs, z 1.96) stays above
+    # -3: with a margin of 3 the policy must promote there, whatever the pairs; no round is sent after it.
     assert events[-1] == ("promote", 100.0) and report["rollout"]["looks"][-1]["look"] == 1
     promoted_at = db.execute("SELECT created_at FROM rollout_events WHERE event = 'promote'").fetchone()[0]
     assert not db.execute("SELECT COUNT(*) FROM requests WHERE arm = 'base' AND user LIKE 'heldout-%' "
