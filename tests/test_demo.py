@@ -17,15 +17,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     out = tmp_path / "demo"
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    run = subprocess.run([sys.executable, "-m", "gateway", "demo", "--prompts", "16", "--best-of", "4", "--max-steps",
-                          "3", "--max-tokens", "48", "--rounds", "2", "--gate-margin", "-1", "--rollout-margin", "3",
+    run = subprocess.run([sys.executable, "-m", "gateway", "demo", "--prompts", "24", "--best-of", "4", "--max-steps",
+                          "3", "--max-tokens", "64", "--rounds", "2", "--gate-margin", "-1", "--rollout-margin", "3",
                           "--seed", "5",
                           "--out", str(out)], capture_output=True, text=True, timeout=1200, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "share of the best-of-4 gain recovered" in run.stdout
 
     report = json.loads((out / "report.json").read_text())
-    assert report["meta"]["seed"] == 5 and report["meta"]["prompts"] == 16 and report["meta"]["best_of"] == 4
+    assert report["meta"]["seed"] == 5 and report["meta"]["prompts"] == 24 and report["meta"]["best_of"] == 4
     db = sqlite_utils.Database(out / "tao.db")
     [checkpoint] = db["checkpoints"].rows
     assert report["checkpoint"]["id"] == checkpoint["id"]
