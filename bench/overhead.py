@@ -68,6 +68,17 @@ def start(args: list[str], ready_url: str, env: dict | None = None) -> subproces
     return proc
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every server started with `start`, then kill what has not exited within 30 s."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def wrk(url: str, model: str, connections: int, duration: int, workdir: Path) -> dict[str, float]:
     script = workdir / f"{model}.lua"
     script.write_text(WRK_SCRIPT.replace("{body}", json.dumps(BODY).replace("{model}", model)))
@@ -184,13 +195,7 @@ def main() -> None:
             base = base or p50
             print(f"{strategy:<22} {best_of:>7} {p50:>8.1f} {p99:>8.1f} {p50 / base:>6.2f}x {calls:>23.2f}")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

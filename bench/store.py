@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import aiohttp
 import sqlite_utils
 
-from bench.overhead import start
+from bench.overhead import start, stop
 from gateway.store import RequestLog, Store
 from tao.server_thread import free_port
 
@@ -175,13 +174,7 @@ def main() -> None:
         on, off = percentile(results["logging on"], 0.99), percentile(results["logging off"], 0.99)
         print(f"p99 logging on / off: {on / off:.2f}x (goal <= 1.1x); deepest log queue seen: {deepest} records")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
