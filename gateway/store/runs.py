@@ -11,15 +11,6 @@ import time
 
 import sqlite_utils
 
-DISTILL_RUNS_COLUMNS: dict[str, type] = {
-    "id": int,
-    "started_at": float,
-    "finished_at": float,
-    "outcome": str,  # published | too_little_data | rejected | locked | failed
-    "exit_code": int,
-    "message": str,
-}
-
 
 def record_distill_run(db: sqlite_utils.Database, outcome: str, exit_code: int, message: str,
                        started_at: float) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import sqlite_utils
 
-from gateway.store.runs import DISTILL_RUNS_COLUMNS
 
 
 class RequestStatus(StrEnum):
@@ -148,6 +147,14 @@ LOCKS_COLUMNS: dict[str, type] = {
     "acquired_at": float,
     "holder": str,  # host:pid:random, unique per run
     "expires_at": float,  # the lease: renewed by the live holder; after it, anyone may take the lock
+}
+DISTILL_RUNS_COLUMNS: dict[str, type] = {
+    "id": int,
+    "started_at": float,
+    "finished_at": float,
+    "outcome": str,  # published | too_little_data | rejected | locked | failed
+    "exit_code": int,
+    "message": str,
 }
 META_COLUMNS: dict[str, type] = {"key": str, "value": str}  # e.g. the salt of the caller hashes
 ROLLOUT_EVENTS_COLUMNS: dict[str, type] = {
