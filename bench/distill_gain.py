@@ -60,6 +60,11 @@ class DistillGainConfig(BaseModel):
     best_of: int = Field(8, ge=1, description="N of the traffic.")
     method: DistillMethod = Field(DistillConfig.model_fields["method"].default, description="Distill method.")
     epochs: float = Field(DistillConfig.model_fields["epochs"].default, gt=0, description="Passes over the rows.")
+    rounds: int = Field(DistillConfig.model_fields["rounds"].default, ge=1,
+                        description="Iterated rounds: after each, best-of-N from the new adapter on the training "
+                        "prompts, scored, pooled, trained again.")
+    round_best_of: int = Field(DistillConfig.model_fields["round_best_of"].default, ge=2,
+                               description="Samples per training prompt in an iterated round.")
     max_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
     seed: int = Field(0, description="Prompt generator and training seed.")
     unseen_kinds: list[str] = Field(["postscript", "title"], description="Instruction kinds never trained on.")
@@ -120,7 +125,8 @@ def main() -> None:
     settings = Settings(
         models=[with_updates(m, max_tokens=opts.max_tokens) for m in default_models()],
         store=StoreConfig(path=workdir / "tao.db"),
-        distill=DistillConfig(method=opts.method, epochs=opts.epochs, checkpoints_dir=workdir / "checkpoints",
+        distill=DistillConfig(method=opts.method, epochs=opts.epochs, rounds=opts.rounds,
+                              round_best_of=opts.round_best_of, checkpoints_dir=workdir / "checkpoints",
                               seed=opts.seed, min_heldout_prompts=4, eval_samples=opts.eval_samples,
                               gate_margin=-2.0),
         rollout=RolloutConfig(margin=2.0),
@@ -167,6 +173,7 @@ def main() -> None:
     print(f"\ngate (gate_margin {DistillConfig().gate_margin:g}, rollout margin {RolloutConfig().margin:g}): "
           f"{'publish' if verdict.publish else 'reject'}: {verdict.reason}")
     print(f"prompts {opts.prompts}, best_of {opts.best_of}, method {opts.method}, epochs {opts.epochs}, "
+          f"rounds {opts.rounds} (best-of-{opts.round_best_of}), "
           f"seed {opts.seed}, unseen kinds {sorted(unseen)}; traffic {traffic_s:.0f} s, distill {distill_s:.0f} s, "
           f"total {time.time() - started:.0f} s; workdir {workdir}")
 

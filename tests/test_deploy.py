@@ -1,9 +1,16 @@
-"""deploy/ cannot run here (no Docker engine, no GPU): check what can be checked without one."""
+"""deploy/ cannot run here (no Docker engine, no GPU): check what can be checked without one, with
+real validators where they install from the package registries (docker-compose 1.29 from Debian,
+the Kubernetes OpenAPI schemas from PyPI's kubernetes-validate)."""
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import kubernetes_validate
+import pytest
 import yaml
 
 from gateway.config import load_settings
@@ -48,10 +55,51 @@ def test_the_gateway_takes_its_keys_from_the_environment_and_prometheus_scrapes_
     environment = compose["services"]["gateway"]["environment"]
     assert environment["TAO_AUTH__API_KEYS"].startswith("${TAO_API_KEYS:?")  # compose refuses to start without
     assert environment["TAO_AUTH__ADMIN_KEY"].startswith("${TAO_ADMIN_KEY:?")
-    assert compose["secrets"]["tao_metrics_key"] == {"environment": "TAO_METRICS_KEY"}
+    assert compose["secrets"]["tao_metrics_key"] == {"file": "./secrets/metrics_key"}
+    assert (DEPLOY / "secrets" / ".gitignore").read_text().splitlines()[1] == "*"  # the key never enters git
     assert "tao_metrics_key" in compose["services"]["prometheus"]["secrets"]
     [job] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
     assert job["authorization"]["credentials_file"] == "/run/secrets/tao_metrics_key"
+
+
+COMPOSE_STACKS = [["compose.yaml"], ["compose.yaml", "compose.gpu-distill.yaml"]]
+
+
+def compose_config(tmp_path: Path, files: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess:
+    """`docker-compose config` on a copy of deploy/ with the metrics key written, as a user would have it."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs Debian's 1.29)")
+    stack = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, stack)
+    (stack / "secrets" / "metrics_key").write_text("sk-metrics")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAO_")} | environment
+    args = ["docker-compose", "-p", "tao", *[a for f in files for a in ("-f", f)], "config"]
+    return subprocess.run(args, cwd=stack, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("files", COMPOSE_STACKS, ids=["cpu-distill", "gpu-distill"])
+def test_a_real_compose_implementation_accepts_the_stack(tmp_path, files):
+    result = compose_config(tmp_path, files, {"TAO_API_KEYS": '["sk-client", "sk-metrics"]',
+                                              "TAO_ADMIN_KEY": "sk-admin"})
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert resolved["gateway"]["environment"]["TAO_AUTH__API_KEYS"] == '["sk-client", "sk-metrics"]'
+    gpu = "devices" in resolved["distill"].get("deploy", {}).get("resources", {}).get("reservations", {})
+    assert gpu == ("compose.gpu-distill.yaml" in files)
+    if gpu:  # training shares vLLM's GPU: vLLM takes less of it
+        assert "--gpu-memory-utilization 0.35" in resolved["vllm"]["command"]
+
+
+def test_compose_refuses_to_start_the_gateway_without_keys(tmp_path):
+    result = compose_config(tmp_path, ["compose.yaml"], {})
+    assert result.returncode != 0
+    assert "set TAO_API_KEYS" in result.stderr
+
+
+def test_kubernetes_manifests_validate_against_the_kubernetes_schema():
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(document, "1.37.0", strict=True)  # raises on any unknown field
 
 
 def test_the_deploy_config_is_a_valid_tao_config(monkeypatch):
