@@ -54,6 +54,10 @@ def _split(pattern: str, text: str, flags: int = 0) -> list[str]:
     return _compiled(pattern, flags).split(text)
 
 
+def _sub(pattern: str, replacement: str, text: str, flags: int = 0) -> str:
+    return _compiled(pattern, flags).sub(replacement, text)
+
+
 # ---- vocabulary --------------------------------------------------------------------------------------
 _REL = {
     "less than": r"less than|fewer than|under|below|shorter than|not (?:even )?reach(?:ing)?",
@@ -115,7 +119,7 @@ def _clauses(prompt: str) -> list[str]:
     parts = []
     for line in _split(r"\n+", prompt):
         line = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", line)
-        parts += [p for p in _split(r"(?<=[.!?;])\s+(?=[A-Z(\"“'])", line) if p.strip()]
+        parts += [p for p in _split(r"(?<=[.!?;])\s+(?=[A-Z(\"“'])|(?<=[;?!])\s+", line) if p.strip()]
     return parts
 
 
@@ -154,7 +158,9 @@ def _is_about_the_reply(clause: str) -> bool:
         return True
     return _search(rf"\b(?:your|you|please|make sure|ensure|must|should|need to|needs to|has to|have to|keep|write|"
                      rf"answer|respond|reply|use|give|provide|limit|format|wrap|put|enclose|include|end|finish|"
-                     rf"conclude|start|begin|avoid|do not|don't|never|without|no|in|only|the {_REPLY})\b",
+                     rf"conclude|start|begin|avoid|do not|don'?t|never|without|no|in|only|the {_REPLY}|answers|"
+                     rf"responses|replies|outputs|aim|target|stick|stay|try|gimme|pls|plz|can you|could you|would you|"
+                     rf"i need|i want|i'd like)\b",
                      clause, flags=re.IGNORECASE) is not None
 
 
@@ -176,8 +182,8 @@ def _number_sentences(c: str) -> dict | None:
     if "sentence" not in c.lower():
         return None
     found = _counted(c, r"sentences?|full sentences?|complete sentences?")
-    if found and _is_about_the_reply(c) and not _search(r"\b(?:for each|each|every|per)\b|\b(?:object|field|key|"
-                                                              r"column|entry)\b", c, re.I):
+    if found and _is_about_the_reply(c) and not _search(r"\b(?:each|every|per)\s+(?!(?:reply|response|answer|message|"
+                                                              r"time)\b)|\b(?:object|field|key|column|entry)\b", c, re.I):
         return {"relation": found[0], "num_sentences": found[1]}
     return None
 
@@ -202,8 +208,9 @@ def _nth_paragraph(prompt: str) -> dict | None:
     numbered = _search(r"\bparagraph\s+(\d|one|two|three|four|five|six)\s+(?:must|should|has to|needs to|will|shall)?\s*"
                        r"(?:start|begin|open)s?\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I)
     numbered = numbered or (_search(r"paragraph", prompt, re.I) and _search(
-        r"\bthe\s+(second|third|fourth|fifth|sixth|last|final)\s+(?:one\s+)?(?:must|should|has to|needs to|will)\s*"
-        r"(?:start|begin|open)s?\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I))
+        r"\bthe\s+(first|second|third|fourth|fifth|sixth|last|final)\s+(?:one\s+|paragraph\s+)?(?:must|should|has to|"
+        r"needs to|will)\s*(?:start|begin|open)s?\s+with\s+(?:(?:the\s+(?:word|term)\s+)?" + _QUOTED +
+        r"|the\s+(?:word|term)\s+([A-Za-z][\w'-]*))", prompt, re.I))
     if numbered:
         count = next((n for n in map(_paragraph_count, _clauses(prompt)) if n), None)
         ordinal = numbered[1].lower()
@@ -229,8 +236,8 @@ def _nth_paragraph(prompt: str) -> dict | None:
 
 def _number_paragraphs(c: str) -> dict | None:
     count = _paragraph_count(c)
-    if count and _is_about_the_reply(c) and not _search(r"\b(?:each|every|per) paragraph|paragraphs? (?:below|above)",
-                                                             c, re.I):
+    if count and _is_about_the_reply(c) and not _search(r"(?<!between )\b(?:each|every|per) paragraph|"
+                                                             r"paragraphs? (?:below|above)", c, re.I):
         return {"num_paragraphs": count}
     return None
 
@@ -245,13 +252,17 @@ def _bullets(c: str) -> dict | None:
                        r"(?:items|points|entries|bullets)", c, flags=re.IGNORECASE)
     m = m or _search(rf"{NUMBER}\s+(?:items|points|entries|reasons|tips|ideas|steps)\b[^.]*\bbullet", c, re.I) and \
         _search(rf"()({NUMBER[1:-1]})\s+(?:items|points|entries|reasons|tips|ideas|steps)", c, re.I)
+    m = m or _search(rf"()(?<![\w-]){NUMBER}\s+(?:[\w-]+\s+){{0,2}}?[\w-]+s\b[^.]*?\b(?:one|each)\s+(?:per|as\s+a|"
+                     r"in\s+(?:a|its\s+own)|on\s+(?:a|its\s+own))\s+(?:markdown\s+)?bullet", c, re.I)
     if m:
         return {"num_bullets": parse_number(m[2])}
     return None
 
 
 def _highlights(c: str) -> dict | None:
-    if not _search(r"highlight", c, re.I) or not _search(r"markdown|\*[^*\s][^*]*\*|section|part", c, re.I):
+    verb = _search(r"highlight(?!s\b)|emphasi[sz]e|itali(?:ci[sz]e|cs)", c, re.I) or \
+        _search(r"(?<!the )(?<!key )(?<!main )highlights\b", c, re.I)
+    if not verb or not _search(r"markdown|\*[^*\s][^*]*\*|section|part", c, re.I):
         return None
     m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:\w+\s+)?(?:sections?|parts?|phrases?|portions?)", c, re.I)
     m2 = _search(rf"highlight(?:s|ed)?\s+(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
@@ -261,12 +272,17 @@ def _highlights(c: str) -> dict | None:
 
 def _sections(prompt: str) -> dict | None:
     """"N sections" in one clause, and how each is marked ("SECTION X", "Part 1") anywhere in the prompt."""
-    count = next((m for m in (_search(rf"{NUMBER}\s+(?:\w+\s+)?(sections|parts|chapters|segments)\b", c, re.I)
+    marker = _search(rf"(?i:with|using|as|by|label(?:l?ed)?|mark(?:ed)?|begin(?:ning|s)?\s+with|start(?:ing|s)?\s+"
+                       rf"with|titled?|heading|header|called|named)\s+(?i:them\s+|each(?:\s+(?:one|section|part|"
+                       rf"chapter|day|step))?\s+|every\s+\w+\s+)?(?i:with\s+|as\s+)?(?i:the\s+)?(?i:word\s+|label\s+|"
+                       rf"text\s+)?{_QUOTE}?([A-Z][a-z]+|[A-Z]+|section|part)\s+(?:X|N|\d|\[|\{{|<|#)", prompt)
+    if not marker:
+        return None
+    unit = rf"sections|parts|chapters|segments|{re.escape(marker[1].lower())}s?"
+    numbering = rf"\b{re.escape(marker[1])}\s+(?:\d+|[XN])\b"
+    count = next((m for m in (_search(rf"{NUMBER}(?:\s+|-)(?:\w+\s+)?(?:{unit})\b", _sub(numbering, "", c), re.I)
                               for c in _clauses(prompt) if not _search(r"highlight", c, re.I)) if m), None)
-    marker = _search(rf"(?:with|using|as|by|label(?:l?ed)?|mark(?:ed)?|begin(?:ning|s)?\s+with|start(?:ing|s)?\s+"
-                       rf"with|titled?|heading|header)\s+(?:the\s+)?(?:word\s+|label\s+|text\s+)?{_QUOTE}?([A-Z][a-z]+|[A-Z]+|section|"
-                       rf"part)\s+(?:X|N|\d|\[|\{{|<|#)", prompt)
-    if not count or not marker:
+    if not count:
         return None
     return {"section_spliter": marker[1] if marker[1][0].isupper() else marker[1].capitalize(),
             "num_sections": parse_number(count[1])}
@@ -334,7 +350,8 @@ def _uppercase(c: str) -> dict | None:
     if _search(r"(?:all|only|entirely|completely|exclusively|fully)\s+(?:in\s+)?(?:english\s+)?(?:capital\s+letters|"
                  r"capitals|caps|uppercase|upper-case|upper\s+case|block\s+capitals)|in\s+(?:english\s+)?(?:capital\s+"
                  r"letters|uppercase|upper-case|upper\s+case|block\s+capitals|all[\s-]caps|caps)\b|all[\s-]caps|"
-                 r"(?:capital|uppercase)\s+letters\s+only|every\s+letter\s+(?:should|must)\s+be\s+(?:capital|uppercase)|"
+                 r"(?:capital|uppercase)\s+letters\s+only|every\s+(?:single\s+)?letter\s+(?:(?:of|in)\s+(?:your|the)\s+\w+\s+)?"
+                 r"(?:should|must|has\s+to|needs\s+to)\s+be\s+(?:in\s+)?(?:capital|uppercase|upper-case|caps)|"
                  r"capitali[sz]e\s+every\s+(?:letter|word\s+and\s+letter)",
                  c, re.I):
         return {}
@@ -345,7 +362,8 @@ def _end_phrase(c: str) -> dict | None:
     m = _search(r"(?:end|finish|conclude|close|wrap up|sign off|terminate)\w*\s+(?:off\s+)?(?:(?:your|the|this|each|"
                   r"every)\s+(?:entire\s+|whole\s+)?\w+(?:\s+\w+)?\s+)?(?:with|by\s+(?:saying|writing))\s+(?:the\s+|this\s+"
                   r"|these\s+)?(?:exact\s+|precise\s+|following\s+|same\s+)?(?:phrase|sentence|words?|line|question|"
-                  r"statement|text)?\s*:?\s*" + _QUOTED, c, re.I)
+                  r"statement|text|sign-?off|signoff|tagline|catchphrase|slogan|signature|motto|closing(?:\s+line)?|"
+                  r"greeting)?\s*:?\s*" + _QUOTED, c, re.I)
     m = m or _search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
                        r"(?:should|must|has to|needs to|will)\s+(?:be|read)\s*:?\s*(?:exactly\s+)?" + _QUOTED, c, re.I)
     m = m or _search(_QUOTED + r"\s+(?:should|must)\s+be\s+the\s+(?:very\s+)?(?:last|final)\s+(?:words?|phrase|line|"
@@ -370,25 +388,28 @@ def _quotation(c: str) -> dict | None:
 
 
 def _no_comma(c: str) -> dict | None:
-    if _search(r"(?:without|avoid|no|never|zero|not\s+(?:a\s+single|any|one)|don't\s+(?:use|include|put)|"
+    if _search(r"(?:without|avoid|no|never|zero|not\s+(?:a\s+single|any|one)|don'?t\s+(?:use|include|put)|"
+                 r"leave\s+out|omit|skip|drop|"
                  r"do\s+not\s+(?:use|include|put)|refrain\s+from\s+(?:using\s+)?|free\s+of|(?:is|are)\s+not\s+allowed)"
                  r"[^.]{0,25}\bcommas?\b|\bcommas?\b[^.]{0,30}(?:not\s+allowed|forbidden|prohibited|banned|"
-                 r"off[\s-]limits|(?:should|must|may|can)\s+not|mustn't|shouldn't|are\s+out)|comma[\s-]free|"
-                 r"\bno[\s-]comma", c, re.I) and not _search(r"comma\s+splice|oxford\s+comma\s+(?:is|rule)|what\s+is\s+a\s+"
+                 r"off[\s-]limits|not\s+permitted|disallowed|(?:should|must|may|can)\s+not|mustn't|shouldn't|are\s+out)|"
+                 r"comma[\s-]free|\bno[\s-]comma|keine\s+kommas?|ohne\s+(?:\w+\s+)?kommas?|sans\s+[^.]{0,30}virgules?|"
+                 r"aucune\s+virgule|sin\s+(?:usar\s+|utilizar\s+|ninguna\s+)?comas?\b|ninguna\s+coma", c, re.I) and not _search(r"comma\s+splice|oxford\s+comma\s+(?:is|rule)|what\s+is\s+a\s+"
                                                                 r"comma|comma-separated|csv", c, re.I):
         return {}
     return None
 
 
 def _letter_frequency(c: str) -> dict | None:
-    if "letter" not in c.lower():
+    if "letter" not in c.lower() or _search(r"\b(?:novel|book|poem|story|text)\b[^.]*\bwritten\s+without", c, re.I):
         return None
     none = _search(rf"(?:never|don't|do not|avoid|without|not)\s+(?:\w+\s+){{0,2}}?(?:the\s+)?letter\s+{_QUOTE}?([A-Za-z])"
                      rf"{_QUOTE}?(?!\w)", c, re.I)
     if none:
         return {"letter": none[1].lower(), "let_relation": "less than", "let_frequency": 1}
     m = _search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}\s+times", c, re.I)
-    m = m or _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+times[^.]*?letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\b", c, re.I)
+    m = m or _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:times|instances|occurrences|uses)[^.]*?letter\s+{_QUOTE}?"
+                     rf"([A-Za-z]){_QUOTE}?\b", c, re.I)
     if not m:
         return None
     g = m.groups()
@@ -441,16 +462,41 @@ def _existence(c: str) -> dict | None:
                         r"(?:^|please\s+|and\s+|also\s+|,\s*|to\s+)(?<!when to )(?<!how to )"
                         r"(?:include|incorporate|mention|use)\s+" + _QUOTED, c, re.I)
     if not trigger:
-        return None
-    keywords = _quoted(c[trigger.start():])
+        return _unquoted_keywords(c)
+    # the words asked for, up to a refusal that follows ("include 'Olympus', and don't mention 'Zeus'")
+    asked = _split(r"\b(?:but|and)?\s*(?:don'?t|do\s+not|never|avoid|without)\b", c[trigger.start():], re.I)[0]
+    keywords = _quoted(asked)
     if not keywords:
         m = _search(r"(?:key)?(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+and\s+|,\s*and\s+)[A-Za-z][\w-]*)*)",
-                      c[trigger.start():], re.I)
+                      asked, re.I)
         if not m:
-            return None
+            return _unquoted_keywords(c)
         keywords = [k for k in _split(r",\s*(?:and\s+)?|\s+and\s+", m[1]) if k and k.lower() not in ("in", "the")]
     if _search(r"times|twice|thrice|once", c[trigger.start():], re.I) and len(keywords) == 1:
         return None  # a frequency, not just presence
+    return {"keywords": keywords} if keywords else None
+
+
+_NOT_A_KEYWORD = r"(?:the|a|an|my|your|our|their|his|her|its|some|any|each|every|all|how|what|why|when|where|who|which|" \
+                 r"that|this|these|those|it|them|me|us|you|whether|if|one|more|other|specific|relevant)\b"
+
+
+def _unquoted_keywords(c: str) -> dict | None:
+    """Keywords named without quotes: "must explicitly mention both Python and SQL", "be sure to mention
+    drainage somewhere", "the word beekeeping has to appear". Only after "mention"/"reference" (not
+    "include": "include examples" asks for content, not a word), and never a phrase that starts
+    like a description ("mention the risks", "mention how …")."""
+    m = _search(r"(?:must|should|has\s+to|have\s+to|needs?\s+to|be\s+sure\s+to|make\s+sure\s+(?:to|you)|remember\s+to|"
+                r"don'?t\s+forget\s+to|please)\s+(?:also\s+|explicitly\s+|specifically\s+)?(?:mention|reference|name-?drop)"
+                r"\s+(?:both\s+)?(?!" + _NOT_A_KEYWORD + r")([A-Za-z][\w-]*(?:\s+(?!and\b)[A-Za-z][\w-]*){0,2}?"
+                r"(?:\s+and\s+(?!" + _NOT_A_KEYWORD + r")[A-Za-z][\w-]*(?:\s+[A-Za-z][\w-]*)?)?)"
+                r"(?=\s*(?:[,.;!]|$|\s+(?:since|because|as\s+|somewhere|at\s+least\s+once|in\s+(?:it|there|the|your)|"
+                r"so\b|too\b)))", c, re.I)
+    m = m or _search(r"\bthe\s+(?:key)?(?:word|term)\s+([A-Za-z][\w-]*)\s+(?:has\s+to|must|should|needs\s+to)\s+"
+                     r"(?:appear|be\s+(?:included|used|mentioned|present))", c, re.I)
+    if not m or _search(r"(?:n't|\bnot|\bnever|\bno)\s+(?:\w+\s+){0,2}(?:mention|reference)", c[:m.end()], re.I):
+        return None
+    keywords = [k for k in _split(r"\s+and\s+", m[1]) if k]
     return {"keywords": keywords} if keywords else None
 
 
@@ -459,7 +505,13 @@ def _forbidden(c: str) -> dict | None:
                         r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
                         r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
                         r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
-                        r"|(?:do not|don't|never|avoid|without)\s+(?:say|use|write|mention|include)\w*\s+" + _QUOTED, c, re.I)
+                        r"|(?:do not|don'?t|never|avoid|without|(?:may|must|should|can)\s*(?:not|n't))\s+(?:say|use|write|"
+                        r"mention|include)\w*\s+" + _QUOTED +
+                        r"|\bno\s+(?:uses?|utilices|digas|escribas|menciones)\s+(?:la|las|el|los)?\s*palabras?|"
+                        r"\bsin\s+(?:usar|decir|mencionar)\s+(?:la|las)?\s*palabras?|n['’](?:utilise|emploie)[sz]?\s+pas\s+"
+                        r"(?:le|les)\s+mots?|\bsans\s+(?:utiliser|dire|employer)\s+(?:le|les)\s+mots?|"
+                        r"\bohne\s+(?:das|die)\s+W(?:ort|örter)|verwende\w*\s+(?:nicht|kein\w*)\s+(?:das\s+)?W(?:ort|örter)",
+                        c, re.I)
     if not trigger or _search(NUMBER + r"\s+(?:key)?(?:words?|terms?)\b", trigger[0], re.I) or \
             _search(r"\bany\s+words\s+(?:or\s+characters|before)", c, re.I):
         return None  # "no more than thirty words" is a length; "say no words before…" is repeat_prompt's rule
@@ -467,7 +519,10 @@ def _forbidden(c: str) -> dict | None:
         _quoted(c[trigger.start():])
     if not words_:  # unquoted words only as a list: "avoid these words: a, b" or "words like a or b"
         m = _search(r"(?:words?|terms?)\s*(?::|like|such\s+as)\s*([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
-                    r"[A-Za-z][\w-]*)*)", c[trigger.start():], re.I)
+                    r"[A-Za-z][\w-]*)*)", c[trigger.start():], re.I) or \
+            _search(r"the\s+(?:key)?(?:words?|terms?)\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
+                    r"[A-Za-z][\w-]*)*)\s+(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited)",
+                    c, re.I)
         if not m:
             return None
         words_ = [w for w in _split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", m[1]) if w]
@@ -521,19 +576,21 @@ def _postscript(c: str) -> dict | None:
 
 
 def _repeat_prompt(prompt: str) -> dict | None:
-    m = _search(r"(?:repeat|copy|reproduce)\s+(?:the|this|my|your|our)?\s*(?:following\s+)?(?:\w+\s+)?(?:request|question|"
-                r"prompt|instruction|task|query)"
-                  r"(?:\s+below|\s+above)?\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)", prompt, re.I)
+    m = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|this|my|your|our)?\s*(?:following\s+)?(?:\w+\s+)?"
+                r"(?:request|question|prompt|instruction|task|query)"
+                r"(?:\s+below|\s+above|\s+back)?\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)",
+                prompt, re.I)
     m = m or _search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
                        r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
     if not m:
         return None
     clauses = _clauses(prompt)
-    instruction = next(c for c in clauses if _search(r"repeat|re-?stat|copy|reproduce", c, re.I))
+    instruction = next(c for c in clauses if _search(r"repeat|re-?stat|copy|reproduce|echo", c, re.I))
     after_colon = _search(r":\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
-    if after_colon:
-        return {"prompt_to_repeat": after_colon[1].strip()}
-    rest = [c for c in clauses if not _search(r"repeat|re-?stat|copy|reproduce|words or characters before", c, re.I)]
+    if after_colon:  # up to where the next step starts ("… two toddlers? Then give your recommendation …")
+        return {"prompt_to_repeat": _split(r"(?<=[.?!])\s+(?=(?:then|after\s+that|afterwards|next|finally|once)\b)",
+                                           after_colon[1].strip(), re.I)[0].strip()}
+    rest = [c for c in clauses if not _search(r"repeat|re-?stat|copy|reproduce|echo|words or characters before", c, re.I)]
     return {"prompt_to_repeat": " ".join(rest).strip()}
 
 
@@ -567,11 +624,11 @@ _CLAUSE_KINDS = [
     ("keywords:existence", _existence),
     ("keywords:forbidden_words", _forbidden),
     ("language:response_language", _language),
-    ("detectable_content:number_placeholders", _placeholders),
     ("detectable_content:postscript", _postscript),
     ("combination:two_responses", _two_responses),
 ]
-INSTRUCTION_IDS = [i for i, _ in _CLAUSE_KINDS] + ["length_constraints:number_paragraphs",
+INSTRUCTION_IDS = [i for i, _ in _CLAUSE_KINDS] + ["detectable_content:number_placeholders",
+                                                  "length_constraints:number_paragraphs",
                                                   "length_constraints:nth_paragraph_first_word",
                                                   "combination:repeat_prompt", "detectable_format:multiple_sections"]
 
@@ -583,11 +640,22 @@ def _asks_about_form(clause: str) -> bool:
         _search(r"\b(?:you|your|please|me)\b", clause, re.I) is None
 
 
+_CANCEL_ALL = (r"(?:ignore|forget|disregard|drop|scrap|never\s*mind)\s+(?:about\s+)?(?:all\s+)?(?:the\s+|my\s+|that\s+|"
+               r"those\s+|these\s+)?(?:earlier|previous|above|former|prior|last|old)\s+(?:\w+\s+)?(?:instructions?|"
+               r"requests?|rules?|constraints?|requirements?)")
+_CANCEL_CASE = r"normal\s+(?:capitali[sz]ation|case)|capitali[sz]e\s+normally|regular\s+(?:capitali[sz]ation|case)"
+
+
 def detect(prompt: str) -> list[Constraint]:
     """Every instruction the prompt states, each kind once (its first statement)."""
     found: dict[str, Constraint] = {}
     clauses = [c for c in _clauses(prompt) if not _asks_about_form(c)]
     for clause in clauses:
+        if _search(_CANCEL_ALL, clause, re.I):
+            found.clear()  # "ignore my earlier instructions": only what follows counts
+        if _search(_CANCEL_CASE, clause, re.I):
+            found.pop("change_case:english_lowercase", None)
+            found.pop("change_case:english_capital", None)
         for instruction_id, read in _CLAUSE_KINDS:
             if instruction_id in found:
                 continue
@@ -603,6 +671,10 @@ def detect(prompt: str) -> list[Constraint]:
         if paragraphs:
             found["length_constraints:number_paragraphs"] = Constraint("length_constraints:number_paragraphs",
                                                                        paragraphs)
+    placeholders = _placeholders(prompt)
+    if placeholders:
+        found["detectable_content:number_placeholders"] = Constraint("detectable_content:number_placeholders",
+                                                                     placeholders)
     sections = _sections(prompt)
     if sections:
         found["detectable_format:multiple_sections"] = Constraint("detectable_format:multiple_sections", sections)
