@@ -60,7 +60,19 @@ def normalized(value: Any) -> Any:
 
 
 def load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """A corpus in tests/data's format, or IFEval's own `input_data.jsonl` (key, prompt,
+    instruction_id_list, kwargs), converted to it."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [from_ifeval(row) if "instruction_id_list" in row else row for row in rows]
+
+
+def from_ifeval(row: dict) -> dict:
+    """IFEval's row as ours: one user message; the kinds it lists (a kind listed twice counts once,
+    as our detector reports each kind once)."""
+    instructions = {i: k for i, k in reversed(list(zip(row["instruction_id_list"], row["kwargs"])))}
+    return {"id": f"ifeval-{row['key']}", "messages": [{"role": "user", "content": row["prompt"]}],
+            "instructions": [{"id": i, "kwargs": {k: v for k, v in (kw or {}).items() if v is not None}}
+                             for i, kw in instructions.items()]}
 
 
 def split(rows: list[dict], name: str) -> list[dict]:
@@ -111,7 +123,9 @@ def table(tally: Tally, rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--corpus", type=Path, default=CORPUS,
+                        help="a corpus in tests/data's format, or IFEval's input_data.jsonl (google-research/"
+                        "google-research, instruction_following_eval/data/), which is not shipped here")
     parser.add_argument("--split", choices=["dev", "held-out", "all"], default="all",
                         help="halves of a corpus: dev (odd line numbers) and held-out (even); see the module's note "
                         "on which were tuned on")

@@ -63,3 +63,14 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     assert "seed 5" in page and f"{report['means']['base_n1']:.4f}" in page
     assert all(f'src="{name}"' in page for name in ("rewards.png", "tokens.png", "rollout.png"))
     assert report["examples"] and "Held-out answers, side by side" in page and "best-of-N winner" in page
+
+
+def test_a_demo_with_too_little_traffic_says_what_to_do_and_exits_2(tmp_path: Path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    run = subprocess.run([sys.executable, "-m", "gateway", "demo", "--prompts", "3", "--best-of", "2", "--max-tokens",
+                          "8", "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "too little data" in run.stdout and "Run the demo again with more --prompts" in run.stdout
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())  # nothing half-published
+    assert json.loads((out / "report.json").read_text())["checkpoint"] is None

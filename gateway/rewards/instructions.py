@@ -139,8 +139,10 @@ def _counted(clause: str, unit: str) -> tuple[str, int] | None:
     m = _search(rf"(?:({_REL_ANY})\s+)?(?:of\s+|the\s+)?{NUMBER}(?:\s*|-)(?:{unit})\b(?:\s+({_AFTER['at most']}|"
                   rf"{_AFTER['at least']})\b)?", clause, flags=re.IGNORECASE)
     if m:
-        count = parse_number(m[2])
-        return _relation(m[1], m[3]), count
+        relation = _relation(m[1], m[3])
+        if m[1] and _search(r"(?:n't|\bnot|\bnever)\s+(?:\w+\s+){0,3}$", clause[:m.start()], re.I):
+            relation = {"more than": "at most", "less than": "at least"}.get(relation, relation)
+        return relation, parse_number(m[2])
     m = _search(rf"(?:{unit.split('|')[0].rstrip('s?')}\s+(?:count|limit|length))\s*(?:of|is|should be|must be|under|"
                   rf"below|at|:)?\s*(?:({_REL_ANY})\s+)?{NUMBER}", clause, flags=re.IGNORECASE)
     if m:
@@ -148,13 +150,24 @@ def _counted(clause: str, unit: str) -> tuple[str, int] | None:
     return None
 
 
+_OWN_WORK = (r"\bmy\s+(?:[\w']+\s+)?(?:essay|paper|thesis|dissertation|assignment|article|report|book|draft|novel|story|"
+             r"speech|chapter|manuscript)\b|\b(?:I|we)\s+(?:have|need|am\s+supposed|are\s+supposed)\s+to\s+(?:submit|"
+             r"hand\s+in|turn\s+in)\b|\b(?:university|professor|teacher|supervisor|school|journal|publisher)\s+(?:\w+\s+)?"
+             r"(?:has|says|said|wants|requires|set)\b|\b(?:my\s+)?(?:students?|pupils|kids|children|employees|staff|"
+             r"class|boss|manager)\s+(?:must|have\s+to|has\s+to|need\s+to|should|wants?\s+every)\b")
+
+
+def _about_own_work(clause: str) -> bool:
+    """A rule for the user's own assignment ("my professor said we must not use 'very'"), not for the reply."""
+    return _search(_OWN_WORK, clause, re.I) is not None and not _search(r"\byou(?:r)?\b", clause, re.I)
+
+
 def _is_about_the_reply(clause: str) -> bool:
     """Does the clause ask something of the reply (an imperative, "your …", "should/must …", or a
     requirement-list fragment such as "Exactly 3 sentences.")? Not when it is about the user's own text."""
-    if _search(r"\bmy (?:essay|paper|thesis|assignment|article|report|book|draft|novel|story|speech)\b", clause, re.I) \
-            and not _search(r"\byour\b", clause, re.I):
+    if _about_own_work(clause):
         return False
-    if _match(rf"\s*(?:{_REL_ANY}|{NUMBER})\b", clause, flags=re.IGNORECASE):
+    if _match(rf"\s*(?:like\s+|maybe\s+|just\s+|keep\s+it\s+)?(?:{_REL_ANY}|{NUMBER})\b", clause, flags=re.IGNORECASE):
         return True
     return _search(rf"\b(?:your|you|please|make sure|ensure|must|should|need to|needs to|has to|have to|keep|write|"
                      rf"answer|respond|reply|use|give|provide|limit|format|wrap|put|enclose|include|end|finish|"
@@ -189,10 +202,15 @@ def _number_sentences(c: str) -> dict | None:
 
 
 def _paragraph_count(c: str) -> int | None:
-    if "paragraph" not in c.lower():
+    if "paragraph" not in c.lower() and "***" not in c:
         return None
     m = _search(rf"{NUMBER}(?:\s+|-)(?:separate\s+|distinct\s+|short\s+)?paragraphs?", c, flags=re.IGNORECASE)
-    return parse_number(m[1]) if m else None
+    if m is None and _search(r"\*\*\*|blank\s+lines?|empty\s+lines?|paragraphs", c, re.I):
+        m = _search(rf"{NUMBER}(?:\s+|-)(?:separate\s+|distinct\s+|short\s+)?(?:stanzas?|verses?|parts|sections|blocks)",
+                    c, flags=re.IGNORECASE)
+    if m is None or (parse_number(m[1]) == 1 and not _search(r"\b(?:your|entire|whole|all)\b", c, re.I)):
+        return None
+    return parse_number(m[1])
 
 
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
@@ -200,11 +218,13 @@ _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixt
 
 
 def _nth_paragraph(prompt: str) -> dict | None:
+    if not _search(r"paragraph|stanza", prompt, re.I):
+        return None
     m = _search(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
-                  r"last)\s+paragraph\s+(?:must|should|has to|needs to|will|shall)?\s*(?:start|begin|open)s?\s+with\s+"
+                  r"last)\s+(?:paragraph|stanza)\s+(?:must|should|has to|needs to|will|shall)?\s*(?:start|begin|open)s?\s+with\s+"
                   r"(?:the\s+(?:word|term)\s+)?" + _QUOTED + r"|(?:start|begin|open)\s+(?:the\s+)?"
                   r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
-                  r"last)\s+paragraph\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
+                  r"last)\s+(?:paragraph|stanza|one)\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
     numbered = _search(r"\bparagraph\s+(\d|one|two|three|four|five|six)\s+(?:must|should|has to|needs to|will|shall)?\s*"
                        r"(?:start|begin|open)s?\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I)
     numbered = numbered or (_search(r"paragraph", prompt, re.I) and _search(
@@ -272,13 +292,15 @@ def _highlights(c: str) -> dict | None:
 
 def _sections(prompt: str) -> dict | None:
     """"N sections" in one clause, and how each is marked ("SECTION X", "Part 1") anywhere in the prompt."""
-    marker = _search(rf"(?i:with|using|as|by|label(?:l?ed)?|mark(?:ed)?|begin(?:ning|s)?\s+with|start(?:ing|s)?\s+"
-                       rf"with|titled?|heading|header|called|named)\s+(?i:them\s+|each(?:\s+(?:one|section|part|"
-                       rf"chapter|day|step))?\s+|every\s+\w+\s+)?(?i:with\s+|as\s+)?(?i:the\s+)?(?i:word\s+|label\s+|"
-                       rf"text\s+)?{_QUOTE}?([A-Z][a-z]+|[A-Z]+|section|part)\s+(?:X|N|\d|\[|\{{|<|#)", prompt)
+    marker = _search(rf"(?i:with|using|as|by|label(?:l?ed)?|mark(?:ed)?|begin(?:ning|s)?|start(?:ing|s)?|titled?|"
+                       rf"heading|header|called|named)\s+(?i:them\s+|each(?:\s+(?:one|section|part|chapter|day|step|"
+                       rf"week|module|lesson))?\s+|every\s+\w+\s+)?(?i:with\s+|as\s+)?(?i:the\s+)?(?i:word\s+|label\s+|"
+                       rf"text\s+|marker\s+|heading\s+)?{_QUOTE}?([A-Z][a-z]+|[A-Z]+|section|part)\s+(?:X|N|\d|\[|\{{|<|#)", prompt)
     if not marker:
         return None
-    unit = rf"sections|parts|chapters|segments|{re.escape(marker[1].lower())}s?"
+    named = _search(r"\beach\s+(\w+?)s?\s+(?:with|as|by)\b", prompt[max(0, marker.start() - 60):marker.end()], re.I)
+    unit = rf"sections|parts|chapters|segments|{re.escape(marker[1].lower())}s?" + \
+        (rf"|{re.escape(named[1].lower())}s?" if named else "")
     numbering = rf"\b{re.escape(marker[1])}\s+(?:\d+|[XN])\b"
     count = next((m for m in (_search(rf"{NUMBER}(?:\s+|-)(?:\w+\s+)?(?:{unit})\b", _sub(numbering, "", c), re.I)
                               for c in _clauses(prompt) if not _search(r"highlight", c, re.I)) if m), None)
@@ -289,6 +311,8 @@ def _sections(prompt: str) -> dict | None:
 
 
 def _title(c: str) -> dict | None:
+    if _search(r"title\s+(?:is|was)\s*:?\s*<<", c, re.I):
+        return None
     if _search(r"<<[^<>]*>>|double\s+angul?ar\s+brackets|double\s+angle\s+brackets|<<\s*>>", c, re.I):
         return {}
     return None
@@ -297,6 +321,9 @@ def _title(c: str) -> dict | None:
 def _json(c: str) -> dict | None:
     if not _search(r"\bjson\b", c, re.I):
         return None
+    if _search(r"\b(?:api|server|endpoint|service|backend)\s+(?:returns?|sends?|responds\s+with)\s+json", c, re.I) and \
+            not _search(r"\byou(?:r)?\b", c, re.I):
+        return None  # what a system returns, not the reply's format
     if _search(r"\b(?:this|the following|the below|below|attached|my|the given|these|that|a)\s+json\b(?!\s+"
                  r"(?:format|object|block|output|only))|json\s+(?:schema|file|data|payload)s?\b(?! format)|what is json|"
                  r"\bjson\s+(?:vs|versus)|parse|serializ", c, re.I) and not _search(
@@ -315,7 +342,12 @@ def _constrained_response(c: str) -> dict | None:
     return None
 
 
+_REPORTED_FORM = r"\b(?:said|speaks|spoke|stored|texted|typed)\b"
+
+
 def _lowercase(c: str) -> dict | None:
+    if _search(_REPORTED_FORM, c, re.I) and not _search(r"\byou(?:r)?\b", c, re.I):
+        return None
     if _search(r"convert|lowercase\s+(?:letter|character)s?\s+(?:in|of)\s+(?:a|the|this)|(?:is|are)\s+lowercase\b|"
                  r"function|string|variable|lowercase\s+or\s+uppercase|case[- ]sensitiv", c, re.I):
         return None
@@ -344,6 +376,8 @@ def _capital_frequency(c: str) -> dict | None:
 
 
 def _uppercase(c: str) -> dict | None:
+    if _search(_REPORTED_FORM, c, re.I) and not _search(r"\byou(?:r)?\b", c, re.I):
+        return None
     if _search(r"\b(?:my|his|her|their|our)\s+\w+\s+(?:writes|types|uses|sends|speaks)\b|convert|function|string|variable|acronym|(?:never|not|n't|avoid)\s+(?:\w+\s+){0,3}(?:in\s+)?all[\s-]*caps",
                  c, re.I):
         return None
@@ -359,9 +393,11 @@ def _uppercase(c: str) -> dict | None:
 
 
 def _end_phrase(c: str) -> dict | None:
-    m = _search(r"(?:end|finish|conclude|close|wrap up|sign off|terminate)\w*\s+(?:off\s+)?(?:(?:your|the|this|each|"
-                  r"every)\s+(?:entire\s+|whole\s+)?\w+(?:\s+\w+)?\s+)?(?:with|by\s+(?:saying|writing))\s+(?:the\s+|this\s+"
-                  r"|these\s+)?(?:exact\s+|precise\s+|following\s+|same\s+)?(?:phrase|sentence|words?|line|question|"
+    if _about_own_work(c):
+        return None
+    m = _search(r"(?:end|finish|conclude|close|wrap up|sign off|terminate)\w*\s+(?:off\s+)?(?:(?:it|them|things)\s+|(?:your|"
+                  r"the|this|each|every)\s+(?:entire\s+|whole\s+)?\w+(?:\s+\w+)?\s+)?(?:with|by\s+(?:saying|writing))\s+(?:the\s+|this\s+"
+                  r"|these\s+)?(?:exact\s+|precise\s+|following\s+|same\s+|exactly\s+|precisely\s+)?(?:phrase|sentence|words?|line|question|"
                   r"statement|text|sign-?off|signoff|tagline|catchphrase|slogan|signature|motto|closing(?:\s+line)?|"
                   r"greeting)?\s*:?\s*" + _QUOTED, c, re.I)
     m = m or _search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
@@ -378,6 +414,8 @@ def _end_phrase(c: str) -> dict | None:
 
 
 def _quotation(c: str) -> dict | None:
+    if _search(r"\b(?:function|method|regex|snippet)\b|\bwrite\s+(?:a|an)\s+\w+\s+(?:script|program)\b", c, re.I):
+        return None
     if _search(r"(?:wrap|enclose|put|surround|place|contain|present)\w*\s+[^.]{0,60}(?:in|with|inside|within|"
                  r"between)\s+(?:a\s+(?:pair|set)\s+of\s+)?double\s+(?:quotation\s+marks|quotes|quote\s+marks)|"
                  r"(?:entire|whole|full)\s+(?:\w+\s+)?(?:should|must)\s+be\s+(?:in|inside|wrapped in|enclosed in)\s+"
@@ -407,7 +445,8 @@ def _letter_frequency(c: str) -> dict | None:
                      rf"{_QUOTE}?(?!\w)", c, re.I)
     if none:
         return {"letter": none[1].lower(), "let_relation": "less than", "let_frequency": 1}
-    m = _search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}\s+times", c, re.I)
+    m = _search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}(?:\s+times|(?<=twice)|"
+                rf"(?<=once)|(?<=thrice))", c, re.I)
     m = m or _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:times|instances|occurrences|uses)[^.]*?letter\s+{_QUOTE}?"
                      rf"([A-Za-z]){_QUOTE}?\b", c, re.I)
     if not m:
@@ -429,7 +468,8 @@ def _frequency(c: str) -> dict | None:
         return {"keyword": keyword, "relation": _relation(m[7], None), "frequency": parse_number(m[8])}
     m = _search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
                   rf"turns?\s+up|crops?\s+up)\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say)\w*"
-                  rf"\s+(?:the\s+(?:word|keyword|term)\s+)?{_QUOTED}\s+(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})(?:\s+times)?"
+                  rf"\s+(?:the\s+(?:[\w-]+\s+){{0,2}}?(?:word|keyword|term|name|phrase)\s+)?{_QUOTED}\s+(?:({_REL_ANY})\s+)?"
+                  rf"({NUMBER[1:-1]})(?:\s+times)?"
                   rf"(?:\s+({_AFTER['at least']}|{_AFTER['at most']}))?", c, re.I)
     if not m:
         return None
@@ -459,12 +499,15 @@ def _existence(c: str) -> dict | None:
                         r"(?:include|mention|use)|\bwith\s+the\s+(?:key)?(?:words?|terms?|phrases?)\s+" + _QUOTED +
                         r"\s+(?:in\s+it|included|somewhere|in\s+there)|"
                         r"(?:be\s+sure|make\s+sure|ensure)\s+" + _QUOTED + r"\s+(?:is|appears?|shows?\s+up)|"
+                        r"(?:be\s+sure|make\s+sure|ensure|check)\s+(?:that\s+)?(?:it|you|the\s+\w+|your\s+\w+)\s+"
+                        r"(?:includes?|mentions?|uses?|contains?)\s+" + _QUOTED + r"|"
                         r"(?:^|please\s+|and\s+|also\s+|,\s*|to\s+)(?<!when to )(?<!how to )"
                         r"(?:include|incorporate|mention|use)\s+" + _QUOTED, c, re.I)
     if not trigger:
         return _unquoted_keywords(c)
     # the words asked for, up to a refusal that follows ("include 'Olympus', and don't mention 'Zeus'")
-    asked = _split(r"\b(?:but|and)?\s*(?:don'?t|do\s+not|never|avoid|without)\b", c[trigger.start():], re.I)[0]
+    asked = _split(r"\b(?:but|and)?\s*(?:don'?t|do\s+not|never|avoid|without)\b|\b(?:end|finish|conclude|close)\w*\s+"
+                   r"(?:\w+\s+){0,3}?with\b", c[trigger.start():], re.I)[0]
     keywords = _quoted(asked)
     if not keywords:
         m = _search(r"(?:key)?(?:words?|terms?)\s*:?\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+and\s+|,\s*and\s+)[A-Za-z][\w-]*)*)",
@@ -501,12 +544,17 @@ def _unquoted_keywords(c: str) -> dict | None:
 
 
 def _forbidden(c: str) -> dict | None:
+    if _about_own_work(c):
+        return None
     trigger = _search(r"(?:do not|don't|never|avoid|without|refrain from|no)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
                         r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
                         r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
                         r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
                         r"|(?:do not|don'?t|never|avoid|without|(?:may|must|should|can)\s*(?:not|n't))\s+(?:say|use|write|"
-                        r"mention|include)\w*\s+" + _QUOTED +
+                        r"mention|include)\w*\s+(?:the\s+(?!(?:letter|character|symbol|digit)s?\b)(?:[\w-]+\s+){0,2}?)?" +
+                        _QUOTED +
+                        r"|(?:rather|prefer)\s+(?:\w+\s+)?not\s+(?:say|use|write|mention|include)\w*\s+(?:the\s+)?(?:key)?"
+                        r"(?:words?|terms?)" +
                         r"|\bno\s+(?:uses?|utilices|digas|escribas|menciones)\s+(?:la|las|el|los)?\s*palabras?|"
                         r"\bsin\s+(?:usar|decir|mencionar)\s+(?:la|las)?\s*palabras?|n['’](?:utilise|emploie)[sz]?\s+pas\s+"
                         r"(?:le|les)\s+mots?|\bsans\s+(?:utiliser|dire|employer)\s+(?:le|les)\s+mots?|"
@@ -535,14 +583,19 @@ def _language(c: str) -> dict | None:
         return {"language": LANGUAGES[hyphened[1].lower()]}
     if _search(r"\bin\s+english\b", c, re.I) and _search(r"capital|lower[\s-]?case|upper[\s-]?case|caps", c, re.I):
         return None  # "in English and in all capital letters" is a case instruction (as IFEval words it)
-    if _search(r"translat|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b", c, re.I):
+    if _search(r"translat|how\s+(?:do|would|can)\s+(?:you|i|we|one)\s+say|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b",
+               c, re.I):
         return None
     m = _search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:\w+\s+){0,4}?"
                   r"(?:only\s+|entirely\s+|exclusively\s+|solely\s+|fully\s+|wholly\s+)?in|\busing|\blanguage\s*(?:of|:))"
                   r"\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\b(?:\s+language)?", c, re.I)
     m = m or _search(r"\b(" + "|".join(LANGUAGES) + r")\s+(?:only|language\s+only)\b", c, re.I)
+    m = m or _search(r"\b(?:entirely|only|exclusively|completely|fully|wholly|all)\s+in\s+(" + "|".join(LANGUAGES) + r")\b|"
+                     r"\bkeep\s+(?:it|this|everything|the\s+\w+|your\s+\w+)\s+in\s+(" + "|".join(LANGUAGES) + r")\b", c, re.I)
+    if m is None and _is_about_the_reply(c):
+        m = _search(r"\bin\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\s+language\b", c, re.I)
     if m:
-        return {"language": LANGUAGES[m[1].lower()]}
+        return {"language": LANGUAGES[next(g for g in m.groups() if g).lower()]}
     m = _search(r"\b(?:explain|describe|tell|write|summari[sz]e|answer|respond|reply|say|give)\b[^.?!]{0,80}?\bin\s+("
                   + "|".join(LANGUAGES) + r")\b(?!\s+(?:culture|history|cuisine|literature|grammar|food|art|music))",
                   c, re.I)
@@ -576,15 +629,20 @@ def _postscript(c: str) -> dict | None:
 
 
 def _repeat_prompt(prompt: str) -> dict | None:
-    m = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|this|my|your|our)?\s*(?:following\s+)?(?:\w+\s+)?"
+    m = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|this|my|your|our)?\s*(?:following\s+)?(?:[\w']+\s+)?"
                 r"(?:request|question|prompt|instruction|task|query)"
                 r"(?:\s+below|\s+above|\s+back)?\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)",
                 prompt, re.I)
     m = m or _search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
                        r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
-    if not m:
+    m = m or _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:it|this|that)\s+(?:back\s+)?(?:to\s+me\s+)?(?:word\s+for\s+word|verbatim|"
+                     r"exactly)\s+[^:]*:", prompt, re.I)
+    first = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|that|this|my)\s+first\s+sentence", prompt, re.I)
+    if not m and not first:
         return None
     clauses = _clauses(prompt)
+    if first:
+        return {"prompt_to_repeat": clauses[0].strip()}
     instruction = next(c for c in clauses if _search(r"repeat|re-?stat|copy|reproduce|echo", c, re.I))
     after_colon = _search(r":\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
     if after_colon:  # up to where the next step starts ("… two toddlers? Then give your recommendation …")
@@ -636,11 +694,15 @@ INSTRUCTION_IDS = [i for i, _ in _CLAUSE_KINDS] + ["detectable_content:number_pl
 def _asks_about_form(clause: str) -> bool:
     """A question about a form ("What does typing in ALL CAPS mean?"), not a request for one."""
     return clause.rstrip().endswith("?") and _match(r"\s*(?:what|why|how|when|where|who|which|does|do|is|are|was|"
-                                                      r"were|in\s+\w+,)\b", clause, re.I) is not None and \
+                                                      r"were|should|could|can|would|will|shall|may|might|"
+                                                      r"in\s+\w+,)\b", clause, re.I) is not None and \
         _search(r"\b(?:you|your|please|me)\b", clause, re.I) is None
 
 
-_CANCEL_ALL = (r"(?:ignore|forget|disregard|drop|scrap|never\s*mind)\s+(?:about\s+)?(?:all\s+)?(?:the\s+|my\s+|that\s+|"
+_CANCEL_ALL = (r"\bno\s+more\s+\w+\s+(?:needed|necessary|required)|"
+               r"(?<!n't )(?<!not )\b(?:scratch|forget|ignore|disregard|scrap|cancel)\s+(?:that|it|about\s+(?:that|it)|the\s+\w+"
+               r"\s+(?:entirely|altogether|completely|part|thing|idea|bit))\b|never\s*mind|"
+               r"(?:ignore|forget|disregard|drop|scrap|never\s*mind)\s+(?:about\s+)?(?:all\s+)?(?:the\s+|my\s+|that\s+|"
                r"those\s+|these\s+)?(?:earlier|previous|above|former|prior|last|old)\s+(?:\w+\s+)?(?:instructions?|"
                r"requests?|rules?|constraints?|requirements?)")
 _CANCEL_CASE = r"normal\s+(?:capitali[sz]ation|case)|capitali[sz]e\s+normally|regular\s+(?:capitali[sz]ation|case)"
@@ -689,9 +751,12 @@ def _resolve_overlaps(found: dict[str, Constraint]) -> None:
     """Kinds whose phrasings overlap: the more specific reading wins."""
     if "change_case:capital_word_frequency" in found:
         found.pop("change_case:english_capital", None)
-    if "keywords:frequency" in found and "keywords:existence" in found:
+    if "keywords:frequency" in found and "keywords:existence" in found:  # a counted keyword is not also "present"
         keyword = found["keywords:frequency"].kwargs["keyword"].lower()
-        if [k.lower() for k in found["keywords:existence"].kwargs["keywords"]] == [keyword]:
+        rest = [k for k in found["keywords:existence"].kwargs["keywords"] if k.lower() != keyword]
+        if rest:
+            found["keywords:existence"] = Constraint("keywords:existence", {"keywords": rest})
+        else:
             found.pop("keywords:existence")
     if "change_case:english_lowercase" in found and "change_case:english_capital" in found:
         found.pop("change_case:english_capital")  # "no capital letters" reads as both

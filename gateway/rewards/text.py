@@ -24,7 +24,7 @@ _WORD_NUMBER = (r"(?:(?:a|one|two|three|four|five|six|seven|eight|nine)[\s-]+hun
                 r"|half a dozen|a dozen|a couple(?: of)?|a pair of|a single|single|twice|thrice|once|hundred"
                 r"|zero|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|ten|one|two|three"
                 r"|four|five|six|seven|eight|nine)")
-NUMBER = rf"(\d[\d,]*|{_WORD_NUMBER})"
+NUMBER = rf"(\d{{1,3}}(?:,\d{{3}})+(?!\d)|\d+|{_WORD_NUMBER})"  # "1,000" is one number; "3, 4" are two
 
 
 def parse_number(token: str) -> int:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.dataset import load_prompts, split
-from distill.job import PUBLISHED, run_distill
+from distill.job import PUBLISHED, TOO_LITTLE_DATA, run_distill
 from gateway.app import create_app
 from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models, with_updates
 from gateway.rollout import look_schedule
@@ -98,7 +98,8 @@ def _wait_for_pairs(admin_url: str, expected: int, console: Console, timeout_s: 
 
 
 def run_demo(opts: DemoConfig) -> int:
-    """Run the four steps and write the report; 0 when done (a rejected checkpoint is a result too)."""
+    """Run the four steps and write the report; 0 when done (a rejected checkpoint is a result too),
+    2 (distill's own code) when the traffic gave too little data to train on."""
     console = Console()
     opts.out.mkdir(parents=True, exist_ok=True)
     if (opts.out / "tao.db").exists():
@@ -141,4 +142,8 @@ def run_demo(opts: DemoConfig) -> int:
     console.print(result)
     console.print(f"report: {html_path} (and report.json, rewards.png, tokens.png, rollout.png); "
                   f"log: {settings.store.path}; {time.time() - started:.0f} s")
-    return 0
+    if outcome.exit_code == TOO_LITTLE_DATA:
+        console.print(f"The loop did not run: too little data to train on. Run the demo again with more --prompts "
+                      f"(now {opts.prompts}) or a larger --max-tokens (now {opts.max_tokens}), so that more answers "
+                      "end on their own and differ in score.", style="red")
+    return outcome.exit_code if outcome.exit_code == TOO_LITTLE_DATA else 0
