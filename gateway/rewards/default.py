@@ -21,6 +21,7 @@ An empty reply scores 0. Scores lie in [0, 1].
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from gateway.rewards import checks
@@ -57,12 +58,27 @@ def score_one(constraints: list[Constraint], text: str) -> float:
     )
 
 
+CACHED_PROMPT_CHARS = 16_384
+
+
+@functools.lru_cache(maxsize=256)
+def _detect_cached(prompt: str) -> tuple[Constraint, ...]:
+    return tuple(detect(prompt))
+
+
+def constraints_of(prompt: str) -> tuple[Constraint, ...]:
+    """The prompt's instructions, read once per prompt: a best-of-N request asks twice (to score the
+    candidates, then whether anything was verifiable), and retries ask again. Only prompts up to
+    CACHED_PROMPT_CHARS are kept, so the cache's memory stays bounded."""
+    return _detect_cached(prompt) if len(prompt) <= CACHED_PROMPT_CHARS else tuple(detect(prompt))
+
+
 def instruction_following(prompt: str, candidates: Sequence[str]) -> list[float]:
-    constraints = detect(prompt)
+    constraints = list(constraints_of(prompt))
     return [score_one(constraints, text) for text in candidates]
 
 
 def build() -> FunctionScorer:
     warm_up()  # compile the detector's patterns and load the checkers now, not on a request's event loop
     checks.warm_up()
-    return FunctionScorer("default", instruction_following, verifiable=lambda prompt: bool(detect(prompt)))
+    return FunctionScorer("default", instruction_following, verifiable=lambda prompt: bool(constraints_of(prompt)))
