@@ -74,7 +74,7 @@ _AFTER = {"at most": r"or (?:less|fewer)|at most|max(?:imum)?|tops|or under", "a
           r"or longer|plus"}
 
 _QUOTE = r"[\"“”'‘’`«»]"
-_QUOTED = r"(?:\"([^\"\n]{1,120})\"|“([^”\n]{1,120})”|‘([^’\n]{1,120})’|(?<![A-Za-z])'([^'\n]{1,120})'(?![A-Za-z])|`([^`\n]{1,120})`|«([^»\n]{1,120})»)"
+_QUOTED = r"(?:\"([^\"\n]{1,120})\"|“([^”\n]{1,120})”|‘([^’\n]{1,120})’|(?<![A-Za-z])'((?:[^'\n]|(?<=[A-Za-z])'(?=[A-Za-z])){1,120}?)'(?![A-Za-z])|`([^`\n]{1,120})`|«([^»\n]{1,120})»)"
 _REPLY = r"(?:response|answer|reply|output|text|essay|email|e-mail|letter|story|poem|post|message|summary|description|" \
          r"explanation|article|note|review|paragraph|speech|pitch|report|blurb|piece|write-?up|story|list|it)"
 
@@ -151,7 +151,8 @@ def _counted(clause: str, unit: str) -> tuple[str, int] | None:
 
 
 _OWN_WORK = (r"\bmy\s+(?:[\w']+\s+)?(?:essay|paper|thesis|dissertation|assignment|article|report|book|draft|novel|story|"
-             r"speech|chapter|manuscript)\b|\b(?:I|we)\s+(?:have|need|am\s+supposed|are\s+supposed)\s+to\s+(?:submit|"
+             r"speech|chapter|manuscript|cover\s+letter|personal\s+statement|resume|cv|application)\b|"
+             r"\b(?:posting|job\s+ad|listing|portal|counsell?or|coach)\s+(?:\w+\s+)?(?:says|said|states|told|requires)\b|\b(?:I|we)\s+(?:have|need|am\s+supposed|are\s+supposed)\s+to\s+(?:submit|"
              r"hand\s+in|turn\s+in)\b|\b(?:university|professor|teacher|supervisor|school|journal|publisher)\s+(?:\w+\s+)?"
              r"(?:has|says|said|wants|requires|set)\b|\b(?:my\s+)?(?:students?|pupils|kids|children|employees|staff|"
              r"class|boss|manager)\s+(?:must|have\s+to|has\s+to|need\s+to|should|wants?\s+every)\b")
@@ -196,7 +197,8 @@ def _number_sentences(c: str) -> dict | None:
         return None
     found = _counted(c, r"sentences?|full sentences?|complete sentences?")
     if found and _is_about_the_reply(c) and not _search(r"\b(?:each|every|per)\s+(?!(?:reply|response|answer|message|"
-                                                              r"time)\b)|\b(?:object|field|key|column|entry)\b", c, re.I):
+                                                              r"time|summary|output|post|email|story|of\s+your|your)\b)|"
+                                                              r"\b(?:object|field|key|column|entry)\b", c, re.I):
         return {"relation": found[0], "num_sentences": found[1]}
     return None
 
@@ -221,12 +223,15 @@ def _nth_paragraph(prompt: str) -> dict | None:
     if not _search(r"paragraph|stanza", prompt, re.I):
         return None
     m = _search(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
-                  r"last)\s+(?:paragraph|stanza)\s+(?:must|should|has to|needs to|will|shall)?\s*(?:start|begin|open)s?\s+with\s+"
+                  r"last)\s+(?:paragraph|stanza)\s+(?:must|should|has to|needs to|will|shall)?\s*(?:always\s+)?(?:start|begin|"
+                  r"open)s?\s+with\s+"
                   r"(?:the\s+(?:word|term)\s+)?" + _QUOTED + r"|(?:start|begin|open)\s+(?:the\s+)?"
                   r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|final|"
                   r"last)\s+(?:paragraph|stanza|one)\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
     numbered = _search(r"\bparagraph\s+(\d|one|two|three|four|five|six)\s+(?:must|should|has to|needs to|will|shall)?\s*"
-                       r"(?:start|begin|open)s?\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I)
+                       r"(?:always\s+)?(?:start|begin|open)s?\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I)
+    numbered = numbered or _search(r"\bfirst\s+word\s+of\s+paragraph\s+(\d|one|two|three|four|five|six)\s+(?:must|should|"
+                                   r"has to|needs to|will)\s+be\s+(?:the\s+word\s+)?" + _QUOTED, prompt, re.I)
     numbered = numbered or (_search(r"paragraph", prompt, re.I) and _search(
         r"\bthe\s+(first|second|third|fourth|fifth|sixth|last|final)\s+(?:one\s+|paragraph\s+)?(?:must|should|has to|"
         r"needs to|will)\s*(?:start|begin|open)s?\s+with\s+(?:(?:the\s+(?:word|term)\s+)?" + _QUOTED +
@@ -280,13 +285,13 @@ def _bullets(c: str) -> dict | None:
 
 
 def _highlights(c: str) -> dict | None:
-    verb = _search(r"highlight(?!s\b)|emphasi[sz]e|itali(?:ci[sz]e|cs)", c, re.I) or \
+    verb = _search(r"(?<!be )(?<!are )highlight(?!s\b)|emphasi[sz]e|itali(?:ci[sz]e|cs)", c, re.I) or \
         _search(r"(?<!the )(?<!key )(?<!main )highlights\b", c, re.I)
     if not verb or not _search(r"markdown|\*[^*\s][^*]*\*|section|part", c, re.I):
         return None
     m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:\w+\s+)?(?:sections?|parts?|phrases?|portions?)", c, re.I)
     m2 = _search(rf"highlight(?:s|ed)?\s+(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
-    count = parse_number((m or m2)[2]) if (m or m2) else 1
+    count = parse_number((m2 or m)[2]) if (m or m2) else 1
     return {"num_highlights": count}
 
 
@@ -302,8 +307,8 @@ def _sections(prompt: str) -> dict | None:
     unit = rf"sections|parts|chapters|segments|{re.escape(marker[1].lower())}s?" + \
         (rf"|{re.escape(named[1].lower())}s?" if named else "")
     numbering = rf"\b{re.escape(marker[1])}\s+(?:\d+|[XN])\b"
-    count = next((m for m in (_search(rf"{NUMBER}(?:\s+|-)(?:\w+\s+)?(?:{unit})\b", _sub(numbering, "", c), re.I)
-                              for c in _clauses(prompt) if not _search(r"highlight", c, re.I)) if m), None)
+    count = next((m for m in (_search(rf"(?<!highlight )(?<!least ){NUMBER}(?:\s+|-)(?:\w+\s+)?(?:{unit})\b",
+                                      _sub(numbering, "", c), re.I) for c in _clauses(prompt)) if m), None)
     if not count:
         return None
     return {"section_spliter": marker[1] if marker[1][0].isupper() else marker[1].capitalize(),
@@ -311,7 +316,7 @@ def _sections(prompt: str) -> dict | None:
 
 
 def _title(c: str) -> dict | None:
-    if _search(r"title\s+(?:is|was)\s*:?\s*<<", c, re.I):
+    if _search(r"title(?:d|\s+(?:is|was))\s*:?\s*<<", c, re.I) or _about_own_work(c):
         return None
     if _search(r"<<[^<>]*>>|double\s+angul?ar\s+brackets|double\s+angle\s+brackets|<<\s*>>", c, re.I):
         return {}
@@ -321,7 +326,9 @@ def _title(c: str) -> dict | None:
 def _json(c: str) -> dict | None:
     if not _search(r"\bjson\b", c, re.I):
         return None
-    if _search(r"\b(?:api|server|endpoint|service|backend)\s+(?:returns?|sends?|responds\s+with)\s+json", c, re.I) and \
+    if _search(r"\b(?:api|server|endpoint|service|backend)\s+(?:returns?|sends?|responds\s+with)\s+json|\b(?:write|"
+               r"create|implement)\w*\s+(?:a|an|the)\s+(?:\w+\s+)?(?:function|method|class|script)\b[^.]*\bjson\b|"
+               r"\bjson\s+string", c, re.I) and \
             not _search(r"\byou(?:r)?\b", c, re.I):
         return None  # what a system returns, not the reply's format
     if _search(r"\b(?:this|the following|the below|below|attached|my|the given|these|that|a)\s+json\b(?!\s+"
@@ -348,7 +355,7 @@ _REPORTED_FORM = r"\b(?:said|speaks|spoke|stored|texted|typed)\b"
 def _lowercase(c: str) -> dict | None:
     if _search(_REPORTED_FORM, c, re.I) and not _search(r"\byou(?:r)?\b", c, re.I):
         return None
-    if _search(r"convert|lowercase\s+(?:letter|character)s?\s+(?:in|of)\s+(?:a|the|this)|(?:is|are)\s+lowercase\b|"
+    if _search(r"convert|lowercas(?:es|ed|ing)\b|lowercase\s+(?:letter|character)s?\s+(?:in|of)\s+(?:a|the|this)|(?:is|are)\s+lowercase\b|"
                  r"function|string|variable|lowercase\s+or\s+uppercase|case[- ]sensitiv", c, re.I):
         return None
     if _search(r"lower[\s-]?case|small letters|no (?:capital|uppercase|upper-case) letters|(?:without|avoid|do not use|"
@@ -395,7 +402,7 @@ def _uppercase(c: str) -> dict | None:
 def _end_phrase(c: str) -> dict | None:
     if _about_own_work(c):
         return None
-    m = _search(r"(?:end|finish|conclude|close|wrap up|sign off|terminate)\w*\s+(?:off\s+)?(?:(?:it|them|things)\s+|(?:your|"
+    m = _search(r"(?:end|finish|conclude|close|wrap up|sign off|terminate)\w*\s+(?:off\s+)?(?:(?:it|them|things)\s+|(?:all\s+)?(?:your|"
                   r"the|this|each|every)\s+(?:entire\s+|whole\s+)?\w+(?:\s+\w+)?\s+)?(?:with|by\s+(?:saying|writing))\s+(?:the\s+|this\s+"
                   r"|these\s+)?(?:exact\s+|precise\s+|following\s+|same\s+|exactly\s+|precisely\s+)?(?:phrase|sentence|words?|line|question|"
                   r"statement|text|sign-?off|signoff|tagline|catchphrase|slogan|signature|motto|closing(?:\s+line)?|"
@@ -432,7 +439,8 @@ def _no_comma(c: str) -> dict | None:
                  r"[^.]{0,25}\bcommas?\b|\bcommas?\b[^.]{0,30}(?:not\s+allowed|forbidden|prohibited|banned|"
                  r"off[\s-]limits|not\s+permitted|disallowed|(?:should|must|may|can)\s+not|mustn't|shouldn't|are\s+out)|"
                  r"comma[\s-]free|\bno[\s-]comma|keine\s+kommas?|ohne\s+(?:\w+\s+)?kommas?|sans\s+[^.]{0,30}virgules?|"
-                 r"aucune\s+virgule|sin\s+(?:usar\s+|utilizar\s+|ninguna\s+)?comas?\b|ninguna\s+coma", c, re.I) and not _search(r"comma\s+splice|oxford\s+comma\s+(?:is|rule)|what\s+is\s+a\s+"
+                 r"aucune\s+virgule|sin\s+(?:usar\s+|utilizar\s+|ninguna\s+)?comas?\b|ninguna\s+coma", c, re.I) and \
+            not _search(r"\bregex|regular\s+expression|\bfunction\b|\bstrings\b", c, re.I) and not _search(r"comma\s+splice|oxford\s+comma\s+(?:is|rule)|what\s+is\s+a\s+"
                                                                 r"comma|comma-separated|csv", c, re.I):
         return {}
     return None
@@ -467,7 +475,7 @@ def _frequency(c: str) -> dict | None:
         keyword = next(x for x in m.groups()[:6] if x)
         return {"keyword": keyword, "relation": _relation(m[7], None), "frequency": parse_number(m[8])}
     m = _search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
-                  rf"turns?\s+up|crops?\s+up)\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say)\w*"
+                  rf"turns?\s+up|crops?\s+up)\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say|contain)\w*"
                   rf"\s+(?:the\s+(?:[\w-]+\s+){{0,2}}?(?:word|keyword|term|name|phrase)\s+)?{_QUOTED}\s+(?:({_REL_ANY})\s+)?"
                   rf"({NUMBER[1:-1]})(?:\s+times)?"
                   rf"(?:\s+({_AFTER['at least']}|{_AFTER['at most']}))?", c, re.I)
@@ -503,6 +511,10 @@ def _existence(c: str) -> dict | None:
                         r"(?:includes?|mentions?|uses?|contains?)\s+" + _QUOTED + r"|"
                         r"(?:^|please\s+|and\s+|also\s+|,\s*|to\s+)(?<!when to )(?<!how to )"
                         r"(?:include|incorporate|mention|use)\s+" + _QUOTED, c, re.I)
+    if trigger and _search(r"caps|capital|upper|lower", trigger[0], re.I):
+        rest = c[trigger.end():]
+        nxt = _existence(rest) if rest.strip() else None
+        return nxt if nxt is not None else _unquoted_keywords(c)
     if not trigger:
         return _unquoted_keywords(c)
     # the words asked for, up to a refusal that follows ("include 'Olympus', and don't mention 'Zeus'")
@@ -546,7 +558,7 @@ def _unquoted_keywords(c: str) -> dict | None:
 def _forbidden(c: str) -> dict | None:
     if _about_own_work(c):
         return None
-    trigger = _search(r"(?:do not|don't|never|avoid|without|refrain from|no)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
+    trigger = _search(r"(?:do not|don't|never|avoid|without|refrain from|no|skip|leave out|omit|exclude)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
                         r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
                         r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
                         r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
@@ -586,9 +598,10 @@ def _language(c: str) -> dict | None:
     if _search(r"translat|how\s+(?:do|would|can)\s+(?:you|i|we|one)\s+say|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b",
                c, re.I):
         return None
-    m = _search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:\w+\s+){0,4}?"
+    m = _search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:[\w'-]+\s+){0,4}?"
                   r"(?:only\s+|entirely\s+|exclusively\s+|solely\s+|fully\s+|wholly\s+)?in|\busing|\blanguage\s*(?:of|:))"
-                  r"\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\b(?:\s+language)?", c, re.I)
+                  r"\s+(?:the\s+)?(?:formal\s+|informal\s+|plain\s+|simple\s+|proper\s+|fluent\s+|natural\s+|british\s+|"
+                  r"american\s+)?(" + "|".join(LANGUAGES) + r")\b(?:\s+language)?", c, re.I)
     m = m or _search(r"\b(" + "|".join(LANGUAGES) + r")\s+(?:only|language\s+only)\b", c, re.I)
     m = m or _search(r"\b(?:entirely|only|exclusively|completely|fully|wholly|all)\s+in\s+(" + "|".join(LANGUAGES) + r")\b|"
                      r"\bkeep\s+(?:it|this|everything|the\s+\w+|your\s+\w+)\s+in\s+(" + "|".join(LANGUAGES) + r")\b", c, re.I)
@@ -635,8 +648,8 @@ def _repeat_prompt(prompt: str) -> dict | None:
                 prompt, re.I)
     m = m or _search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
                        r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
-    m = m or _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:it|this|that)\s+(?:back\s+)?(?:to\s+me\s+)?(?:word\s+for\s+word|verbatim|"
-                     r"exactly)\s+[^:]*:", prompt, re.I)
+    m = m or _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:it|this|that)(?:\s+(?:sentence|line|phrase|quote|"
+                     r"question|text))?\s+(?:back\s+)?(?:to\s+me\s+)?(?:word\s+for\s+word|verbatim|exactly)\s*[^:]*:", prompt, re.I)
     first = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|that|this|my)\s+first\s+sentence", prompt, re.I)
     if not m and not first:
         return None
@@ -644,11 +657,19 @@ def _repeat_prompt(prompt: str) -> dict | None:
     if first:
         return {"prompt_to_repeat": clauses[0].strip()}
     instruction = next(c for c in clauses if _search(r"repeat|re-?stat|copy|reproduce|echo", c, re.I))
-    after_colon = _search(r":\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
-    if after_colon:  # up to where the next step starts ("… two toddlers? Then give your recommendation …")
-        return {"prompt_to_repeat": _split(r"(?<=[.?!])\s+(?=(?:then|after\s+that|afterwards|next|finally|once)\b)",
-                                           after_colon[1].strip(), re.I)[0].strip()}
+    after_colon = _search(r"^([^:]*):\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
+    if after_colon and not _search(r"\boptions\b|\bthen\s+(?:answer|respond|reply|choose)\w*\s+with\b", after_colon[1], re.I):
+        # the text after the colon, up to where the next step starts ("… two toddlers? Then give …")
+        text = _split(r"(?<=[.?!])\s+(?=(?:then|after\s+that|afterwards|next|finally|once)\b)", after_colon[2].strip(),
+                      re.I)[0].strip()
+        return {"prompt_to_repeat": text.strip("'\"“”‘’")}
+    blocks = [b for b in _split(r"\n\s*\n", prompt) if b.strip()]
+    if len(blocks) > 1 and instruction not in blocks[-1]:  # a standing rule (system message): the last turn
+        return {"prompt_to_repeat": blocks[-1].strip()}
     rest = [c for c in clauses if not _search(r"repeat|re-?stat|copy|reproduce|echo|words or characters before", c, re.I)]
+    if not rest:  # one run-on clause: the sentences before the instruction
+        sentences = _split(r"(?<=[.!?])\s+", prompt.strip())
+        rest = sentences[:next(i for i, t in enumerate(sentences) if _search(r"repeat|re-?stat|copy|reproduce|echo", t, re.I))]
     return {"prompt_to_repeat": " ".join(rest).strip()}
 
 
@@ -699,7 +720,9 @@ def _asks_about_form(clause: str) -> bool:
         _search(r"\b(?:you|your|please|me)\b", clause, re.I) is None
 
 
-_CANCEL_ALL = (r"\bno\s+more\s+\w+\s+(?:needed|necessary|required)|"
+_CANCEL_ALL = (r"\bno\s+more\s+\w+\s+(?:needed|necessary|required)|\b(?:write|answer|reply|respond)\s+normally|"
+               r"back\s+to\s+normal|(?<!n't )(?<!not )\bforget\s+(?:about\s+)?the\s+(?:\w+\s+)?(?:limit|rule|constraint|"
+               r"requirement|format|formatting)s?\b|"
                r"(?<!n't )(?<!not )\b(?:scratch|forget|ignore|disregard|scrap|cancel)\s+(?:that|it|about\s+(?:that|it)|the\s+\w+"
                r"\s+(?:entirely|altogether|completely|part|thing|idea|bit))\b|never\s*mind|"
                r"(?:ignore|forget|disregard|drop|scrap|never\s*mind)\s+(?:about\s+)?(?:all\s+)?(?:the\s+|my\s+|that\s+|"
@@ -708,22 +731,39 @@ _CANCEL_ALL = (r"\bno\s+more\s+\w+\s+(?:needed|necessary|required)|"
 _CANCEL_CASE = r"normal\s+(?:capitali[sz]ation|case)|capitali[sz]e\s+normally|regular\s+(?:capitali[sz]ation|case)"
 
 
+_NEW_TOPIC = (r"\b(?:unrelated|(?:different|new|another|separate)\s+(?:thing|question|topic|subject)|change\s+of\s+"
+              r"(?:topic|subject)|switching\s+gears|on\s+another\s+note)\b")
+_STANDING = (r"from\s+now\s+on|for\s+the\s+rest|for\s+(?:this|the\s+whole)\s+(?:session|chat|conversation|game)|"
+             r"throughout|\balways\b|going\s+forward|\b(?:every|each|all)\s+(?:of\s+)?(?:your\s+|future\s+)?(?:answers?|"
+             r"repl(?:y|ies)|responses?|messages?|summar(?:y|ies))\b|in\s+this\s+(?:chat|conversation)")
+
+
 def detect(prompt: str) -> list[Constraint]:
     """Every instruction the prompt states, each kind once (its first statement)."""
     found: dict[str, Constraint] = {}
-    clauses = [c for c in _clauses(prompt) if not _asks_about_form(c)]
-    for clause in clauses:
-        if _search(_CANCEL_ALL, clause, re.I):
-            found.clear()  # "ignore my earlier instructions": only what follows counts
-        if _search(_CANCEL_CASE, clause, re.I):
-            found.pop("change_case:english_lowercase", None)
-            found.pop("change_case:english_capital", None)
-        for instruction_id, read in _CLAUSE_KINDS:
-            if instruction_id in found:
+    standing: set[str] = set()  # stated as a rule for every reply: a change of topic keeps them
+    clauses = []
+    for block in _split(r"\n\s*\n", prompt):
+        persona = _match(r"\s*you(?:\s+are|'re)\b", block, re.I) is not None  # a system message's rules stand
+        for clause in _clauses(block):
+            if _asks_about_form(clause):
                 continue
-            kwargs = read(clause)
-            if kwargs is not None:
-                found[instruction_id] = Constraint(instruction_id, kwargs)
+            clauses.append(clause)
+            if _search(_CANCEL_ALL, clause, re.I):
+                found.clear()  # "ignore my earlier instructions": only what follows counts
+            if _search(_CANCEL_CASE, clause, re.I):
+                found.pop("change_case:english_lowercase", None)
+                found.pop("change_case:english_capital", None)
+            if _search(_NEW_TOPIC, clause, re.I):  # a one-off request of an earlier turn ends with its topic
+                found = {k: v for k, v in found.items() if k in standing}
+            for instruction_id, read in _CLAUSE_KINDS:
+                if instruction_id in found:
+                    continue
+                kwargs = read(clause)
+                if kwargs is not None:
+                    found[instruction_id] = Constraint(instruction_id, kwargs)
+                    if persona or _search(_STANDING, clause, re.I):
+                        standing.add(instruction_id)
     nth = _nth_paragraph(prompt)
     if nth:
         found["length_constraints:nth_paragraph_first_word"] = Constraint("length_constraints:nth_paragraph_first_word",
