@@ -24,6 +24,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 from statistics import mean
 
 from pydantic import BaseModel, Field
@@ -65,6 +66,8 @@ class DistillGainConfig(BaseModel):
                         "prompts, scored, pooled, trained again.")
     round_best_of: int = Field(DistillConfig.model_fields["round_best_of"].default, ge=2,
                                description="Samples per training prompt in an iterated round.")
+    dpo_pairing: Literal["lowest", "length_balanced"] = Field(DistillConfig.model_fields["dpo_pairing"].default,
+                                                             description="Which rejected texts DPO pairs with the best.")
     max_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
     seed: int = Field(0, description="Prompt generator and training seed.")
     unseen_kinds: list[str] = Field(["postscript", "title"], description="Instruction kinds never trained on.")
@@ -126,7 +129,8 @@ def main() -> None:
         models=[with_updates(m, max_tokens=opts.max_tokens) for m in default_models()],
         store=StoreConfig(path=workdir / "tao.db"),
         distill=DistillConfig(method=opts.method, epochs=opts.epochs, rounds=opts.rounds,
-                              round_best_of=opts.round_best_of, checkpoints_dir=workdir / "checkpoints",
+                              round_best_of=opts.round_best_of, dpo_pairing=opts.dpo_pairing,
+                              checkpoints_dir=workdir / "checkpoints",
                               seed=opts.seed, min_heldout_prompts=4, eval_samples=opts.eval_samples,
                               gate_margin=-2.0),
         rollout=RolloutConfig(margin=2.0),
@@ -173,7 +177,7 @@ def main() -> None:
     print(f"\ngate (gate_margin {DistillConfig().gate_margin:g}, rollout margin {RolloutConfig().margin:g}): "
           f"{'publish' if verdict.publish else 'reject'}: {verdict.reason}")
     print(f"prompts {opts.prompts}, best_of {opts.best_of}, method {opts.method}, epochs {opts.epochs}, "
-          f"rounds {opts.rounds} (best-of-{opts.round_best_of}), "
+          f"rounds {opts.rounds} (best-of-{opts.round_best_of}), dpo pairing {opts.dpo_pairing}, "
           f"seed {opts.seed}, unseen kinds {sorted(unseen)}; traffic {traffic_s:.0f} s, distill {distill_s:.0f} s, "
           f"total {time.time() - started:.0f} s; workdir {workdir}")
 

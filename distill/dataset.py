@@ -210,10 +210,23 @@ def dpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dic
         for c in sorted(p.candidates, key=lambda c: c.score):
             if best.score - c.score >= config.dpo_min_gap and c.text != best.text:
                 below.setdefault(c.text, c)
-        for worse in list(below.values())[:config.dpo_max_pairs_per_prompt]:
+        for worse in _pick_rejected(best, list(below.values()), config)[:config.dpo_max_pairs_per_prompt]:
             rows.append({"prompt": p.messages, "chosen": _assistant(best.text), "rejected": _assistant(worse.text),
                          "score_chosen": best.score, "score_rejected": worse.score})
     return rows
+
+
+def _pick_rejected(best: ScoredText, below: list[ScoredText], config: DistillConfig) -> list[ScoredText]:
+    """The rejected texts for `best`, lowest score first. With `dpo_pairing: length_balanced`, shorter
+    and longer ones alternate, so the pairs do not teach "shorter wins" where the logged losers are
+    mostly answers cut at max_tokens (the longest)."""
+    if config.dpo_pairing == "lowest":
+        return below
+    size = len(best.text.split())
+    shorter = [c for c in below if len(c.text.split()) < size]
+    longer = [c for c in below if len(c.text.split()) >= size]
+    mixed = [c for pair in zip(shorter, longer) for c in pair]
+    return mixed + shorter[len(mixed) // 2:] + longer[len(mixed) // 2:]
 
 
 def grpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dict[str, Any]]:

@@ -222,6 +222,9 @@ class DistillConfig(BaseModel):
     dpo_min_gap: float = Field(0.1, ge=0, description="DPO pairs the best ended candidate with every candidate at "
                                "least this far below it.")
     dpo_max_pairs_per_prompt: int = Field(2, ge=1, description="DPO pairs per prompt at most (lowest scores first).")
+    dpo_pairing: Literal["lowest", "length_balanced"] = Field(
+        "lowest", description="Which rejected texts pair with the best one: the lowest scores, or shorter and longer "
+        "ones alternately (length_balanced), so pairs do not teach length alone.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training rows: steps follow from the data size.")
     max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per stage; unset, the epochs decide.")
     batch_size: int = Field(4, ge=1)

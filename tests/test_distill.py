@@ -219,3 +219,20 @@ def test_too_few_prompts_is_a_clear_refusal(tmp_path: Path):
     run = tao("distill", "--config", str(config))
     assert run.returncode == TOO_LITTLE_DATA and "too little data" in run.stdout
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_length_balanced_pairs_alternate_shorter_and_longer_rejected_texts():
+    from distill.dataset import LoggedPrompt, ScoredText, dpo_rows
+
+    def text(words: int, score: float, i: int) -> ScoredText:
+        return ScoredText(text=" ".join(["w"] * words) + f" {i}.", score=score, first=i == 0, won=False,
+                          finish_reason="stop" if words < 40 else "length", request_id="r", index=i)
+
+    best = text(10, 1.0, 0)
+    losers = [text(60, 0.1, 1), text(50, 0.2, 2), text(3, 0.4, 3), text(45, 0.3, 4)]  # the lowest are the longest
+    prompt = LoggedPrompt(key="k", messages=[{"role": "user", "content": "q"}], prompt_text="q",
+                          candidates=[best, *losers], request_ids=["r"])
+    lowest = dpo_rows([prompt], DistillConfig(dpo_max_pairs_per_prompt=2))
+    balanced = dpo_rows([prompt], DistillConfig(dpo_max_pairs_per_prompt=2, dpo_pairing="length_balanced"))
+    assert [r["score_rejected"] for r in lowest] == [0.1, 0.2]  # both longer than the chosen text
+    assert [r["score_rejected"] for r in balanced] == [0.4, 0.1]  # the shorter loser, then the lowest longer one
