@@ -406,7 +406,9 @@ def _end_phrase(c: str) -> dict | None:
                   r"the|this|each|every)\s+(?:entire\s+|whole\s+)?\w+(?:\s+\w+)?\s+)?(?:with|by\s+(?:saying|writing))\s+(?:the\s+|this\s+"
                   r"|these\s+)?(?:exact\s+|precise\s+|following\s+|same\s+|exactly\s+|precisely\s+)?(?:phrase|sentence|words?|line|question|"
                   r"statement|text|sign-?off|signoff|tagline|catchphrase|slogan|signature|motto|closing(?:\s+line)?|"
-                  r"greeting)?\s*:?\s*" + _QUOTED, c, re.I)
+                  r"greeting)?\s*(?:of\s+)?:?\s*" + _QUOTED, c, re.I)
+    m = m or _search(r"(?:very\s+)?end\s+of\s+(?:your|the)\s+\w+\s+(?:should|must|has to|needs to|will)\s+(?:read|be)\s*:?\s*"
+                     + _QUOTED, c, re.I)
     m = m or _search(r"(?:last|final|closing)\s+(?:line|sentence|words?|phrase)\s+(?:of\s+(?:your|the)\s+\w+\s+)?"
                        r"(?:should|must|has to|needs to|will)\s+(?:be|read)\s*:?\s*(?:exactly\s+)?" + _QUOTED, c, re.I)
     m = m or _search(_QUOTED + r"\s+(?:should|must)\s+be\s+the\s+(?:very\s+)?(?:last|final)\s+(?:words?|phrase|line|"
@@ -467,8 +469,13 @@ def _letter_frequency(c: str) -> dict | None:
 
 
 def _frequency(c: str) -> dict | None:
-    if not _search(r"times|twice|thrice|once", c, re.I):
+    if not _search(r"times?\b|twice|thrice|once", c, re.I):
         return None
+    bare = _search(rf"\bthe\s+(?:key)?(?:word|term|name)\s+([A-Za-z][\w-]*)\s+(?:(?:should|must|has\s+to|needs\s+to|will|to)\s+)?"
+                   rf"(?:appears?|occurs?|be\s+(?:used|mentioned|repeated))?\s*(?:for\s+)?(?:({_REL_ANY})\s+)?"
+                   rf"(\d+|{NUMBER[1:-1]})(?:\s+times?\b|(?<=twice)|(?<=thrice)|(?<=once))", c, re.I)
+    if bare:
+        return {"keyword": bare[1], "relation": _relation(bare[2], None, "exactly"), "frequency": parse_number(bare[3])}
     m = _search(_QUOTED + rf"\s+(?:is|be|gets?|should\s+be|must\s+be)\s+(?:repeated|used|mentioned|said)\s+"
                 rf"(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?", c, re.I)
     if m and _search(r"times|twice|thrice|once", m[0], re.I):
@@ -476,7 +483,7 @@ def _frequency(c: str) -> dict | None:
         return {"keyword": keyword, "relation": _relation(m[7], None), "frequency": parse_number(m[8])}
     m = _search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
                   rf"turns?\s+up|crops?\s+up)\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say|contain)\w*"
-                  rf"\s+(?:the\s+(?:[\w-]+\s+){{0,2}}?(?:word|keyword|term|name|phrase)\s+)?{_QUOTED}\s+(?:({_REL_ANY})\s+)?"
+                  rf"\s+(?:the\s+(?:[\w-]+\s+){{0,2}}?(?:word|keyword|term|name|phrase)\s+)?{_QUOTED}\s+(?:for\s+)?(?:({_REL_ANY})\s+)?"
                   rf"({NUMBER[1:-1]})(?:\s+times)?"
                   rf"(?:\s+({_AFTER['at least']}|{_AFTER['at most']}))?", c, re.I)
     if not m:
@@ -558,7 +565,8 @@ def _unquoted_keywords(c: str) -> dict | None:
 def _forbidden(c: str) -> dict | None:
     if _about_own_work(c):
         return None
-    trigger = _search(r"(?:do not|don't|never|avoid|without|refrain from|no|skip|leave out|omit|exclude)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
+    trigger = _search(r"(?:do not|don't|never|avoid|without|refrain from|no|skip|leave out|omit|exclude|(?:should|must|shall|"
+                      r"will)\s+not|shouldn't|mustn't)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
                         r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
                         r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
                         r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
@@ -580,6 +588,8 @@ def _forbidden(c: str) -> dict | None:
     if not words_:  # unquoted words only as a list: "avoid these words: a, b" or "words like a or b"
         m = _search(r"(?:words?|terms?)\s*(?::|like|such\s+as)\s*([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
                     r"[A-Za-z][\w-]*)*)", c[trigger.start():], re.I) or \
+            _search(r"^\S.*?(?:key)?(?:words?|terms?)\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
+                    r"[A-Za-z][\w-]*)+)", trigger[0] + c[trigger.end():], re.I) or \
             _search(r"the\s+(?:key)?(?:words?|terms?)\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
                     r"[A-Za-z][\w-]*)*)\s+(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited)",
                     c, re.I)
@@ -604,6 +614,7 @@ def _language(c: str) -> dict | None:
                   r"american\s+)?(" + "|".join(LANGUAGES) + r")\b(?:\s+language)?", c, re.I)
     m = m or _search(r"\b(" + "|".join(LANGUAGES) + r")\s+(?:only|language\s+only)\b", c, re.I)
     m = m or _search(r"\b(?:entirely|only|exclusively|completely|fully|wholly|all)\s+in\s+(" + "|".join(LANGUAGES) + r")\b|"
+                     r"\b(?:in|using|use)\s+(?:only|entirely|exclusively|solely)\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\b|"
                      r"\bkeep\s+(?:it|this|everything|the\s+\w+|your\s+\w+)\s+in\s+(" + "|".join(LANGUAGES) + r")\b", c, re.I)
     if m is None and _is_about_the_reply(c):
         m = _search(r"\bin\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\s+language\b", c, re.I)
@@ -642,9 +653,9 @@ def _postscript(c: str) -> dict | None:
 
 
 def _repeat_prompt(prompt: str) -> dict | None:
-    m = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|this|my|your|our)?\s*(?:following\s+)?(?:[\w']+\s+)?"
-                r"(?:request|question|prompt|instruction|task|query)"
-                r"(?:\s+below|\s+above|\s+back)?\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)",
+    m = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|this|my|your|our)?\s*(?:following\s+|exact\s+)?(?:[\w']+\s+)?"
+                r"(?:request|question|prompt|instruction|task|query|sentence)"
+                r"(?:\s+below|\s+above|\s+back)?\s+(?:first|word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)",
                 prompt, re.I)
     m = m or _search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
                        r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
