@@ -24,7 +24,6 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
 from statistics import mean
 
 from pydantic import BaseModel, Field
@@ -36,6 +35,7 @@ from gateway.app import create_app
 from gateway.config import (
     DistillConfig,
     DistillMethod,
+    DpoPairing,
     RolloutConfig,
     Settings,
     StoreConfig,
@@ -66,8 +66,8 @@ class DistillGainConfig(BaseModel):
                         "prompts, scored, pooled, trained again.")
     round_best_of: int = Field(DistillConfig.model_fields["round_best_of"].default, ge=2,
                                description="Samples per training prompt in an iterated round.")
-    dpo_pairing: Literal["lowest", "length_balanced"] = Field(DistillConfig.model_fields["dpo_pairing"].default,
-                                                             description="Which rejected texts DPO pairs with the best.")
+    dpo_pairing: DpoPairing = Field(DistillConfig.model_fields["dpo_pairing"].default,
+                                    description="Which rejected texts DPO pairs with the best.")
     max_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
     seed: int = Field(0, description="Prompt generator and training seed.")
     unseen_kinds: list[str] = Field(["postscript", "title"], description="Instruction kinds never trained on.")

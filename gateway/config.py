@@ -22,6 +22,7 @@ EMBEDDED_MODEL = "embedded:smollm2"
 EMBEDDED_NAME = "smollm2"  # the public name the embedded model is served (and distilled) under
 DistillStage = Literal["dpo", "grpo", "sft"]  # one training function each in distill/train.py
 DistillMethod = Literal["dpo", "grpo", "sft", "sft+dpo"]  # a stage, or stages run in turn on one adapter
+DpoPairing = Literal["lowest", "length_balanced"]  # which rejected texts DPO pairs with the best one
 
 
 class AdaptiveConfig(BaseModel):
@@ -222,7 +223,7 @@ class DistillConfig(BaseModel):
     dpo_min_gap: float = Field(0.1, ge=0, description="DPO pairs the best ended candidate with every candidate at "
                                "least this far below it.")
     dpo_max_pairs_per_prompt: int = Field(2, ge=1, description="DPO pairs per prompt at most (lowest scores first).")
-    dpo_pairing: Literal["lowest", "length_balanced"] = Field(
+    dpo_pairing: DpoPairing = Field(
         "lowest", description="Which rejected texts pair with the best one: the lowest scores, or shorter and longer "
         "ones alternately (length_balanced), so pairs do not teach length alone.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training rows: steps follow from the data size.")

@@ -36,14 +36,14 @@ MIN_WORDS = 6
 _CLEAN_ENDINGS = tuple(".!?)]}\"'`»”’>")
 
 
-def substance_floor(constraints: list[Constraint]) -> float:
+def substance_floor(constraints: Sequence[Constraint]) -> float:
     """Words a reply needs for full credit: `MIN_WORDS`, or half the tightest stated word limit."""
     limits = [c.kwargs["num_words"] for c in constraints
               if c.kind == "number_words" and c.kwargs["relation"] in ("less than", "at most")]
     return max(1.0, min([MIN_WORDS, *(limit / 2 for limit in limits)]))
 
 
-def score_one(constraints: list[Constraint], text: str) -> float:
+def score_one(constraints: Sequence[Constraint], text: str) -> float:
     if not text.strip():
         return 0.0
     substance = min(1.0, len(words(text)) / substance_floor(constraints))
@@ -74,7 +74,7 @@ def constraints_of(prompt: str) -> tuple[Constraint, ...]:
 
 
 def instruction_following(prompt: str, candidates: Sequence[str]) -> list[float]:
-    constraints = list(constraints_of(prompt))
+    constraints = constraints_of(prompt)
     return [score_one(constraints, text) for text in candidates]
 
 

@@ -89,6 +89,8 @@ LANGUAGES = {
 }
 
 
+_LANGUAGE_NAMES = "|".join(LANGUAGES)
+
 # Languages named in their own language ("Réponds en français"), for prompts written in them.
 NATIVE_LANGUAGES = {"français": "fr", "francais": "fr", "español": "es", "espanol": "es", "castellano": "es",
                     "deutsch": "de", "italiano": "it", "português": "pt", "portugues": "pt", "nederlands": "nl"}
@@ -158,9 +160,14 @@ _OWN_WORK = (r"\bmy\s+(?:[\w']+\s+)?(?:essay|paper|thesis|dissertation|assignmen
              r"class|boss|manager)\s+(?:must|have\s+to|has\s+to|need\s+to|should|wants?\s+every)\b")
 
 
+def _addresses_the_reader(clause: str) -> bool:
+    """"you"/"your": the clause speaks to the assistant, whatever else it mentions."""
+    return _search(r"\byou(?:r)?\b", clause, re.I) is not None
+
+
 def _about_own_work(clause: str) -> bool:
     """A rule for the user's own assignment ("my professor said we must not use 'very'"), not for the reply."""
-    return _search(_OWN_WORK, clause, re.I) is not None and not _search(r"\byou(?:r)?\b", clause, re.I)
+    return _search(_OWN_WORK, clause, re.I) is not None and not _addresses_the_reader(clause)
 
 
 def _is_about_the_reply(clause: str) -> bool:
@@ -328,8 +335,7 @@ def _json(c: str) -> dict | None:
         return None
     if _search(r"\b(?:api|server|endpoint|service|backend)\s+(?:returns?|sends?|responds\s+with)\s+json|\b(?:write|"
                r"create|implement)\w*\s+(?:a|an|the)\s+(?:\w+\s+)?(?:function|method|class|script)\b[^.]*\bjson\b|"
-               r"\bjson\s+string", c, re.I) and \
-            not _search(r"\byou(?:r)?\b", c, re.I):
+               r"\bjson\s+string", c, re.I) and not _addresses_the_reader(c):
         return None  # what a system returns, not the reply's format
     if _search(r"\b(?:this|the following|the below|below|attached|my|the given|these|that|a)\s+json\b(?!\s+"
                  r"(?:format|object|block|output|only))|json\s+(?:schema|file|data|payload)s?\b(?! format)|what is json|"
@@ -349,11 +355,13 @@ def _constrained_response(c: str) -> dict | None:
     return None
 
 
-_REPORTED_FORM = r"\b(?:said|speaks|spoke|stored|texted|typed)\b"
+def _reported_form(c: str) -> bool:
+    """A form someone else uses ("she texted 'k.' in lowercase", "stored in all caps"), not one asked of the reply."""
+    return _search(r"\b(?:said|speaks|spoke|stored|texted|typed)\b", c, re.I) is not None and not _addresses_the_reader(c)
 
 
 def _lowercase(c: str) -> dict | None:
-    if _search(_REPORTED_FORM, c, re.I) and not _search(r"\byou(?:r)?\b", c, re.I):
+    if _reported_form(c):
         return None
     if _search(r"convert|lowercas(?:es|ed|ing)\b|lowercase\s+(?:letter|character)s?\s+(?:in|of)\s+(?:a|the|this)|(?:is|are)\s+lowercase\b|"
                  r"function|string|variable|lowercase\s+or\s+uppercase|case[- ]sensitiv", c, re.I):
@@ -383,7 +391,7 @@ def _capital_frequency(c: str) -> dict | None:
 
 
 def _uppercase(c: str) -> dict | None:
-    if _search(_REPORTED_FORM, c, re.I) and not _search(r"\byou(?:r)?\b", c, re.I):
+    if _reported_form(c):
         return None
     if _search(r"\b(?:my|his|her|their|our)\s+\w+\s+(?:writes|types|uses|sends|speaks)\b|convert|function|string|variable|acronym|(?:never|not|n't|avoid)\s+(?:\w+\s+){0,3}(?:in\s+)?all[\s-]*caps",
                  c, re.I):
@@ -539,6 +547,8 @@ def _existence(c: str) -> dict | None:
     return {"keywords": keywords} if keywords else None
 
 
+_WORD_LIST = r"[A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)[A-Za-z][\w-]*)"  # then * or +
+
 _NOT_A_KEYWORD = r"(?:the|a|an|my|your|our|their|his|her|its|some|any|each|every|all|how|what|why|when|where|who|which|" \
                  r"that|this|these|those|it|them|me|us|you|whether|if|one|more|other|specific|relevant)\b"
 
@@ -586,13 +596,10 @@ def _forbidden(c: str) -> dict | None:
     words_ = _quoted(c[max(0, trigger.start() - 80):]) if _match(r"(?:words?|terms?)", trigger[0], re.I) else \
         _quoted(c[trigger.start():])
     if not words_:  # unquoted words only as a list: "avoid these words: a, b" or "words like a or b"
-        m = _search(r"(?:words?|terms?)\s*(?::|like|such\s+as)\s*([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
-                    r"[A-Za-z][\w-]*)*)", c[trigger.start():], re.I) or \
-            _search(r"^\S.*?(?:key)?(?:words?|terms?)\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
-                    r"[A-Za-z][\w-]*)+)", trigger[0] + c[trigger.end():], re.I) or \
-            _search(r"the\s+(?:key)?(?:words?|terms?)\s+([A-Za-z][\w-]*(?:(?:,\s*|\s+(?:and|or)\s+|,\s*(?:and|or)\s+)"
-                    r"[A-Za-z][\w-]*)*)\s+(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited)",
-                    c, re.I)
+        m = _search(rf"(?:words?|terms?)\s*(?::|like|such\s+as)\s*({_WORD_LIST}*)", c[trigger.start():], re.I) or \
+            _search(rf"^\S.*?(?:key)?(?:words?|terms?)\s+({_WORD_LIST}+)", trigger[0] + c[trigger.end():], re.I) or \
+            _search(rf"the\s+(?:key)?(?:words?|terms?)\s+({_WORD_LIST}*)\s+(?:are|is)\s+(?:forbidden|banned|not\s+allowed|"
+                    r"off[\s-]limits|prohibited)", c, re.I)
         if not m:
             return None
         words_ = [w for w in _split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", m[1]) if w]
@@ -600,28 +607,28 @@ def _forbidden(c: str) -> dict | None:
 
 
 def _language(c: str) -> dict | None:
-    hyphened = _search(r"\b(" + "|".join(LANGUAGES) + r")-language\b", c, re.I)
+    hyphened = _search(r"\b(" + _LANGUAGE_NAMES + r")-language\b", c, re.I)
     if hyphened and _is_about_the_reply(c):
         return {"language": LANGUAGES[hyphened[1].lower()]}
     if _search(r"\bin\s+english\b", c, re.I) and _search(r"capital|lower[\s-]?case|upper[\s-]?case|caps", c, re.I):
         return None  # "in English and in all capital letters" is a case instruction (as IFEval words it)
-    if _search(r"translat|how\s+(?:do|would|can)\s+(?:you|i|we|one)\s+say|(?:from|into)\s+(?:" + "|".join(LANGUAGES) + r")\b",
+    if _search(r"translat|how\s+(?:do|would|can)\s+(?:you|i|we|one)\s+say|(?:from|into)\s+(?:" + _LANGUAGE_NAMES + r")\b",
                c, re.I):
         return None
     m = _search(r"(?:(?:respond|answer|reply|write|written|speak|response|answer|reply|output|text)\w*\s+(?:[\w'-]+\s+){0,4}?"
                   r"(?:only\s+|entirely\s+|exclusively\s+|solely\s+|fully\s+|wholly\s+)?in|\busing|\blanguage\s*(?:of|:))"
                   r"\s+(?:the\s+)?(?:formal\s+|informal\s+|plain\s+|simple\s+|proper\s+|fluent\s+|natural\s+|british\s+|"
-                  r"american\s+)?(" + "|".join(LANGUAGES) + r")\b(?:\s+language)?", c, re.I)
-    m = m or _search(r"\b(" + "|".join(LANGUAGES) + r")\s+(?:only|language\s+only)\b", c, re.I)
-    m = m or _search(r"\b(?:entirely|only|exclusively|completely|fully|wholly|all)\s+in\s+(" + "|".join(LANGUAGES) + r")\b|"
-                     r"\b(?:in|using|use)\s+(?:only|entirely|exclusively|solely)\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\b|"
-                     r"\bkeep\s+(?:it|this|everything|the\s+\w+|your\s+\w+)\s+in\s+(" + "|".join(LANGUAGES) + r")\b", c, re.I)
+                  r"american\s+)?(" + _LANGUAGE_NAMES + r")\b(?:\s+language)?", c, re.I)
+    m = m or _search(r"\b(" + _LANGUAGE_NAMES + r")\s+(?:only|language\s+only)\b", c, re.I)
+    m = m or _search(r"\b(?:entirely|only|exclusively|completely|fully|wholly|all)\s+in\s+(" + _LANGUAGE_NAMES + r")\b|"
+                     r"\b(?:in|using|use)\s+(?:only|entirely|exclusively|solely)\s+(?:the\s+)?(" + _LANGUAGE_NAMES + r")\b|"
+                     r"\bkeep\s+(?:it|this|everything|the\s+\w+|your\s+\w+)\s+in\s+(" + _LANGUAGE_NAMES + r")\b", c, re.I)
     if m is None and _is_about_the_reply(c):
-        m = _search(r"\bin\s+(?:the\s+)?(" + "|".join(LANGUAGES) + r")\s+language\b", c, re.I)
+        m = _search(r"\bin\s+(?:the\s+)?(" + _LANGUAGE_NAMES + r")\s+language\b", c, re.I)
     if m:
         return {"language": LANGUAGES[next(g for g in m.groups() if g).lower()]}
     m = _search(r"\b(?:explain|describe|tell|write|summari[sz]e|answer|respond|reply|say|give)\b[^.?!]{0,80}?\bin\s+("
-                  + "|".join(LANGUAGES) + r")\b(?!\s+(?:culture|history|cuisine|literature|grammar|food|art|music))",
+                  + _LANGUAGE_NAMES + r")\b(?!\s+(?:culture|history|cuisine|literature|grammar|food|art|music))",
                   c, re.I)
     if m:
         return {"language": LANGUAGES[m[1].lower()]}
@@ -652,6 +659,9 @@ def _postscript(c: str) -> dict | None:
     return None
 
 
+_REPEAT_VERB = r"repeat|re-?stat|copy|reproduce|echo"
+
+
 def _repeat_prompt(prompt: str) -> dict | None:
     m = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|this|my|your|our)?\s*(?:following\s+|exact\s+)?(?:[\w']+\s+)?"
                 r"(?:request|question|prompt|instruction|task|query|sentence)"
@@ -667,7 +677,7 @@ def _repeat_prompt(prompt: str) -> dict | None:
     clauses = _clauses(prompt)
     if first:
         return {"prompt_to_repeat": clauses[0].strip()}
-    instruction = next(c for c in clauses if _search(r"repeat|re-?stat|copy|reproduce|echo", c, re.I))
+    instruction = next(c for c in clauses if _search(_REPEAT_VERB, c, re.I))
     after_colon = _search(r"^([^:]*):\s*(\S.*)$", prompt[prompt.index(instruction):], re.S)
     if after_colon and not _search(r"\boptions\b|\bthen\s+(?:answer|respond|reply|choose)\w*\s+with\b", after_colon[1], re.I):
         # the text after the colon, up to where the next step starts ("… two toddlers? Then give …")
@@ -677,10 +687,10 @@ def _repeat_prompt(prompt: str) -> dict | None:
     blocks = [b for b in _split(r"\n\s*\n", prompt) if b.strip()]
     if len(blocks) > 1 and instruction not in blocks[-1]:  # a standing rule (system message): the last turn
         return {"prompt_to_repeat": blocks[-1].strip()}
-    rest = [c for c in clauses if not _search(r"repeat|re-?stat|copy|reproduce|echo|words or characters before", c, re.I)]
+    rest = [c for c in clauses if not _search(_REPEAT_VERB + "|words or characters before", c, re.I)]
     if not rest:  # one run-on clause: the sentences before the instruction
         sentences = _split(r"(?<=[.!?])\s+", prompt.strip())
-        rest = sentences[:next(i for i, t in enumerate(sentences) if _search(r"repeat|re-?stat|copy|reproduce|echo", t, re.I))]
+        rest = sentences[:next(i for i, t in enumerate(sentences) if _search(_REPEAT_VERB, t, re.I))]
     return {"prompt_to_repeat": " ".join(rest).strip()}
 
 
