@@ -139,7 +139,7 @@ def main() -> None:
     if not (opts.reuse_log and (workdir / "tao.db").exists()):
         with serve_in_thread(create_app(settings), startup_timeout_s=300) as url:
             results = send_workload(url + "/v1", settings.distill.model, generate_prompts(opts.prompts, seed=opts.seed),
-                                    best_of=opts.best_of, concurrency=2, desc=f"best-of-{opts.best_of} traffic")
+                                    best_of=opts.best_of, concurrency=8, desc=f"best-of-{opts.best_of} traffic")
         failed = [r for r in results if r.error]
         print(f"traffic: {len(results) - len(failed)} ok, {len(failed)} failed, {time.time() - started:.0f} s")
     traffic_s = time.time() - started

@@ -115,11 +115,15 @@ async def _evaluate(sampler: PolicySampler, heldout: list[LoggedPrompt], samples
                     seed: int) -> list[PromptResult]:
     async with sampler:
         results = []
-        for i, prompt in enumerate(tqdm(heldout, desc=f"eval: base and new N=1 × {samples}", unit="prompt")):
-            results.append(PromptResult(
-                prompt=prompt.prompt_text, logged_n1=prompt.n1_score, logged_best_of_n=prompt.best_of_n_score,
-                base=await sampler.answers(prompt, samples, seed + i, None),
-                new=await sampler.answers(prompt, samples, seed + i, EVAL_ADAPTER)))
+        with tqdm(total=len(heldout), desc=f"eval: base and new N=1 × {samples}", unit="prompt") as progress:
+            for i, chunk in enumerate(sampler.chunks(heldout, samples)):
+                # The same seed for both arms: common random numbers for the paired comparison.
+                base = await sampler.answers(chunk, samples, seed + i, None)
+                new = await sampler.answers(chunk, samples, seed + i, EVAL_ADAPTER)
+                results += [PromptResult(prompt=p.prompt_text, logged_n1=p.n1_score,
+                                         logged_best_of_n=p.best_of_n_score, base=b, new=n)
+                            for p, b, n in zip(chunk, base, new)]
+                progress.update(len(chunk))
         return results
 
 

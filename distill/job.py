@@ -98,9 +98,14 @@ def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], s
                    scorer: Scorer, cfg: DistillConfig, round_no: int) -> list[list[Answer]]:
     async def sample() -> list[list[Answer]]:
         async with PolicySampler(base_dir, sampling, scorer, {"policy": adapter}) as sampler:
-            return [await sampler.answers(p, cfg.round_best_of, cfg.seed + 1000 * round_no + i, "policy")
-                    for i, p in enumerate(tqdm(prompts, desc=f"round {round_no}: best-of-{cfg.round_best_of} "
-                                               "from the adapter", unit="prompt"))]
+            answers: list[list[Answer]] = []
+            with tqdm(total=len(prompts), desc=f"round {round_no}: best-of-{cfg.round_best_of} from the adapter",
+                      unit="prompt") as progress:
+                for i, chunk in enumerate(sampler.chunks(prompts, cfg.round_best_of)):
+                    answers += await sampler.answers(chunk, cfg.round_best_of, cfg.seed + 1000 * round_no + i,
+                                                     "policy")
+                    progress.update(len(chunk))
+            return answers
 
     return asyncio.run(sample())
 

@@ -46,15 +46,23 @@ class PolicySampler:
                         trace: TracebackType | None) -> None:
         await self.backend.close()
 
-    async def answers(self, prompt: LoggedPrompt, n: int, seed: int, adapter: str | None) -> list[Answer]:
-        """`n` answers to `prompt` from `adapter` (None: the base weights), each scored alone."""
+    def chunks(self, prompts: list[LoggedPrompt], n: int) -> list[list[LoggedPrompt]]:
+        """`prompts` in groups that fill one generate call (max_batch_sequences samples)."""
+        size = max(1, self.sampling.max_batch_sequences // n)
+        return [prompts[i:i + size] for i in range(0, len(prompts), size)]
+
+    async def answers(self, prompts: list[LoggedPrompt], n: int, seed: int, adapter: str | None) -> list[list[Answer]]:
+        """`n` answers to each of `prompts` (one generate call, seeded with `seed`) from `adapter`
+        (None: the base weights), each scored alone."""
         params = {"temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
-                  "max_tokens": self.sampling.max_tokens, "seed": seed}
-        generation = await self.backend.generate(GenerationRequest(kind="chat", n=n, params=params,
-                                                                   messages=prompt.messages, adapter=adapter))
+                  "max_tokens": self.sampling.max_tokens}
+        generations = await self.backend.generate_batch(
+            [GenerationRequest(kind="chat", n=n, params=params, messages=p.messages, adapter=adapter) for p in prompts],
+            seed=seed)
         answers = []
-        for candidate in generation.candidates:
-            [score] = await self.scorer.score(prompt.prompt_text, [candidate.text])
-            answers.append(Answer(text=candidate.text, score=float(score), tokens=candidate.completion_tokens,
-                                  ended=candidate.finish_reason == "stop"))
+        for prompt, generation in zip(prompts, generations):
+            texts = [candidate.text for candidate in generation.candidates]
+            scores = [float((await self.scorer.score(prompt.prompt_text, [text]))[0]) for text in texts]
+            answers.append([Answer(text=c.text, score=score, tokens=c.completion_tokens, ended=c.finish_reason == "stop")
+                            for c, score in zip(generation.candidates, scores)])
         return answers

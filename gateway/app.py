@@ -45,7 +45,8 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     store = Store.from_config(settings.store, on_written=metrics.store_rows_written.inc,
                               on_write_error=metrics.store_write_errors.inc)
-    backends: dict[str, Backend] = {m.name: build_backend(m, metrics.upstream_retries.labels(m.name).inc)
+    backends: dict[str, Backend] = {m.name: build_backend(m, metrics.upstream_retries.labels(m.name).inc,
+                                                          metrics.local_batch_requests.labels(m.name).observe)
                                     for m in settings.models}
     engine = Engine(backends, build_scorer(settings.reward), settings.reward, store, metrics)
     rollouts = RolloutManager(settings, backends, store, metrics)

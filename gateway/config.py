@@ -65,6 +65,9 @@ class ModelConfig(BaseModel):
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = Field(256, ge=1)
+    max_batch_sequences: int = Field(64, ge=1, description="Local backend: most sequences in one generate call. "
+                                     "Requests queued while the model works, with the same sampling settings and "
+                                     "adapter and no seed, share the next call (bench/local_batching.py).")
     timeout_s: float = Field(60.0, gt=0, description="Per upstream call that is not streamed: the whole answer.")
     first_token_timeout_s: float | None = Field(None, gt=0, description="Streamed calls: time to the first "
                                                 "token (default: timeout_s).")

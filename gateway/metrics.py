@@ -26,6 +26,9 @@ class Metrics:
         self.upstream_calls = Counter("tao_upstream_calls", "Calls made to the upstream.", ["model"], registry=r)
         self.upstream_retries = Counter("tao_upstream_retries", "Upstream calls made again after a retryable "
                                         "failure (the upstream sees calls + retries requests).", ["model"], registry=r)
+        self.local_batch_requests = Histogram("tao_local_batch_requests", "Requests that shared one generate call "
+                                              "of the local backend (queued while the model worked).", ["model"],
+                                              buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64), registry=r)
         self.upstream_failures = Counter("tao_upstream_failures", "Upstream calls or candidates that failed.",
                                          ["model"], registry=r)
         self.winner_reward = Histogram("tao_winner_reward", "Reward of the returned (top-scored) candidate.",

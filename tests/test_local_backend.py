@@ -1,7 +1,9 @@
 """The local backend on the real embedded SmolLM2-135M-Instruct (slow: loads the model)."""
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -25,11 +27,11 @@ def served(tmp_path_factory):
     db_path = tmp_path_factory.mktemp("local") / "tao.db"
     app = create_app(Settings(store=StoreConfig(path=db_path)))  # no config: the embedded default
     with running(app, startup_timeout_s=300) as url:
-        yield url, OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300), db_path
+        yield url, OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300), db_path, app
 
 
 def test_best_of_on_the_embedded_model_scores_and_logs_real_candidates(served):
-    url, client, db_path = served
+    url, client, db_path, _ = served
     reply = client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=24,
                                            extra_body={"best_of": 3})
     tao = reply.model_extra["tao"]
@@ -41,7 +43,7 @@ def test_best_of_on_the_embedded_model_scores_and_logs_real_candidates(served):
 
 
 def test_streaming_and_completions_on_the_embedded_model(served):
-    url, client, db_path = served
+    url, client, db_path, _ = served
     pieces = [c.choices[0].delta.content for c in client.chat.completions.create(
         model="smollm2", messages=PROMPT, max_tokens=16, stream=True, extra_body={"best_of": 1})
         if c.choices and c.choices[0].delta.content]
@@ -52,7 +54,7 @@ def test_streaming_and_completions_on_the_embedded_model(served):
 
 
 def test_the_server_answers_while_the_model_generates(served):
-    url, client, db_path = served
+    url, client, db_path, _ = served
     story = [{"role": "user", "content": "Tell a long story about a lighthouse keeper."}]
     chunks = iter(client.chat.completions.create(model="smollm2", messages=story, max_tokens=64, temperature=0,
                                                  stream=True, extra_body={"best_of": 1}))
@@ -70,6 +72,74 @@ def test_the_server_answers_while_the_model_generates(served):
     [row] = rows
     generated_until = row["created_at"] + row["latency_ms"] / 1000
     assert health_s < 1.0 and generated_until > answered_at  # answered mid-generation: it runs off the event loop
+
+
+def _batch_metric(url: str) -> tuple[float, float]:
+    """(generate calls, requests in them) of the local backend, from /metrics."""
+    values = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        for name in ("count", "sum"):
+            if line.startswith(f'tao_local_batch_requests_{name}{{model="smollm2"}}'):
+                values[name] = float(line.split()[-1])
+    return values.get("count", 0.0), values.get("sum", 0.0)
+
+
+def test_requests_queued_while_the_model_works_share_one_generate_call(served):
+    """Four requests (best_of 1, 2, 3 and 2) that arrive while the model is busy are answered by
+    one generate call, each with its own candidates; a seeded request still runs alone and repeats."""
+    url, client, _, app = served
+    backend = app.state.completions.engine.backends["smollm2"]
+    busy, release = threading.Event(), threading.Event()
+    backend._executor.submit(lambda: (busy.set(), release.wait(60)))  # the model is working on something
+    assert busy.wait(60)
+    calls_before, requests_before = _batch_metric(url)
+    prompts = ["Name a fruit.", "Name a river.", "Name a planet.", "Name a bird."]
+    with ThreadPoolExecutor(4) as pool:
+        replies = [pool.submit(client.chat.completions.create, model="smollm2", max_tokens=12,
+                               messages=[{"role": "user", "content": p}], extra_body={"best_of": n})
+                   for p, n in zip(prompts, (1, 2, 3, 2))]
+        deadline = time.monotonic() + 60
+        while len(backend._queued) < 4:  # the real signal: all four are waiting for the model
+            assert time.monotonic() < deadline, "the requests never reached the backend"
+            time.sleep(0.01)
+        release.set()
+        tao = [r.result(timeout=120).model_extra["tao"] for r in replies]
+    assert [len(t["scores"]) for t in tao] == [1, 2, 3, 2]
+    calls, requests = _batch_metric(url)
+    assert (calls - calls_before, requests - requests_before) == (1, 4)
+
+    seeded = {"model": "smollm2", "max_tokens": 12, "seed": 7, "messages": [{"role": "user", "content": prompts[0]}],
+              "extra_body": {"best_of": 1}}
+    first = client.chat.completions.create(**seeded).choices[0].message.content
+    assert client.chat.completions.create(**seeded).choices[0].message.content == first
+
+
+def test_a_batch_of_prompts_left_padded_gives_each_prompt_its_own_answers(tmp_path: Path):
+    """The distill sampler's path: one call for prompts of different lengths and n; greedy answers
+    match those of each prompt alone, and requests that cannot share a call are refused."""
+    greedy = {"temperature": 0, "max_tokens": 10}
+    requests = [GenerationRequest(kind="chat", n=n, params=greedy, messages=[{"role": "user", "content": text}])
+                for text, n in (("Name a color.", 2), ("What is the capital of France? Answer in one word.", 1))]
+
+    async def run() -> tuple[list, list]:
+        backend = LocalBackend(ModelConfig(name="m", backend="local", model=EMBEDDED_MODEL))
+        await backend.start()
+        try:
+            together = await backend.generate_batch(requests, seed=0)
+            alone = [await backend.generate_batch([r], seed=0) for r in requests]
+            with pytest.raises(ValueError):
+                await backend.generate_batch([requests[0], GenerationRequest(
+                    kind="chat", n=1, params={"temperature": 0.8, "max_tokens": 10}, messages=requests[1].messages)])
+            return together, alone
+        finally:
+            await backend.close()
+
+    together, alone = asyncio.run(run())
+    assert [len(g.candidates) for g in together] == [2, 1]
+    assert [g.prompt_tokens for g in together] == [g[0].prompt_tokens for g in alone]
+    assert together[0].prompt_tokens < together[1].prompt_tokens
+    assert [c.text for g in together for c in g.candidates] == [c.text for g in alone for c in g[0].candidates]
+    assert "Paris" in together[1].candidates[0].text
 
 
 def test_a_lora_adapter_loads_with_peft_and_changes_the_output(tmp_path: Path):

@@ -8,9 +8,11 @@ from gateway.backends.base import Backend, Candidate, Generation, GenerationRequ
 from gateway.config import ModelConfig
 
 
-def build_backend(config: ModelConfig, on_retry: Callable[[], None] | None = None) -> Backend:
+def build_backend(config: ModelConfig, on_retry: Callable[[], None] | None = None,
+                  on_batch: Callable[[int], None] | None = None) -> Backend:
     """The backend a model's config asks for (imports are lazy: torch only when local is used).
-    `on_retry` counts the upstream retries of a remote model."""
+    `on_retry` counts the upstream retries of a remote model; `on_batch` sees how many requests
+    shared each generate call of a local one."""
     if config.backend == "litellm":  # the config's name for every remote model (LiteLLM or direct HTTP)
         from gateway.backends.upstream import UpstreamBackend
 
@@ -18,7 +20,7 @@ def build_backend(config: ModelConfig, on_retry: Callable[[], None] | None = Non
     if config.backend == "local":
         from gateway.backends.local import LocalBackend
 
-        return LocalBackend(config)
+        return LocalBackend(config, on_batch)
     raise ValueError(f"unknown backend {config.backend!r}")
 
 

@@ -1,8 +1,12 @@
 """transformers on this machine: the embedded SmolLM2 by default, any causal LM directory otherwise.
 
-All N candidates come from one `generate` call (`num_return_sequences`), so the prompt is encoded
-once. Generation runs on one worker thread, off the event loop: the server keeps answering health
-checks and metrics while the CPU works, and requests queue for the model instead of thrashing it.
+All N candidates of a request come from one `generate` call, so the prompt is encoded once.
+Generation runs on one worker thread, off the event loop: the server keeps answering health checks
+and metrics while the CPU works, and requests queue for the model instead of thrashing it. Requests
+that queue while the model works share its next call when they can (same adapter and sampling
+settings, no seed): on this CPU one call of 4 prompts × 8 samples yields 1.8× the tokens per second
+of four calls of 8, so a busy gateway serves more, and no timer holds a request back to wait for
+company (bench/local_batching.py). A request with a seed runs alone, so its answer repeats.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +38,39 @@ def _truncate_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+@dataclass
+class _Queued:
+    """A request waiting for the model, and where its answer goes."""
+
+    request: GenerationRequest
+    future: asyncio.Future[Generation]
+    loop: asyncio.AbstractEventLoop
+
+    def settle(self, outcome: Generation | BaseException) -> None:
+        def deliver() -> None:
+            if self.future.done():  # the caller went away
+                return
+            if isinstance(outcome, BaseException):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
+
+        self.loop.call_soon_threadsafe(deliver)
+
+
 class LocalBackend:
     DEFAULT_ADAPTER = "configured"
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, on_batch: Callable[[int], None] | None = None) -> None:
         self.config = config
+        self._on_batch = on_batch
         self._default_adapter: str | None = None
         self.model_version = config.version or self._default_version()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{config.name}")
         self._model: Any = None
         self._tokenizer: Any = None
+        self._queued: list[_Queued] = []
+        self._queue_lock = threading.Lock()
 
     def _default_version(self) -> str:
         base = "smollm2-135m-instruct" if self.config.model == EMBEDDED_MODEL else Path(self.config.model).name
@@ -116,6 +144,10 @@ class LocalBackend:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._queue_lock:
+            queued, self._queued = self._queued, []
+        for item in queued:  # their drain was cancelled with the executor
+            item.settle(UpstreamError(f"model {self.config.name} shut down before generating"))
 
     def _encode(self, request: GenerationRequest) -> Any:
         if request.kind == "chat":
@@ -139,18 +171,37 @@ class LocalBackend:
             kwargs.update(do_sample=False)
         return kwargs
 
-    def _generate_blocking(self, request: GenerationRequest) -> Generation:
+    def _batch_key(self, request: GenerationRequest) -> tuple[Any, ...] | None:
+        """Requests with equal keys can share one generate call; None: this one runs alone."""
+        if request.params.get("seed") is not None:
+            return None
+        kwargs = self._generate_kwargs(request, 1)
+        return (request.adapter or self._default_adapter, tuple(sorted(kwargs.items())))
+
+    def _generate_blocking(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Generation]:
+        """One generate call for every sample of `requests` (same adapter and sampling settings):
+        prompts left-padded to one width, each repeated `n` times."""
         import torch
 
-        inputs = self._encode(request)
-        prompt_len = inputs["input_ids"].shape[1]
-        if request.params.get("seed") is not None:
-            torch.manual_seed(int(request.params["seed"]))
-        with torch.inference_mode(), self._generating_with(request.adapter):
-            output = self._model.generate(**inputs, **self._generate_kwargs(request, request.n))
+        prompts = [self._encode(request)["input_ids"][0].tolist() for request in requests]
+        rows = [ids for request, ids in zip(requests, prompts) for _ in range(request.n)]
+        width = max(len(ids) for ids in rows)
+        pad = self._tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rows])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.inference_mode(), self._generating_with(requests[0].adapter):
+            output = self._model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                          **self._generate_kwargs(requests[0], 1))
+        sequences = iter(output[:, width:].tolist())
+        return [self._generation(request, [next(sequences) for _ in range(request.n)], len(ids))
+                for request, ids in zip(requests, prompts)]
+
+    def _generation(self, request: GenerationRequest, sequences: list[list[int]], prompt_tokens: int) -> Generation:
         stops = [s for s in (request.params.get("stop") or []) if s]
         candidates = []
-        for sequence in output[:, prompt_len:].tolist():
+        for sequence in sequences:
             ended = answer_length(sequence, self._tokenizer)
             tokens = sequence if ended is None else sequence[:ended]
             text = self._tokenizer.decode(tokens, skip_special_tokens=True)
@@ -158,18 +209,74 @@ class LocalBackend:
             finish = "stop" if ended is not None or stopped else "length"
             message = {"role": "assistant", "content": text} if request.kind == "chat" else None
             candidates.append(Candidate(text=text, finish_reason=finish, completion_tokens=len(tokens), message=message))
-        return Generation(candidates=candidates, prompt_tokens=prompt_len, upstream_calls=1)
+        return Generation(candidates=candidates, prompt_tokens=prompt_tokens, upstream_calls=1)
+
+    def _batches(self, queued: list[_Queued]) -> Iterator[list[_Queued]]:
+        """Queued requests grouped into calls: equal keys together, up to max_batch_sequences each."""
+        groups: dict[tuple[Any, ...], list[list[_Queued]]] = {}
+        for item in queued:
+            key = self._batch_key(item.request)
+            if key is None:
+                yield [item]
+                continue
+            batches = groups.setdefault(key, [[]])
+            if batches[-1] and sum(q.request.n for q in batches[-1]) + item.request.n > self.config.max_batch_sequences:
+                batches.append([])
+            batches[-1].append(item)
+        for batches in groups.values():
+            yield from batches
+
+    def _drain(self) -> None:
+        """On the worker thread: generate for everything queued so far (nothing if an earlier drain
+        took it), skipping requests whose caller has gone."""
+        with self._queue_lock:
+            queued, self._queued = self._queued, []
+        waiting = [item for item in queued if not item.future.done()]
+        try:
+            batches = list(self._batches(waiting))
+        except Exception as exc:  # noqa: BLE001 - unreadable sampling settings fail their requests
+            batches = [[item] for item in waiting]
+            log.warning("could not group queued requests (%s); generating them one by one", exc)
+        for batch in batches:
+            if self._on_batch:
+                self._on_batch(len(batch))
+            seed = batch[0].request.params.get("seed")
+            try:
+                generations = self._generate_blocking([item.request for item in batch],
+                                                      None if seed is None else int(seed))
+            except Exception as exc:  # noqa: BLE001 - a generation failure is the upstream's failure
+                error = UpstreamError(f"local generation failed: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                for item in batch:
+                    item.settle(error)
+            else:
+                for item, generation in zip(batch, generations):
+                    item.settle(generation)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         if self._model is None:
             raise UpstreamError(f"model {self.config.name} is not loaded")
         loop = asyncio.get_running_loop()
+        queued = _Queued(request, loop.create_future(), loop)
+        with self._queue_lock:
+            self._queued.append(queued)
         try:
-            return await loop.run_in_executor(self._executor, self._generate_blocking, request)
-        except UpstreamError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a generation failure is the upstream's failure
-            raise UpstreamError(f"local generation failed: {type(exc).__name__}: {exc}") from exc
+            loop.run_in_executor(self._executor, self._drain)
+        except RuntimeError as exc:  # the backend is closing
+            raise UpstreamError(f"model {self.config.name} is shutting down") from exc
+        return await queued.future
+
+    async def generate_batch(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Generation]:
+        """One generate call for several requests with the same adapter and sampling settings (the
+        distill sampler's way to use the CPU fully); `seed` seeds the call."""
+        if self._model is None:
+            raise UpstreamError(f"model {self.config.name} is not loaded")
+        unseeded = [GenerationRequest(kind=r.kind, n=r.n, params={k: v for k, v in r.params.items() if k != "seed"},
+                                      messages=r.messages, prompt=r.prompt, adapter=r.adapter) for r in requests]
+        if len({self._batch_key(r) for r in unseeded}) != 1:
+            raise ValueError("generate_batch needs requests with one adapter and one set of sampling settings")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._generate_blocking,
+                                                                unseeded, seed)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         from transformers import TextStreamer

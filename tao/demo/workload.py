@@ -17,6 +17,7 @@ class WorkloadResult:
     text: str | None
     error: str | None = None
     arm: str | None = None  # the rollout arm that answered
+    completion_tokens: int = 0  # every candidate's, as the reply's usage counts them
 
 
 async def _send(base_url: str, api_key: str, model: str, prompts: list[str], best_of: int | None, concurrency: int,
@@ -35,7 +36,8 @@ async def _send(base_url: str, api_key: str, model: str, prompts: list[str], bes
                     model=model, messages=[{"role": "user", "content": prompt}], user=f"{user or 'workload'}-{i}",
                     **extra)
                 tao = reply.model_extra["tao"]
-                return WorkloadResult(prompt, tao["request_id"], reply.choices[0].message.content, arm=tao["arm"])
+                return WorkloadResult(prompt, tao["request_id"], reply.choices[0].message.content, arm=tao["arm"],
+                                      completion_tokens=reply.usage.completion_tokens if reply.usage else 0)
             except Exception as exc:  # noqa: BLE001 - recorded per prompt; the workload goes on
                 return WorkloadResult(prompt, None, None, f"{type(exc).__name__}: {exc}")
             finally:
