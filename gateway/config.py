@@ -210,10 +210,11 @@ class DistillConfig(BaseModel):
     method: DistillMethod = Field(
         "dpo", description="dpo: logged preference pairs; grpo: online RL with the gateway's own scorer; "
         "sft: the winners (rejection-sampling fine-tuning); sft+dpo: SFT, then DPO on the same adapter.")
-    rounds: int = Field(1, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
+    rounds: int = Field(3, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
                         "round_best_of answers per training prompt from the new adapter through the local "
                         "backend, score them with the gateway's scorer, pool them with the logged candidates, "
-                        "and train the same adapter again.")
+                        "and train the same adapter again. Recovered share of the best-of-8 gain on held-out "
+                        "prompts, same log: 1 round 51 %, 2: 60 %, 3: 73 %, 4: 85 % (bench/README.md).")
     round_best_of: int = Field(8, ge=2, description="Samples per training prompt in an iterated round.")
     round_method: DistillStage | None = Field(None, description="Method of the rounds after the first "
                                                         "(default: the last stage of `method`).")

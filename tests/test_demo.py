@@ -18,7 +18,8 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     out = tmp_path / "demo"
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     run = subprocess.run([sys.executable, "-m", "gateway", "demo", "--prompts", "24", "--best-of", "4", "--max-steps",
-                          "3", "--max-tokens", "64", "--rounds", "2", "--gate-margin", "-1", "--rollout-margin", "3",
+                          "3", "--max-tokens", "64", "--rounds", "2", "--distill-rounds", "1", "--gate-margin", "-1",
+                          "--rollout-margin", "3",
                           "--seed", "5",
                           "--out", str(out)], capture_output=True, text=True, timeout=1200, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

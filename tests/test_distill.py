@@ -35,7 +35,7 @@ def write_config(path: Path, db: Path, checkpoints: Path, **distill) -> Path:
         "rollout": {"margin": 1.0},
         "distill": {"checkpoints_dir": str(checkpoints), "holdout_fraction": 0.25, "min_train_prompts": 2,
                     "min_heldout_prompts": 1, "dpo_min_gap": 0.05, "max_steps": 3, "batch_size": 2,
-                    "learning_rate": 1e-3, "eval_samples": 1, "max_new_tokens": 24, **distill},
+                    "learning_rate": 1e-3, "eval_samples": 1, "max_new_tokens": 24, "rounds": 1, **distill},
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -140,6 +140,19 @@ def test_dpo_publishes_an_adapter_that_loads_with_peft_and_changes_the_model(log
     # Data since the last published checkpoint: none yet, so the next run refuses cleanly.
     again = tao("distill", "--config", str(config))
     assert again.returncode == TOO_LITTLE_DATA and "too little data" in again.stdout
+
+
+def test_an_iterated_round_samples_from_the_adapter_and_trains_it_again(logged: Path, tmp_path: Path):
+    config = fresh_copy(logged, tmp_path, gate_margin=-1.0, rounds=2, round_best_of=2, max_steps=2)
+    run = tao("distill", "--config", str(config), "--method", "dpo", "--since", "all")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "round 2: best-of-2 from the adapter" in run.stderr  # its progress bar
+    [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
+    counts = json.loads(row["metrics"])["counts"]
+    # The adapter's answers are pooled with the logged candidates: a prompt's best only rises, so
+    # no pair is lost, and the second round trains on at least as many.
+    assert counts["round2_dpo_rows"] >= counts["round1_dpo_rows"] > 0
+    assert (Path(row["path"]) / "adapter_config.json").is_file()
 
 
 def test_grpo_trains_with_the_gateway_scorer(logged: Path, tmp_path: Path):

@@ -20,6 +20,9 @@ class DemoConfig(BaseModel):
     prompts: int = Field(80, ge=1, description="Prompts in the best-of-N traffic.")
     best_of: int = Field(8, ge=1, description="N of the traffic.")
     method: DistillMethod = Field(DistillConfig.model_fields["method"].default, description="Distill method.")
+    distill_rounds: int = Field(2, ge=1, description="Iterated distill rounds (the job's default is "
+                                f"{DistillConfig.model_fields['rounds'].default}; fewer here to fit the demo's "
+                                "time on 2 cores).")
     seed: int = Field(0, description="Prompt generator and training seed.")
     out: Path = Field(Path("tao-demo"), description="Directory for the log, checkpoints and report.")
     max_steps: int | None = Field(None, ge=1, description="Cap on training steps; unset, distill.epochs decide.")
