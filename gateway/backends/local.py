@@ -157,12 +157,12 @@ class LocalBackend:
             )
         return self._tokenizer(request.prompt or "", return_tensors="pt")
 
-    def _generate_kwargs(self, request: GenerationRequest, n: int) -> dict[str, Any]:
+    def _generate_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        """The sampling settings of one generate call (a request's own values, else the model's)."""
         params = request.params
         temperature = params.get("temperature", self.config.temperature)
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.get("max_tokens", self.config.max_tokens),
-            "num_return_sequences": n,
             "pad_token_id": self._tokenizer.pad_token_id,
         }
         if temperature and temperature > 0:
@@ -175,7 +175,7 @@ class LocalBackend:
         """Requests with equal keys can share one generate call; None: this one runs alone."""
         if request.params.get("seed") is not None:
             return None
-        kwargs = self._generate_kwargs(request, 1)
+        kwargs = self._generate_kwargs(request)
         return (request.adapter or self._default_adapter, tuple(sorted(kwargs.items())))
 
     def _generate_blocking(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Generation]:
@@ -193,7 +193,7 @@ class LocalBackend:
             torch.manual_seed(seed)
         with torch.inference_mode(), self._generating_with(requests[0].adapter):
             output = self._model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                          **self._generate_kwargs(requests[0], 1))
+                                          **self._generate_kwargs(requests[0]))
         sequences = iter(output[:, width:].tolist())
         return [self._generation(request, [next(sequences) for _ in range(request.n)], len(ids))
                 for request, ids in zip(requests, prompts)]
@@ -234,7 +234,7 @@ class LocalBackend:
         waiting = [item for item in queued if not item.future.done()]
         try:
             batches = list(self._batches(waiting))
-        except Exception as exc:  # noqa: BLE001 - unreadable sampling settings fail their requests
+        except Exception as exc:  # noqa: BLE001 - unreadable sampling settings: each request alone
             batches = [[item] for item in waiting]
             log.warning("could not group queued requests (%s); generating them one by one", exc)
         for batch in batches:
@@ -302,7 +302,7 @@ class LocalBackend:
                 import torch
 
                 with torch.inference_mode(), self._generating_with(single.adapter):
-                    out = self._model.generate(**inputs, **self._generate_kwargs(single, 1), streamer=streamer)
+                    out = self._model.generate(**inputs, **self._generate_kwargs(single), streamer=streamer)
                 generated = out[0, inputs["input_ids"].shape[1]:].tolist()
                 ended = answer_length(generated, self._tokenizer)
                 put(StreamDelta(
