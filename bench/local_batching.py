@@ -24,10 +24,11 @@ from tao.demo.workload import send_workload
 from tao.server_thread import serve_in_thread
 
 
-def _calls(url: str) -> tuple[float, float]:
+def batch_calls(url: str, model: str = "smollm2") -> tuple[float, float]:
+    """(generate calls, requests in them) of a gateway's local model so far, from its /metrics."""
     text = httpx.get(url + "/metrics").text
     found = {name: float(value) for name, value in
-             re.findall(r'^tao_local_batch_requests_(count|sum)\{model="smollm2"\} (\S+)$', text, re.M)}
+             re.findall(rf'^tao_local_batch_requests_(count|sum)\{{model="{re.escape(model)}"\}} (\S+)$', text, re.M)}
     return found.get("count", 0.0), found.get("sum", 0.0)
 
 
@@ -38,12 +39,12 @@ def run(prompts: list[str], best_of: int, max_tokens: int, concurrency: int, max
     settings = Settings(models=models, store=StoreConfig(path=f"{workdir}/c{concurrency}-b{max_batch}.db"))
     with serve_in_thread(create_app(settings), startup_timeout_s=300) as url:
         send_workload(url + "/v1", "smollm2", prompts[:1], best_of=best_of, concurrency=1, desc="warm-up")
-        before = _calls(url)
+        before = batch_calls(url)
         started = time.perf_counter()
         results = send_workload(url + "/v1", "smollm2", prompts, best_of=best_of, concurrency=concurrency,
                                 desc=f"c={concurrency} max_batch_sequences={max_batch}")
         elapsed = time.perf_counter() - started
-        after = _calls(url)
+        after = batch_calls(url)
     failed = [r for r in results if r.error]
     if failed:
         raise SystemExit(f"{len(failed)} requests failed: {failed[0].error}")

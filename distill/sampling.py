@@ -59,10 +59,11 @@ class PolicySampler:
         generations = await self.backend.generate_batch(
             [GenerationRequest(kind="chat", n=n, params=params, messages=p.messages, adapter=adapter) for p in prompts],
             seed=seed)
-        answers = []
+        answers: list[list[Answer]] = []
         for prompt, generation in zip(prompts, generations):
-            texts = [candidate.text for candidate in generation.candidates]
-            scores = [float((await self.scorer.score(prompt.prompt_text, [text]))[0]) for text in texts]
-            answers.append([Answer(text=c.text, score=score, tokens=c.completion_tokens, ended=c.finish_reason == "stop")
-                            for c, score in zip(generation.candidates, scores)])
+            answers.append([])
+            for candidate in generation.candidates:
+                [score] = await self.scorer.score(prompt.prompt_text, [candidate.text])
+                answers[-1].append(Answer(text=candidate.text, score=float(score), tokens=candidate.completion_tokens,
+                                          ended=candidate.finish_reason == "stop"))
         return answers

@@ -11,6 +11,7 @@ import pytest
 import sqlite_utils
 from openai import OpenAI
 
+from bench.local_batching import batch_calls
 from gateway.app import create_app
 from gateway.backends import GenerationRequest
 from gateway.backends.local import LocalBackend
@@ -74,16 +75,6 @@ def test_the_server_answers_while_the_model_generates(served):
     assert health_s < 1.0 and generated_until > answered_at  # answered mid-generation: it runs off the event loop
 
 
-def _batch_metric(url: str) -> tuple[float, float]:
-    """(generate calls, requests in them) of the local backend, from /metrics."""
-    values = {}
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        for name in ("count", "sum"):
-            if line.startswith(f'tao_local_batch_requests_{name}{{model="smollm2"}}'):
-                values[name] = float(line.split()[-1])
-    return values.get("count", 0.0), values.get("sum", 0.0)
-
-
 def test_requests_queued_while_the_model_works_share_one_generate_call(served):
     """Four requests (best_of 1, 2, 3 and 2) that arrive while the model is busy are answered by
     one generate call, each with its own candidates; a seeded request still runs alone and repeats."""
@@ -92,7 +83,7 @@ def test_requests_queued_while_the_model_works_share_one_generate_call(served):
     busy, release = threading.Event(), threading.Event()
     backend._executor.submit(lambda: (busy.set(), release.wait(60)))  # the model is working on something
     assert busy.wait(60)
-    calls_before, requests_before = _batch_metric(url)
+    calls_before, requests_before = batch_calls(url)
     prompts = ["Name a fruit.", "Name a river.", "Name a planet.", "Name a bird."]
     with ThreadPoolExecutor(4) as pool:
         replies = [pool.submit(client.chat.completions.create, model="smollm2", max_tokens=12,
@@ -105,7 +96,7 @@ def test_requests_queued_while_the_model_works_share_one_generate_call(served):
         release.set()
         tao = [r.result(timeout=120).model_extra["tao"] for r in replies]
     assert [len(t["scores"]) for t in tao] == [1, 2, 3, 2]
-    calls, requests = _batch_metric(url)
+    calls, requests = batch_calls(url)
     assert (calls - calls_before, requests - requests_before) == (1, 4)
 
     seeded = {"model": "smollm2", "max_tokens": 12, "seed": 7, "messages": [{"role": "user", "content": prompts[0]}],

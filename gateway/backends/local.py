@@ -171,12 +171,13 @@ class LocalBackend:
             kwargs.update(do_sample=False)
         return kwargs
 
+    def _call_settings(self, request: GenerationRequest) -> tuple[Any, ...]:
+        """What one generate call fixes for all its rows: the adapter and the sampling settings."""
+        return (request.adapter or self._default_adapter, tuple(sorted(self._generate_kwargs(request).items())))
+
     def _batch_key(self, request: GenerationRequest) -> tuple[Any, ...] | None:
-        """Requests with equal keys can share one generate call; None: this one runs alone."""
-        if request.params.get("seed") is not None:
-            return None
-        kwargs = self._generate_kwargs(request)
-        return (request.adapter or self._default_adapter, tuple(sorted(kwargs.items())))
+        """Queued requests with equal keys share one generate call; None: a seeded one runs alone."""
+        return None if request.params.get("seed") is not None else self._call_settings(request)
 
     def _generate_blocking(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Generation]:
         """One generate call for every sample of `requests` (same adapter and sampling settings):
@@ -268,15 +269,13 @@ class LocalBackend:
 
     async def generate_batch(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Generation]:
         """One generate call for several requests with the same adapter and sampling settings (the
-        distill sampler's way to use the CPU fully); `seed` seeds the call."""
+        distill sampler's way to use the CPU fully); `seed` seeds the call (the requests' own are not read)."""
         if self._model is None:
             raise UpstreamError(f"model {self.config.name} is not loaded")
-        unseeded = [GenerationRequest(kind=r.kind, n=r.n, params={k: v for k, v in r.params.items() if k != "seed"},
-                                      messages=r.messages, prompt=r.prompt, adapter=r.adapter) for r in requests]
-        if len({self._batch_key(r) for r in unseeded}) != 1:
+        if len({self._call_settings(r) for r in requests}) != 1:
             raise ValueError("generate_batch needs requests with one adapter and one set of sampling settings")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._generate_blocking,
-                                                                unseeded, seed)
+                                                                requests, seed)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         from transformers import TextStreamer
