@@ -37,6 +37,7 @@ from gateway.config import (
     DistillMethod,
     DpoPairing,
     RolloutConfig,
+    RoundRejected,
     Settings,
     StoreConfig,
     default_models,
@@ -66,6 +67,8 @@ class DistillGainConfig(BaseModel):
                         "prompts, scored, pooled, trained again.")
     round_best_of: int = Field(DistillConfig.model_fields["round_best_of"].default, ge=2,
                                description="Samples per training prompt in an iterated round.")
+    round_rejected: RoundRejected = Field(DistillConfig.model_fields["round_rejected"].default,
+                                          description="Which texts an iterated round's DPO pairs reject.")
     dpo_pairing: DpoPairing = Field(DistillConfig.model_fields["dpo_pairing"].default,
                                     description="Which rejected texts DPO pairs with the best.")
     max_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
@@ -129,7 +132,8 @@ def main() -> None:
         models=[with_updates(m, max_tokens=opts.max_tokens) for m in default_models()],
         store=StoreConfig(path=workdir / "tao.db"),
         distill=DistillConfig(method=opts.method, epochs=opts.epochs, rounds=opts.rounds,
-                              round_best_of=opts.round_best_of, dpo_pairing=opts.dpo_pairing,
+                              round_best_of=opts.round_best_of, round_rejected=opts.round_rejected,
+                              dpo_pairing=opts.dpo_pairing,
                               checkpoints_dir=workdir / "checkpoints",
                               seed=opts.seed, min_heldout_prompts=4, eval_samples=opts.eval_samples,
                               gate_margin=-2.0),
@@ -177,7 +181,8 @@ def main() -> None:
     print(f"\ngate (gate_margin {DistillConfig().gate_margin:g}, rollout margin {RolloutConfig().margin:g}): "
           f"{'publish' if verdict.publish else 'reject'}: {verdict.reason}")
     print(f"prompts {opts.prompts}, best_of {opts.best_of}, method {opts.method}, epochs {opts.epochs}, "
-          f"rounds {opts.rounds} (best-of-{opts.round_best_of}), dpo pairing {opts.dpo_pairing}, "
+          f"rounds {opts.rounds} (best-of-{opts.round_best_of}, rejected {opts.round_rejected}), "
+          f"dpo pairing {opts.dpo_pairing}, "
           f"seed {opts.seed}, unseen kinds {sorted(unseen)}; traffic {traffic_s:.0f} s, distill {distill_s:.0f} s, "
           f"total {time.time() - started:.0f} s; workdir {workdir}")
 

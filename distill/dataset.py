@@ -18,6 +18,9 @@ one dataset per method in TRL's conversational formats.
   beating the prompt's mean score by `sft_margin`.
 - DPO: the best ended candidate (chosen) over every distinct candidate at least `dpo_min_gap`
   below it (rejected), at most `dpo_max_pairs_per_prompt` pairs per prompt, lowest scores first.
+  In an iterated round with `round_rejected: policy`, only the adapter's own new samples are
+  rejected (on-policy negatives: what it still gets wrong), and on equal scores its own sample is
+  the chosen one.
 - GRPO: the prompts alone (the trainer samples and scores online with the same scorer).
 Scores are recomputable offline: `rescore` applies a (new) scorer to the logged candidates.
 """
@@ -50,6 +53,7 @@ class ScoredText:
     tokens: int | None = None
     request_id: str = ""
     index: int = 0
+    policy: bool = False  # sampled from the adapter being trained (an iterated round), not logged
 
     @property
     def ended(self) -> bool:
@@ -89,11 +93,12 @@ class LoggedPrompt:
         """Each request's first candidate: what the base model would have served at N=1."""
         return [group[0] for group in self.by_request()]
 
-    def targets(self, k: int = 1) -> list[ScoredText]:
-        """Up to `k` distinct candidates that ended on their own, best first: what may be learnt."""
+    def targets(self, k: int = 1, prefer_policy: bool = False) -> list[ScoredText]:
+        """Up to `k` distinct candidates that ended on their own, best first: what may be learnt.
+        `prefer_policy`: on equal scores the adapter's own sample comes first (the likelier text)."""
         seen: set[str] = set()
         picked = []
-        for c in sorted(self.candidates, key=lambda c: -c.score):
+        for c in sorted(self.candidates, key=lambda c: (-c.score, prefer_policy and not c.policy)):
             if c.ended and c.text.strip() and c.text not in seen:
                 seen.add(c.text)
                 picked.append(c)
@@ -170,7 +175,7 @@ def with_samples(prompts: list[LoggedPrompt], samples: list[list[Any]], tag: str
         request_id = f"{tag}-{p.key[:12]}"
         extra = [ScoredText(text=a.text, score=a.score, first=i == 0, won=False,
                             finish_reason="stop" if a.ended else "length", tokens=a.tokens, request_id=request_id,
-                            index=i) for i, a in enumerate(answers)]
+                            index=i, policy=True) for i, a in enumerate(answers)]
         out.append(replace(p, candidates=[*p.candidates, *extra], request_ids=[*p.request_ids, request_id]))
     return out
 
@@ -200,14 +205,17 @@ def sft_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dic
 
 
 def dpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dict[str, Any]]:
+    on_policy = config.round_rejected == "policy"
     rows = []
     for p in prompts:
-        chosen = p.targets(1)
+        chosen = p.targets(1, prefer_policy=on_policy)
         if len(p.candidates) < 2 or not chosen:
             continue
         best = chosen[0]
+        own = [c for c in p.candidates if c.policy]
+        rejectable = own if on_policy and own else p.candidates
         below: dict[str, ScoredText] = {}
-        for c in sorted(p.candidates, key=lambda c: c.score):
+        for c in sorted(rejectable, key=lambda c: c.score):
             if best.score - c.score >= config.dpo_min_gap and c.text != best.text:
                 below.setdefault(c.text, c)
         for worse in _pick_rejected(best, list(below.values()), config)[:config.dpo_max_pairs_per_prompt]:

@@ -23,6 +23,7 @@ EMBEDDED_NAME = "smollm2"  # the public name the embedded model is served (and d
 DistillStage = Literal["dpo", "grpo", "sft"]  # one training function each in distill/train.py
 DistillMethod = Literal["dpo", "grpo", "sft", "sft+dpo"]  # a stage, or stages run in turn on one adapter
 DpoPairing = Literal["lowest", "length_balanced"]  # which rejected texts DPO pairs with the best one
+RoundRejected = Literal["pooled", "policy"]  # which candidates an iterated round's DPO pairs may reject
 
 
 class AdaptiveConfig(BaseModel):
@@ -216,6 +217,10 @@ class DistillConfig(BaseModel):
                         "and train the same adapter again. Recovered share of the best-of-8 gain on held-out "
                         "prompts, same log: 1 round 51 %, 2: 60 %, 3: 73 %, 4: 85 % (bench/README.md).")
     round_best_of: int = Field(8, ge=2, description="Samples per training prompt in an iterated round.")
+    round_rejected: RoundRejected = Field(
+        "pooled", description="Which texts an iterated round's DPO pairs reject: any logged or sampled candidate "
+        "below the gap (pooled), or only the adapter's own new samples (policy: on-policy negatives), its own "
+        "sample then winning ties for chosen.")
     round_method: DistillStage | None = Field(None, description="Method of the rounds after the first "
                                                         "(default: the last stage of `method`).")
     checkpoints_dir: Path = Field(Path("./checkpoints"), description="Where checkpoints are written.")

@@ -249,3 +249,24 @@ def test_length_balanced_pairs_alternate_shorter_and_longer_rejected_texts():
     balanced = dpo_rows([prompt], DistillConfig(dpo_max_pairs_per_prompt=2, dpo_pairing="length_balanced"))
     assert [r["score_rejected"] for r in lowest] == [0.1, 0.2]  # both longer than the chosen text
     assert [r["score_rejected"] for r in balanced] == [0.4, 0.1]  # the shorter loser, then the lowest longer one
+
+
+def test_on_policy_rounds_reject_only_the_adapters_own_samples_and_prefer_them_on_ties():
+    from distill.dataset import LoggedPrompt, ScoredText, dpo_rows, with_samples
+    from distill.sampling import Answer
+
+    logged_candidates = [ScoredText(text=text, score=score, first=i == 0, won=i == 0, finish_reason="stop",
+                                    request_id="r", index=i)
+                         for i, (text, score) in enumerate([("logged best.", 1.0), ("logged worst.", 0.0)])]
+    prompt = LoggedPrompt(key="k", messages=[{"role": "user", "content": "q"}], prompt_text="q",
+                          candidates=logged_candidates, request_ids=["r"])
+    [pooled_round] = with_samples([prompt], [[Answer("own best.", 1.0, 3, True), Answer("own slip.", 0.5, 3, True),
+                                              Answer("own cut", 0.2, 64, False)]], "round2")
+    pooled = dpo_rows([pooled_round], DistillConfig(dpo_max_pairs_per_prompt=2))
+    on_policy = dpo_rows([pooled_round], DistillConfig(dpo_max_pairs_per_prompt=2, round_rejected="policy"))
+    assert {r["chosen"][0]["content"] for r in pooled} == {"logged best."}  # ties: the logged text, as before
+    assert [r["rejected"][0]["content"] for r in pooled] == ["logged worst.", "own cut"]
+    assert {r["chosen"][0]["content"] for r in on_policy} == {"own best."}
+    assert [r["rejected"][0]["content"] for r in on_policy] == ["own cut", "own slip."]
+    # Round 1 has no samples of its own: the logged candidates are paired as before.
+    assert dpo_rows([prompt], DistillConfig(round_rejected="policy")) == dpo_rows([prompt], DistillConfig())
