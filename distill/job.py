@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from distill.dataset import LoggedPrompt, build_rows, load_prompts, split, to_dataset, with_samples
 from distill.evaluate import EvalReport, evaluate, gate
-from distill.publish import new_checkpoint_id, publish, register, remove_stale_staging, staging_dir
+from distill.publish import merge_adapter, new_checkpoint_id, publish, register, remove_stale_staging, staging_dir
 from distill.sampling import Answer, PolicySampler
 from distill.train import METHODS, TrainResult
 from gateway.config import EMBEDDED_MODEL, DistillConfig, ModelConfig, Settings
@@ -69,8 +69,9 @@ def stages(cfg: DistillConfig) -> list[str]:
 def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[LoggedPrompt], base_dir: Path,
                  staging: Path, scorer: Scorer, sampling: ModelConfig, counts: dict[str, Any]) -> TrainResult:
     """Each stage of `method` on one adapter; then `rounds - 1` iterated rounds: sample
-    `round_best_of` answers per training prompt from the adapter (through the local backend, as it
-    would serve), score them, pool them with the logged candidates, and train the adapter again."""
+    `round_best_of` answers per training prompt from the adapter (through the local backend, with
+    serving's sampling settings), score them, pool them with the logged candidates, and train the
+    adapter again."""
     adapter: Path | None = None
     result: TrainResult | None = None
     data, run_stages = train, stages(cfg)
@@ -96,18 +97,26 @@ def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[Lo
 
 def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], sampling: ModelConfig,
                    scorer: Scorer, cfg: DistillConfig, round_no: int) -> list[list[Answer]]:
+    """`round_best_of` scored answers per prompt from the adapter merged into the base weights:
+    the same model as the adapter served beside the base, without LoRA's extra matmuls per layer
+    (~15 % more tokens/s on CPU; the gate still samples the adapter the way serving loads it)."""
+    merged = merge_adapter(base_dir, adapter, adapter.parent / "merged")
+
     async def sample() -> list[list[Answer]]:
-        async with PolicySampler(base_dir, sampling, scorer, {"policy": adapter}) as sampler:
+        async with PolicySampler(merged, sampling, scorer, {}) as sampler:
             answers: list[list[Answer]] = []
             with tqdm(total=len(prompts), desc=f"round {round_no}: best-of-{cfg.round_best_of} from the adapter",
                       unit="prompt") as progress:
                 for i, chunk in enumerate(sampler.chunks(prompts, cfg.round_best_of)):
                     answers += await sampler.answers(chunk, cfg.round_best_of, cfg.seed + 1000 * round_no + i,
-                                                     "policy")
+                                                     None)
                     progress.update(len(chunk))
             return answers
 
-    return asyncio.run(sample())
+    try:
+        return asyncio.run(sample())
+    finally:
+        shutil.rmtree(merged, ignore_errors=True)
 
 
 def run_distill(settings: Settings, *, since: float | None = None, until: float | None = None,

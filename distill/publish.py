@@ -76,13 +76,20 @@ def publish(staging: Path, checkpoints_dir: Path, checkpoint_id: str, metadata: 
     adapter = staging / "adapter"
     (adapter / "tao_checkpoint.json").write_text(json.dumps(metadata, indent=2, default=str))
     if merge_base is not None:
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(merge_base), adapter).merge_and_unload()
-        merged.save_pretrained(staging / "merged")
-        AutoTokenizer.from_pretrained(adapter).save_pretrained(staging / "merged")
+        merge_adapter(merge_base, adapter, staging / "merged")
     return move_into_place(staging, checkpoints_dir, checkpoint_id)
+
+
+def merge_adapter(base_dir: Path, adapter: Path, out_dir: Path) -> Path:
+    """Full weights with the LoRA folded in (and the adapter's tokenizer) at `out_dir`: a model that
+    loads without PEFT and generates without the adapter's extra matmuls."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter).merge_and_unload()
+    merged.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(out_dir)
+    return out_dir
 
 
 def register(db: sqlite_utils.Database, row: Mapping[str, Any]) -> Checkpoint:
