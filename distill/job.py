@@ -70,8 +70,8 @@ def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[Lo
                  staging: Path, scorer: Scorer, sampling: ModelConfig, counts: dict[str, Any]) -> TrainResult:
     """Each stage of `method` on one adapter; then `rounds - 1` iterated rounds: sample
     `round_best_of` answers per training prompt from the adapter (through the local backend, with
-    serving's sampling settings), score them, pool them with the logged candidates, and train the
-    adapter again."""
+    serving's sampling settings), score them, pair them with the logged candidates (`round_rejected`),
+    and train the adapter again."""
     adapter: Path | None = None
     result: TrainResult | None = None
     data, run_stages = train, stages(cfg)

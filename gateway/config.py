@@ -213,9 +213,9 @@ class DistillConfig(BaseModel):
         "sft: the winners (rejection-sampling fine-tuning); sft+dpo: SFT, then DPO on the same adapter.")
     rounds: int = Field(3, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
                         "round_best_of answers per training prompt from the new adapter through the local "
-                        "backend, score them with the gateway's scorer, pool them with the logged candidates, "
-                        "and train the same adapter again. Recovered share of the best-of-8 gain on held-out "
-                        "prompts, same log: 1 round 51 %, 2: 60 %, 3: 73 %, 4: 85 % (bench/README.md).")
+                        "backend, score them with the gateway's scorer, pair them (round_rejected) and train "
+                        "the same adapter again. Recovered share of the best-of-8 gain on held-out prompts, same "
+                        "log, pooled pairs: 1 round 51 %, 2: 60 %, 3: 73 %, 4: 85 % (bench/README.md).")
     round_best_of: int = Field(8, ge=2, description="Samples per training prompt in an iterated round.")
     round_rejected: RoundRejected = Field(
         "policy", description="Which texts an iterated round's DPO pairs reject: only the adapter's own new "
