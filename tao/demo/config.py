@@ -13,7 +13,7 @@ from gateway.config import DistillConfig, DistillMethod, RolloutConfig
 
 
 class DemoConfig(BaseModel):
-    """Sized to about 13 minutes on 2 CPU cores with the embedded SmolLM2."""
+    """Sized to about 12 minutes on 2 CPU cores with the embedded SmolLM2."""
 
     model_config = ConfigDict(extra="forbid")
 
