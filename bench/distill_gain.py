@@ -64,7 +64,7 @@ class DistillGainConfig(BaseModel):
     epochs: float = Field(DistillConfig.model_fields["epochs"].default, gt=0, description="Passes over the rows.")
     rounds: int = Field(DistillConfig.model_fields["rounds"].default, ge=1,
                         description="Iterated rounds: after each, best-of-N from the new adapter on the training "
-                        "prompts, scored, pooled, trained again.")
+                        "prompts, scored, paired (round_rejected), trained again.")
     round_best_of: int = Field(DistillConfig.model_fields["round_best_of"].default, ge=2,
                                description="Samples per training prompt in an iterated round.")
     round_rejected: RoundRejected = Field(DistillConfig.model_fields["round_rejected"].default,
