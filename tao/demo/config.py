@@ -27,9 +27,8 @@ class DemoConfig(BaseModel):
     out: Path = Field(Path("tao-demo"), description="Directory for the log, checkpoints and report.")
     max_steps: int | None = Field(None, ge=1, description="Cap on training steps; unset, distill.epochs decide.")
     max_tokens: int = Field(48, ge=1, description="Tokens per generated answer.")
-    rounds: int = Field(6, ge=1, description="Most rounds of held-out prompts in the rollout (it stops once the "
-                        "policy decides); also the policy's last look. Each round is ~6 shadow pairs and ~35 s; "
-                        "more looks split the same alpha finer but let more evidence in.")
+    rounds: int = Field(3, ge=1, description="Most rounds of held-out prompts in the rollout (it stops once the "
+                        "policy decides); also the policy's last look. Each round is ~6 shadow pairs and ~35 s.")
     concurrency: int = Field(8, ge=1, description="Requests in flight at once (queued ones share the local model's "
                              "generate calls: 8 gives 1.97× the tokens/s of 1, bench/local_batching.py).")
     gate_margin: float = Field(DistillConfig.model_fields["gate_margin"].default,
