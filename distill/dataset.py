@@ -20,8 +20,7 @@ one dataset per method in TRL's conversational formats.
   below it (rejected), at most `dpo_max_pairs_per_prompt` pairs per prompt, lowest scores first.
   In an iterated round with `round_rejected: policy`, only the adapter's own new samples are
   rejected (on-policy negatives: what it still gets wrong), and on equal scores its own sample is
-  the chosen one. A prompt the adapter has settled (all its samples ended within the gap of the
-  best) gives no such pair, and the next round does not sample it again.
+  the chosen one.
 - GRPO: the prompts alone (the trainer samples and scores online with the same scorer).
 Scores are recomputable offline: `rescore` applies a (new) scorer to the logged candidates.
 """
@@ -106,13 +105,6 @@ class LoggedPrompt:
                 if len(picked) == k:
                     break
         return picked
-
-    def settled(self, gap: float) -> bool:
-        """The adapter's own samples all ended on their own within `gap` of the best known answer:
-        it already answers this prompt as well as best-of-N did, every time, so its samples give no
-        on-policy pair and a later round need not sample it again."""
-        own = [c for c in self.candidates if c.policy]
-        return bool(own) and all(c.ended and self.best.score - c.score < gap for c in own)
 
     @property
     def mean_score(self) -> float:

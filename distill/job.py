@@ -71,24 +71,15 @@ def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[Lo
     """Each stage of `method` on one adapter; then `rounds - 1` iterated rounds: sample
     `round_best_of` answers per training prompt from the adapter (through the local backend, with
     serving's sampling settings), score them, pair them with the logged candidates (`round_rejected`),
-    and train the adapter again. With on-policy pairs, a prompt the adapter settled in one round
-    (`LoggedPrompt.settled`: no pair to learn from) is not sampled in the next ones: the sampling,
-    most of a round's time, goes to the prompts it still gets wrong (DAPO's dynamic sampling drops
-    such groups the same way)."""
+    and train the adapter again. A round whose samples give no rows leaves the adapter as it is."""
     adapter: Path | None = None
     result: TrainResult | None = None
-    data, run_stages, unsettled = train, stages(cfg), train
+    data, run_stages = train, stages(cfg)
     grpo_sampling = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
     for round_no in range(1, cfg.rounds + 1):
         if round_no > 1:
-            if not unsettled:
-                log.info("round %d: the adapter has settled every training prompt; no more rounds", round_no)
-                break
-            counts[f"round{round_no}_sampled_prompts"] = len(unsettled)
-            data = with_samples(unsettled, _round_samples(base_dir, adapter, unsettled, sampling, scorer, cfg,
-                                                          round_no), f"round{round_no}")
-            if cfg.round_rejected == "policy":
-                unsettled = [p for p, sampled in zip(unsettled, data) if not sampled.settled(cfg.dpo_min_gap)]
+            data = with_samples(train, _round_samples(base_dir, adapter, train, sampling, scorer, cfg, round_no),
+                                f"round{round_no}")
             run_stages = [cfg.round_method or run_stages[-1]]
         for stage in run_stages:
             rows = build_rows(stage, data, cfg)
