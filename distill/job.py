@@ -83,11 +83,11 @@ def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[Lo
             run_stages = [cfg.round_method or run_stages[-1]]
         for stage in run_stages:
             rows = build_rows(stage, data, cfg)
-            heldout_rows = build_rows(stage, heldout, cfg) if stage != "grpo" else []
             counts[f"round{round_no}_{stage}_rows"] = len(rows)
             if not rows:  # a round whose samples gave nothing to learn: the adapter stays as it is
                 log.info("round %d: no %s rows; %s is not trained again", round_no, stage, adapter)
                 continue
+            heldout_rows = build_rows(stage, heldout, cfg) if stage != "grpo" else []
             out = staging / f"round{round_no}-{stage}" / "adapter"
             result = METHODS[stage](to_dataset(rows), base_dir, out, out.parent, cfg, scorer=scorer,
                                     eval_dataset=to_dataset(heldout_rows) if heldout_rows else None,
