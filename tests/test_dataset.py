@@ -12,14 +12,14 @@ def prompt(*requests: list[tuple[str, float, str]]) -> LoggedPrompt:
     for r, candidates in enumerate(requests):
         p.request_ids.append(f"r{r}")
         for i, (text, score, finish) in enumerate(candidates):
-            p.candidates.append(ScoredText(text=text, score=score, first=i == 0, won=False, finish_reason=finish,
+            p.candidates.append(ScoredText(text=text, score=score, won=False, finish_reason=finish,
                                            request_id=f"r{r}", index=i))
     return p
 
 
-def test_reference_numbers_average_first_and_winner_per_request():
+def test_reference_numbers_average_every_candidate_and_each_requests_winner():
     logged = prompt([("a", 0.2, "stop"), ("b", 0.9, "stop")], [("c", 0.6, "stop"), ("d", 0.4, "stop")])
-    assert logged.n1_score == (0.2 + 0.6) / 2  # the first candidate of each request
+    assert logged.n1_score == (0.2 + 0.9 + 0.6 + 0.4) / 4  # every candidate is an N=1 draw of the base
     assert logged.best_of_n_score == (0.9 + 0.6) / 2  # each request's own winner, not the pooled best
     assert [w.text for w in logged.winners()] == ["b", "c"]
 

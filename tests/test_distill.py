@@ -238,7 +238,7 @@ def test_length_balanced_pairs_alternate_shorter_and_longer_rejected_texts():
     from distill.dataset import LoggedPrompt, ScoredText, dpo_rows
 
     def text(words: int, score: float, i: int) -> ScoredText:
-        return ScoredText(text=" ".join(["w"] * words) + f" {i}.", score=score, first=i == 0, won=False,
+        return ScoredText(text=" ".join(["w"] * words) + f" {i}.", score=score, won=False,
                           finish_reason="stop" if words < 40 else "length", request_id="r", index=i)
 
     best = text(10, 1.0, 0)
@@ -255,7 +255,7 @@ def test_on_policy_rounds_reject_only_the_adapters_own_samples_and_prefer_them_o
     from distill.dataset import LoggedPrompt, ScoredText, dpo_rows, with_samples
     from distill.sampling import Answer
 
-    logged_candidates = [ScoredText(text=text, score=score, first=i == 0, won=i == 0, finish_reason="stop",
+    logged_candidates = [ScoredText(text=text, score=score, won=i == 0, finish_reason="stop",
                                     request_id="r", index=i)
                          for i, (text, score) in enumerate([("logged best.", 1.0), ("logged worst.", 0.0)])]
     prompt = LoggedPrompt(key="k", messages=[{"role": "user", "content": "q"}], prompt_text="q",
@@ -268,5 +268,6 @@ def test_on_policy_rounds_reject_only_the_adapters_own_samples_and_prefer_them_o
     assert [r["rejected"][0]["content"] for r in pooled] == ["logged worst.", "own cut"]
     assert {r["chosen"][0]["content"] for r in on_policy} == {"own best."}
     assert [r["rejected"][0]["content"] for r in on_policy] == ["own cut", "own slip."]
+    assert pooled_round.n1_score == prompt.n1_score == 0.5  # the base's N=1 reference: logged candidates only
     # Round 1 has no samples of its own: the logged candidates are paired as before.
     assert dpo_rows([prompt], DistillConfig()) == dpo_rows([prompt], DistillConfig(round_rejected="pooled"))

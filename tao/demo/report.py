@@ -3,7 +3,8 @@
 Held-out prompts are recomputed from the log exactly as the distill job split them, with the one
 data definition of `distill.dataset` (base-arm requests that generated more than one candidate).
 On those:
-- base N=1: the first candidate of each logged best-of-N request (an unbiased N=1 sample);
+- base N=1: every candidate of the logged best-of-N requests (each an N=1 draw of the base model;
+  `LoggedPrompt.n1_score`);
 - base best-of-N: each request's winner;
 - distilled N=1: the checkpoint's replies during the rollout (arms candidate, shadow, promoted).
 Tokens per served answer: completion tokens per request (all candidates) on each side.
@@ -74,7 +75,7 @@ def compute(db_path: Path, model: str, checkpoint_id: str | None, holdout_fracti
         started = next((e.created_at for e in events if e.event == "start"), None)
         pairs = shadow_pairs(db, model, since=started, candidate_n=1) if started is not None else []
     keys = {p.key for p in heldout}
-    base_n1 = [c.score for p in heldout for c in p.firsts()]
+    base_n1 = [c.score for p in heldout for c in p.n1_samples()]
     base_best = [c.score for p in heldout for c in p.winners()]
     base_tokens = [t for p in heldout for t in p.completion_tokens]
     served = [r for r in served if prompt_key(r.messages) in keys]
