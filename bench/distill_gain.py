@@ -102,7 +102,7 @@ def row(group: str, report: EvalReport, winners: list[str]) -> list[str]:
     recovered, interval = report.gain_recovered, report.gain_recovered_interval
     logged = report.base_best_of_n_logged if winners else None
     return [
-        group, str(report.prompts), f"{report.base_n1_logged:.3f} / {report.base_n1:.3f}", "-" if logged is None else f"{logged:.3f}",
+        group, str(report.prompts), f"{report.base_n1_logged:.3f} / {report.base_n1:.3f}" if winners else f"- / {report.base_n1:.3f}", "-" if logged is None else f"{logged:.3f}",
         f"{report.new_n1:.3f}", f"{report.versus_base.mean:+.3f} [{report.versus_base.lower:+.3f}]",
         "-" if recovered is None or not winners else f"{recovered:.0%} [{interval[0]:.0%}, {interval[1]:.0%}]",
         f"{mean(len(words(a.text)) for a in base):.1f}/"
