@@ -100,9 +100,11 @@ def row(group: str, report: EvalReport, winners: list[str]) -> list[str]:
     base = [a for r in report.results for a in r.base]
     new = [a for r in report.results for a in r.new]
     recovered, interval = report.gain_recovered, report.gain_recovered_interval
-    logged = report.base_best_of_n_logged if winners else None
+    # Logged references exist only for prompts from the log (the no-instruction group has none).
+    logged_n1, logged_best = ((f"{report.base_n1_logged:.3f}", f"{report.base_best_of_n_logged:.3f}") if winners
+                              else ("-", "-"))
     return [
-        group, str(report.prompts), f"{report.base_n1_logged:.3f} / {report.base_n1:.3f}" if winners else f"- / {report.base_n1:.3f}", "-" if logged is None else f"{logged:.3f}",
+        group, str(report.prompts), f"{logged_n1} / {report.base_n1:.3f}", logged_best,
         f"{report.new_n1:.3f}", f"{report.versus_base.mean:+.3f} [{report.versus_base.lower:+.3f}]",
         "-" if recovered is None or not winners else f"{recovered:.0%} [{interval[0]:.0%}, {interval[1]:.0%}]",
         f"{mean(len(words(a.text)) for a in base):.1f}/"
@@ -114,8 +116,8 @@ def row(group: str, report: EvalReport, winners: list[str]) -> list[str]:
     ]
 
 
-HEADER = ["group", "prompts", "base N=1 logged / sampled", "best-of-N", "distilled N=1", "new−base [LB]", "recovered [CI]",
-          "words base/winner/new", "truncated base/new", "repetition base/new", "<3 words base/new"]
+HEADER = ["group", "prompts", "base N=1 logged / sampled", "best-of-N", "distilled N=1", "new−base [LB]",
+          "recovered [CI]", "words base/winner/new", "truncated base/new", "repetition base/new", "<3 words base/new"]
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Held-out prompts are recomputed from the log exactly as the distill job split th
 data definition of `distill.dataset` (base-arm requests that generated more than one candidate).
 On those:
 - base N=1: every candidate of the logged best-of-N requests (each an N=1 draw of the base model;
-  `LoggedPrompt.n1_score`);
+  `LoggedPrompt.n1_samples`);
 - base best-of-N: each request's winner;
 - distilled N=1: the checkpoint's replies during the rollout (arms candidate, shadow, promoted).
 Tokens per served answer: completion tokens per request (all candidates) on each side.
