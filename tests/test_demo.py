@@ -39,7 +39,7 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
         "SELECT r.messages, c.idx, c.score, c.won, r.completion_tokens FROM requests r JOIN candidates c "
         "ON c.request_id = r.id WHERE r.arm = 'base' AND r.best_of = 4 AND r.created_at < ?",
         [checkpoint["data_until"]]).fetchall() if json.dumps(json.loads(row[0])) in heldout]
-    assert sorted(report["rewards"]["base_n1"]) == pytest.approx(sorted(r[2] for r in logged if r[1] == 0))
+    assert sorted(report["rewards"]["base_n1"]) == pytest.approx(sorted(r[2] for r in logged))  # every candidate is an N=1 draw
     assert report["means"]["base_best_of_n"] == pytest.approx(mean(r[2] for r in logged if r[3]))
     served = db.execute("SELECT c.score, r.completion_tokens FROM requests r JOIN candidates c ON c.request_id = r.id "
                         "AND c.won = 1 WHERE r.arm IN ('candidate', 'shadow', 'promoted') AND r.status = 'ok'").fetchall()
