@@ -71,6 +71,9 @@ class DistillGainConfig(BaseModel):
                                           description="Which texts an iterated round's DPO pairs reject.")
     dpo_pairing: DpoPairing = Field(DistillConfig.model_fields["dpo_pairing"].default,
                                     description="Which rejected texts DPO pairs with the best.")
+    dpo_max_pairs_per_prompt: int = Field(DistillConfig.model_fields["dpo_max_pairs_per_prompt"].default, ge=1,
+                                          description="DPO pairs per prompt at most (8 or more: the best over every "
+                                          "candidate below the gap).")
     max_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
     seed: int = Field(0, description="Prompt generator and training seed.")
     unseen_kinds: list[str] = Field(["postscript", "title"], description="Instruction kinds never trained on.")
@@ -135,7 +138,7 @@ def main() -> None:
         store=StoreConfig(path=workdir / "tao.db"),
         distill=DistillConfig(method=opts.method, epochs=opts.epochs, rounds=opts.rounds,
                               round_best_of=opts.round_best_of, round_rejected=opts.round_rejected,
-                              dpo_pairing=opts.dpo_pairing,
+                              dpo_pairing=opts.dpo_pairing, dpo_max_pairs_per_prompt=opts.dpo_max_pairs_per_prompt,
                               checkpoints_dir=workdir / "checkpoints",
                               seed=opts.seed, min_heldout_prompts=4, eval_samples=opts.eval_samples,
                               gate_margin=-2.0),
@@ -184,7 +187,7 @@ def main() -> None:
           f"{'publish' if verdict.publish else 'reject'}: {verdict.reason}")
     print(f"prompts {opts.prompts}, best_of {opts.best_of}, method {opts.method}, epochs {opts.epochs}, "
           f"rounds {opts.rounds} (best-of-{opts.round_best_of}, rejected {opts.round_rejected}), "
-          f"dpo pairing {opts.dpo_pairing}, "
+          f"dpo pairing {opts.dpo_pairing} (at most {opts.dpo_max_pairs_per_prompt} a prompt), "
           f"seed {opts.seed}, unseen kinds {sorted(unseen)}; traffic {traffic_s:.0f} s, distill {distill_s:.0f} s, "
           f"total {time.time() - started:.0f} s; workdir {workdir}")
 
