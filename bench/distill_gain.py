@@ -12,7 +12,9 @@
    verifiable instruction at all (no regression allowed there: repetition, clean endings, empty
    or looping answers);
 4. prints one table: per group base N=1, logged best-of-N, distilled N=1, the share of the gain
-   recovered with its interval, answer lengths (words) and truncation, and what the gate decided.
+   recovered with its interval, answer lengths (words) and truncation, and what the gate decided;
+   then the held-out trained-kind prompts per instruction kind (which kinds were learnt), and
+   writes every sampled answer with its score to `answers.json` in the workdir.
 Everything runs on this CPU. The checkpoint is always kept (the gate's verdict is printed, not
 enforced) so that every group can be evaluated.
 """
@@ -20,16 +22,18 @@ enforced) so that every group can be evaluated.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from statistics import mean
 
 from pydantic import BaseModel, Field
 
 from distill.dataset import LoggedPrompt, load_prompts, prompt_key
-from distill.evaluate import EvalReport, evaluate, gate
+from distill.evaluate import EvalReport, PromptResult, evaluate, gate
 from distill.job import base_weights, run_distill
 from gateway.app import create_app
 from gateway.config import (
@@ -183,13 +187,33 @@ def main() -> None:
     print("|" + "---|" * len(HEADER))
     for name, report, winners in groups:
         print("| " + " | ".join(row(name, report, winners)) + " |")
+    answers = workdir / "answers.json"
+    answers.write_text(json.dumps({name: [asdict(r) for r in report.results] for name, report, _ in groups}, indent=1))
+    print("\n| held-out, trained kinds: kind | prompts | base N=1 | best-of-N | distilled N=1 |\n|---|---|---|---|---|")
+    for cells in kind_rows(outcome.report):
+        print("| " + " | ".join(cells) + " |")
     print(f"\ngate (gate_margin {DistillConfig().gate_margin:g}, rollout margin {RolloutConfig().margin:g}): "
           f"{'publish' if verdict.publish else 'reject'}: {verdict.reason}")
     print(f"prompts {opts.prompts}, best_of {opts.best_of}, method {opts.method}, epochs {opts.epochs}, "
           f"rounds {opts.rounds} (best-of-{opts.round_best_of}, rejected {opts.round_rejected}), "
           f"dpo pairing {opts.dpo_pairing} (at most {opts.dpo_max_pairs_per_prompt} a prompt), "
           f"seed {opts.seed}, unseen kinds {sorted(unseen)}; traffic {traffic_s:.0f} s, distill {distill_s:.0f} s, "
-          f"total {time.time() - started:.0f} s; workdir {workdir}")
+          f"total {time.time() - started:.0f} s; workdir {workdir} (every sampled answer: {answers.name})")
+
+
+def kind_rows(report: EvalReport) -> list[list[str]]:
+    """Per instruction kind of the group's prompts (a prompt with two kinds counts in both): where the
+    gain is, and which kinds best-of-N could fix but the distilled model did not learn."""
+    by_kind: dict[str, list[PromptResult]] = {}
+    for r in report.results:
+        for kind in {c.kind for c in detect(r.prompt)}:
+            by_kind.setdefault(kind, []).append(r)
+    rows = []
+    for kind, results in sorted(by_kind.items(), key=lambda item: -len(item[1])):
+        best = [r.logged_best_of_n for r in results if r.logged_best_of_n is not None]
+        rows.append([kind, str(len(results)), f"{mean(mean(a.score for a in r.base) for r in results):.3f}",
+                     f"{mean(best):.3f}" if best else "-", f"{mean(mean(a.score for a in r.new) for r in results):.3f}"])
+    return rows
 
 
 def _winners(logged: list[LoggedPrompt], prompt_text: str):
