@@ -233,9 +233,13 @@ def dpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dic
 def _pick_rejected(best: ScoredText, below: list[ScoredText], config: DistillConfig) -> list[ScoredText]:
     """The rejected texts for `best`, lowest score first. With `dpo_pairing: length_balanced`, shorter
     and longer ones alternate, so the pairs do not teach "shorter wins" where the logged losers are
-    mostly answers cut at max_tokens (the longest)."""
+    mostly answers cut at max_tokens (the longest). With `spread`, the lowest and the nearest below
+    the gap alternate: a near miss differs from the best mostly in one instruction, so its pair
+    points at that instruction rather than at every fault at once."""
     if config.dpo_pairing == "lowest":
         return below
+    if config.dpo_pairing == "spread":
+        return [c for pair in zip(below, reversed(below)) for c in pair][:len(below)]
     size = len(best.text.split())
     shorter = [c for c in below if len(c.text.split()) < size]
     longer = [c for c in below if len(c.text.split()) >= size]

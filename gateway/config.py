@@ -22,7 +22,7 @@ EMBEDDED_MODEL = "embedded:smollm2"
 EMBEDDED_NAME = "smollm2"  # the public name the embedded model is served (and distilled) under
 DistillStage = Literal["dpo", "grpo", "sft"]  # one training function each in distill/train.py
 DistillMethod = Literal["dpo", "grpo", "sft", "sft+dpo"]  # a stage, or stages run in turn on one adapter
-DpoPairing = Literal["lowest", "length_balanced"]  # which rejected texts DPO pairs with the best one
+DpoPairing = Literal["lowest", "length_balanced", "spread"]  # which rejected texts DPO pairs with the best one
 RoundRejected = Literal["pooled", "policy"]  # which candidates an iterated round's DPO pairs may reject
 
 
@@ -235,7 +235,8 @@ class DistillConfig(BaseModel):
     dpo_max_pairs_per_prompt: int = Field(2, ge=1, description="DPO pairs per prompt at most (lowest scores first).")
     dpo_pairing: DpoPairing = Field(
         "lowest", description="Which rejected texts pair with the best one: the lowest scores, or shorter and longer "
-        "ones alternately (length_balanced), so pairs do not teach length alone.")
+        "ones alternately (length_balanced), so pairs do not teach length alone; or the lowest and the nearest below "
+        "the gap alternately (spread), so a near miss points at the one instruction it missed.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training rows: steps follow from the data size.")
     max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per stage; unset, the epochs decide.")
     batch_size: int = Field(4, ge=1)

@@ -234,7 +234,7 @@ def test_too_few_prompts_is_a_clear_refusal(tmp_path: Path):
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
 
 
-def test_length_balanced_pairs_alternate_shorter_and_longer_rejected_texts():
+def test_length_balanced_and_spread_pairings_order_the_rejected_texts():
     from distill.dataset import LoggedPrompt, ScoredText, dpo_rows
 
     def text(words: int, score: float, i: int) -> ScoredText:
@@ -249,6 +249,8 @@ def test_length_balanced_pairs_alternate_shorter_and_longer_rejected_texts():
     balanced = dpo_rows([prompt], DistillConfig(dpo_max_pairs_per_prompt=2, dpo_pairing="length_balanced"))
     assert [r["score_rejected"] for r in lowest] == [0.1, 0.2]  # both longer than the chosen text
     assert [r["score_rejected"] for r in balanced] == [0.4, 0.1]  # the shorter loser, then the lowest longer one
+    spread = dpo_rows([prompt], DistillConfig(dpo_max_pairs_per_prompt=3, dpo_pairing="spread"))
+    assert [r["score_rejected"] for r in spread] == [0.1, 0.4, 0.2]  # the lowest, the nearest, the next lowest
 
 
 def test_on_policy_rounds_reject_only_the_adapters_own_samples_and_prefer_them_on_ties():
