@@ -20,7 +20,8 @@ one dataset per method in TRL's conversational formats.
 - SFT: prompt → its best ended candidates (up to `sft_targets_per_prompt`, distinct texts), each
   beating the prompt's mean score by `sft_margin`.
 - DPO: the best ended candidate (chosen) over every distinct candidate at least `dpo_min_gap`
-  below it (rejected), at most `dpo_max_pairs_per_prompt` pairs per prompt, lowest scores first.
+  below it (rejected), at most `dpo_max_pairs_per_prompt` pairs per prompt, lowest scores first
+  (`dpo_pairing` may interleave shorter and longer ones, or the lowest and the nearest).
   In an iterated round with `round_rejected: policy`, only the adapter's own new samples are
   rejected (on-policy negatives: what it still gets wrong), and on equal scores its own sample is
   the chosen one.

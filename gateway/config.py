@@ -232,7 +232,7 @@ class DistillConfig(BaseModel):
     sft_targets_per_prompt: int = Field(1, ge=1, description="SFT: the best k distinct ended candidates per prompt.")
     dpo_min_gap: float = Field(0.1, ge=0, description="DPO pairs the best ended candidate with every candidate at "
                                "least this far below it.")
-    dpo_max_pairs_per_prompt: int = Field(2, ge=1, description="DPO pairs per prompt at most (lowest scores first).")
+    dpo_max_pairs_per_prompt: int = Field(2, ge=1, description="DPO pairs per prompt at most (in `dpo_pairing` order).")
     dpo_pairing: DpoPairing = Field(
         "lowest", description="Which rejected texts pair with the best one: the lowest scores, or shorter and longer "
         "ones alternately (length_balanced), so pairs do not teach length alone; or the lowest and the nearest below "
