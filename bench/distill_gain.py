@@ -89,8 +89,9 @@ class DistillGainConfig(BaseModel):
     reuse_log: bool = Field(False, description="Skip the traffic if the workdir has a log.")
 
 
-def kinds(prompt: LoggedPrompt) -> set[str]:
-    return {c.kind for c in detect(prompt.prompt_text)}
+def kinds(prompt_text: str) -> set[str]:
+    """The instruction kinds a prompt states."""
+    return {c.kind for c in detect(prompt_text)}
 
 
 def plain(texts: list[str]) -> list[LoggedPrompt]:
@@ -158,7 +159,7 @@ def main() -> None:
     traffic_s = time.time() - started
 
     unseen = set(opts.unseen_kinds)
-    outcome = run_distill(settings, since=0.0, exclude=lambda p: bool(kinds(p) & unseen))
+    outcome = run_distill(settings, since=0.0, exclude=lambda p: bool(kinds(p.prompt_text) & unseen))
     print_outcome(outcome)
     if outcome.report is None or outcome.path is None:
         raise SystemExit(outcome.message)
@@ -167,7 +168,7 @@ def main() -> None:
 
     with connection(settings.store.path) as db:
         logged = load_prompts(db, settings.distill.model)
-    unseen_prompts = [p for p in logged if kinds(p) & unseen][:opts.unseen_prompts]
+    unseen_prompts = [p for p in logged if kinds(p.prompt_text) & unseen][:opts.unseen_prompts]
     model_config, base_dir = base_weights(settings)
     scorer, z = build_scorer(settings.reward), z_for(settings.rollout.alpha)
     groups = [("held-out, trained kinds", outcome.report,
@@ -206,13 +207,13 @@ def kind_rows(report: EvalReport) -> list[list[str]]:
     gain is, and which kinds best-of-N could fix but the distilled model did not learn."""
     by_kind: dict[str, list[PromptResult]] = {}
     for r in report.results:
-        for kind in {c.kind for c in detect(r.prompt)}:
+        for kind in kinds(r.prompt):
             by_kind.setdefault(kind, []).append(r)
     rows = []
     for kind, results in sorted(by_kind.items(), key=lambda item: -len(item[1])):
         best = [r.logged_best_of_n for r in results if r.logged_best_of_n is not None]
-        rows.append([kind, str(len(results)), f"{mean(mean(a.score for a in r.base) for r in results):.3f}",
-                     f"{mean(best):.3f}" if best else "-", f"{mean(mean(a.score for a in r.new) for r in results):.3f}"])
+        rows.append([kind, str(len(results)), f"{mean(r.base_score for r in results):.3f}",
+                     f"{mean(best):.3f}" if best else "-", f"{mean(r.new_score for r in results):.3f}"])
     return rows
 
 

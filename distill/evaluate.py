@@ -51,6 +51,16 @@ class PromptResult:
     base: list[Answer] = field(default_factory=list)
     new: list[Answer] = field(default_factory=list)
 
+    @property
+    def base_score(self) -> float:
+        """The base model's mean N=1 reward on this prompt, over its samples."""
+        return mean(a.score for a in self.base)
+
+    @property
+    def new_score(self) -> float:
+        """The distilled model's mean N=1 reward on this prompt, over its samples."""
+        return mean(a.score for a in self.new)
+
 
 @dataclass
 class EvalReport:
@@ -137,8 +147,8 @@ def evaluate(base_dir: Path, adapter_dir: Path, heldout: list[LoggedPrompt], sco
 
 def summarize(results: list[PromptResult], samples: int, z: float, logged_tokens: list[int]) -> EvalReport:
     """The report over per-prompt results: means, truncation, and the two paired bounds."""
-    base = [mean(a.score for a in r.base) for r in results]
-    new = [mean(a.score for a in r.new) for r in results]
+    base = [r.base_score for r in results]
+    new = [r.new_score for r in results]
     with_best = [(n, r.logged_best_of_n) for n, r in zip(new, results) if r.logged_best_of_n is not None]
     logged_n1 = [r.logged_n1 for r in results if r.logged_n1 is not None]
     base_answers = [a for r in results for a in r.base]
