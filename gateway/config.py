@@ -66,6 +66,10 @@ class ModelConfig(BaseModel):
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = Field(256, ge=1)
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Local backend: the weights' dtype. bfloat16 generates 1.47× the tokens/s of float32 on "
+        "a CPU with AVX512-BF16 (SmolLM2-135M, 64 sequences of 64 tokens), at slightly different numerics; the "
+        "distill job's round sampler uses it when distill.bf16 is on.")
     max_batch_sequences: int = Field(64, ge=1, description="Local backend: most sequences in one generate call. "
                                      "Requests queued while the model works, with the same sampling settings and "
                                      "adapter and no seed, share the next call (bench/local_batching.py).")
@@ -211,12 +215,18 @@ class DistillConfig(BaseModel):
     method: DistillMethod = Field(
         "dpo", description="dpo: logged preference pairs; grpo: online RL with the gateway's own scorer; "
         "sft: the winners (rejection-sampling fine-tuning); sft+dpo: SFT, then DPO on the same adapter.")
-    rounds: int = Field(3, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
+    rounds: int = Field(6, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
                         "round_best_of answers per training prompt from the new adapter through the local "
                         "backend, score them with the gateway's scorer, pair them (round_rejected) and train "
-                        "the same adapter again. Recovered share of the best-of-8 gain on held-out prompts, same "
-                        "log, pooled pairs: 1 round 51 %, 2: 60 %, 3: 73 %, 4: 85 % (bench/README.md).")
+                        "the same adapter again. Distilled N=1 on 28 held-out prompts of one benchmark log after "
+                        "rounds 1-6: 0.541, 0.581, 0.625, 0.692, 0.743, 0.728 (base 0.484, best-of-8 0.779; "
+                        "bench/README.md).")
     round_best_of: int = Field(8, ge=2, description="Samples per training prompt in an iterated round.")
+    bf16: bool | None = Field(None, description="Mixed precision: train under bf16 autocast (fp32 master weights) "
+                              "and sample the iterated rounds from bf16 weights. Unset: where the hardware runs bf16 "
+                              "natively (a GPU, or a CPU with AVX512-BF16 or AMX). On the 2-core EPYC here: train "
+                              "steps 2.3× and round sampling 1.47× faster. The gate samples the adapter in the "
+                              "served model's dtype either way.")
     round_rejected: RoundRejected = Field(
         "policy", description="Which texts an iterated round's DPO pairs reject: only the adapter's own new "
         "samples (policy: on-policy negatives, what it still gets wrong; its own sample then wins ties for "

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import EMBEDDED_MODEL, load_settings
+from gateway.config import EMBEDDED_MODEL, DistillConfig, load_settings
 
 ISSUE_CONFIG = """
 models:
@@ -56,3 +56,11 @@ def test_bad_config_is_refused_with_the_reason(tmp_path: Path):
         load_settings(path)
     with pytest.raises(FileNotFoundError):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_distill_bf16_follows_the_setting_and_unset_follows_the_hardware():
+    from distill.train import bf16_native, uses_bf16
+
+    assert uses_bf16(DistillConfig(bf16=False)) is False
+    assert uses_bf16(DistillConfig(bf16=True)) is True
+    assert uses_bf16(DistillConfig()) is bf16_native()

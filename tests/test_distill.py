@@ -152,6 +152,8 @@ def test_an_iterated_round_samples_from_the_adapter_and_trains_it_again(logged: 
     # Round 2 pairs the best known answer over the adapter's own weaker ones (which texts those
     # pairs hold is tested on its own below); two answers per prompt still leave pairs to train on.
     assert counts["round1_dpo_rows"] > 0 and counts["round2_dpo_rows"] > 0
+    # The round's in-sample progress is logged and recorded: a reward, not a count.
+    assert 0.0 <= counts["round2_policy_reward"] <= 1.0 and "training prompts (logged N=1" in run.stderr
     assert (Path(row["path"]) / "adapter_config.json").is_file()
 
 

@@ -133,6 +133,26 @@ def test_a_batch_of_prompts_left_padded_gives_each_prompt_its_own_answers(tmp_pa
     assert "Paris" in together[1].candidates[0].text
 
 
+def test_bfloat16_weights_load_and_answer_the_same_question():
+    """`dtype: bfloat16` (the distill rounds' sampler where bf16 is native) loads the weights in bf16
+    and still answers: greedy, the capital question gives the same one-word answer as in float32."""
+    request = GenerationRequest(kind="chat", n=1, params={"temperature": 0, "max_tokens": 8},
+                                messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}])
+
+    async def answer(dtype: str) -> tuple[str, str]:
+        backend = LocalBackend(ModelConfig(name="m", backend="local", model=EMBEDDED_MODEL, dtype=dtype))
+        await backend.start()
+        try:
+            [generation] = await backend.generate_batch([request], seed=0)
+            return str(next(backend._model.parameters()).dtype), generation.candidates[0].text
+        finally:
+            await backend.close()
+
+    bf16, fp32 = asyncio.run(answer("bfloat16")), asyncio.run(answer("float32"))
+    assert (bf16[0], fp32[0]) == ("torch.bfloat16", "torch.float32")
+    assert "Paris" in bf16[1] and "Paris" in fp32[1]
+
+
 def test_a_lora_adapter_loads_with_peft_and_changes_the_output(tmp_path: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -84,6 +84,7 @@ class LocalBackend:
         return Path(self.config.model)
 
     def _load(self) -> None:
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = self._model_dir()
@@ -92,7 +93,7 @@ class LocalBackend:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.config.dtype))
         if self.config.adapter:
             from peft import PeftModel
 
