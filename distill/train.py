@@ -2,8 +2,9 @@
 trainer per method). Each function takes a dataset and writes a LoRA adapter to `out_dir`.
 
 On a GPU the weights are bf16; on a CPU they stay fp32 and, where the CPU runs bf16 natively
-(`bf16_native`), training runs under bf16 autocast (2.3× faster steps on the EPYC here). GRPO generates with transformers, or with vLLM when it is
-installed and `use_vllm` is set. Multi-GPU works through `accelerate launch` unchanged (TRL's).
+(`bf16_native`), training runs under bf16 autocast (2.3× faster steps on the EPYC here, bench/bf16.py).
+GRPO generates with transformers, or with vLLM when it is installed and `use_vllm` is set.
+Multi-GPU works through `accelerate launch` unchanged (TRL's).
 """
 
 from __future__ import annotations

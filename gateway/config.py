@@ -67,9 +67,9 @@ class ModelConfig(BaseModel):
     top_p: float = 0.95
     max_tokens: int = Field(256, ge=1)
     dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Local backend: the weights' dtype. bfloat16 generates 1.47× the tokens/s of float32 on "
-        "a CPU with AVX512-BF16 (SmolLM2-135M, 64 sequences of 64 tokens), at slightly different numerics; the "
-        "distill job's round sampler uses it when distill.bf16 is on.")
+        "float32", description="Local backend: the weights' dtype. bfloat16 generates 1.7–1.9× the tokens/s of "
+        "float32 on a CPU with AVX512-BF16 (SmolLM2-135M, 64 sequences of 64 tokens; bench/bf16.py), at slightly "
+        "different numerics; the distill job's round sampler uses it when distill.bf16 is on.")
     max_batch_sequences: int = Field(64, ge=1, description="Local backend: most sequences in one generate call. "
                                      "Requests queued while the model works, with the same sampling settings and "
                                      "adapter and no seed, share the next call (bench/local_batching.py).")
@@ -225,7 +225,7 @@ class DistillConfig(BaseModel):
     bf16: bool | None = Field(None, description="Mixed precision: train under bf16 autocast (fp32 master weights) "
                               "and sample the iterated rounds from bf16 weights. Unset: where the hardware runs bf16 "
                               "natively (a GPU, or a CPU with AVX512-BF16 or AMX). On the 2-core EPYC here: train "
-                              "steps 2.3× and round sampling 1.47× faster. The gate samples the adapter in the "
+                              "steps 2.3× and round sampling 1.7× faster. The gate samples the adapter in the "
                               "served model's dtype either way.")
     round_rejected: RoundRejected = Field(
         "policy", description="Which texts an iterated round's DPO pairs reject: only the adapter's own new "

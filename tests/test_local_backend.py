@@ -136,8 +136,8 @@ def test_a_batch_of_prompts_left_padded_gives_each_prompt_its_own_answers(tmp_pa
 def test_bfloat16_weights_load_and_answer_the_same_question():
     """`dtype: bfloat16` (the distill rounds' sampler where bf16 is native) loads the weights in bf16
     and still answers: greedy, the capital question gives the same one-word answer as in float32."""
-    request = GenerationRequest(kind="chat", n=1, params={"temperature": 0, "max_tokens": 8},
-                                messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}])
+    question = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    request = GenerationRequest(kind="chat", n=1, params={"temperature": 0, "max_tokens": 8}, messages=question)
 
     async def answer(dtype: str) -> tuple[str, str]:
         backend = LocalBackend(ModelConfig(name="m", backend="local", model=EMBEDDED_MODEL, dtype=dtype))
