@@ -9,7 +9,7 @@ alternated in one run on the embedded model.
   tokens, fp32, and under bf16 autocast over the same fp32 weights (what `distill.bf16` turns on).
 
 Prints the best time of each and the ratio. bf16 pays only where the CPU runs it natively
-(AVX512-BF16, AMX: `distill.train.bf16_native`); elsewhere it is emulated and slower. Run it alone.
+(AVX512-BF16, AMX: `gateway.hardware.bf16_native`); elsewhere it is emulated and slower. Run it alone.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from distill.train import bf16_native
+from gateway.hardware import bf16_native
 from gateway.embedded import embedded_model_dir
 from tao.demo.prompts import generate_prompts
 

@@ -121,8 +121,7 @@ def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], s
     (~15 % more tokens/s on CPU; the gate still samples the adapter the way serving loads it), in bf16
     where `distill.bf16` says so (1.7–1.9× the tokens/s of fp32 on a CPU with AVX512-BF16)."""
     merged = merge_adapter(base_dir, adapter, adapter.parent / "merged")
-    if uses_bf16(cfg):
-        sampling = with_updates(sampling, dtype="bfloat16")
+    sampling = with_updates(sampling, dtype="bfloat16" if uses_bf16(cfg) else "float32")
 
     async def sample() -> list[list[Answer]]:
         async with PolicySampler(merged, sampling, scorer, {}) as sampler:

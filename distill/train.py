@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import DistillConfig
+from gateway.hardware import bf16_native
 from gateway.protocol import ChatMessage, scored_prompt
 from gateway.rewards import Scorer
 
@@ -28,19 +29,6 @@ class TrainResult:
     adapter_dir: Path
     steps: int
     metrics: dict[str, float] = field(default_factory=dict)  # last logged values (loss, rewards, ...)
-
-
-def bf16_native() -> bool:
-    """Whether this machine runs bf16 at speed: a CUDA GPU, or a CPU oneDNN runs bf16 on (AVX512-BF16,
-    AMX). Elsewhere bf16 on a CPU is emulated and slower than fp32."""
-    import torch
-
-    if torch.cuda.is_available():
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a private op: absent from some builds
-        return False
 
 
 def uses_bf16(config: DistillConfig) -> bool:

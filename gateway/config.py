@@ -66,9 +66,10 @@ class ModelConfig(BaseModel):
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = Field(256, ge=1)
-    dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Local backend: the weights' dtype. bfloat16 generates 1.7–1.9× the tokens/s of "
-        "float32 on a CPU with AVX512-BF16 (SmolLM2-135M, 64 sequences of 64 tokens; bench/bf16.py), at slightly "
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Local backend: the weights' dtype. auto: bfloat16 where the hardware runs it natively "
+        "(a GPU, or a CPU with AVX512-BF16 or AMX), float32 elsewhere. bfloat16 generates 1.7–1.9× the tokens/s of "
+        "float32 on the 2-core EPYC here (SmolLM2-135M, 64 sequences of 64 tokens; bench/bf16.py), at slightly "
         "different numerics; the distill job's round sampler uses it when distill.bf16 is on.")
     max_batch_sequences: int = Field(64, ge=1, description="Local backend: most sequences in one generate call. "
                                      "Requests queued while the model works, with the same sampling settings and "

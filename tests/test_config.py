@@ -59,7 +59,8 @@ def test_bad_config_is_refused_with_the_reason(tmp_path: Path):
 
 
 def test_distill_bf16_follows_the_setting_and_unset_follows_the_hardware():
-    from distill.train import bf16_native, uses_bf16
+    from distill.train import uses_bf16
+    from gateway.hardware import bf16_native
 
     assert uses_bf16(DistillConfig(bf16=False)) is False
     assert uses_bf16(DistillConfig(bf16=True)) is True

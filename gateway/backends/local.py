@@ -23,6 +23,7 @@ from typing import Any
 from gateway.backends.base import Candidate, Generation, GenerationRequest, StreamDelta
 from gateway.config import EMBEDDED_MODEL, ModelConfig
 from gateway.errors import UpstreamError
+from gateway.hardware import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class LocalBackend:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.config.dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, resolve_dtype(self.config.dtype)))
         if self.config.adapter:
             from peft import PeftModel
 
