@@ -13,22 +13,24 @@ from gateway.config import DistillConfig, DistillMethod, RolloutConfig
 
 
 class DemoConfig(BaseModel):
-    """Sized to about 12 minutes on 2 CPU cores with the embedded SmolLM2."""
+    """Sized to about 12 minutes on 2 CPU cores with the embedded SmolLM2 (served in bf16 there)."""
 
     model_config = ConfigDict(extra="forbid")
 
     prompts: int = Field(80, ge=1, description="Prompts in the best-of-N traffic.")
     best_of: int = Field(8, ge=1, description="N of the traffic.")
     method: DistillMethod = Field(DistillConfig.model_fields["method"].default, description="Distill method.")
-    distill_rounds: int = Field(2, ge=1, description="Iterated distill rounds (the job's default is "
+    distill_rounds: int = Field(3, ge=1, description="Iterated distill rounds (the job's default is "
                                 f"{DistillConfig.model_fields['rounds'].default}; fewer here to fit the demo's "
                                 "time on 2 cores).")
     seed: int = Field(0, description="Prompt generator and training seed.")
     out: Path = Field(Path("tao-demo"), description="Directory for the log, checkpoints and report.")
     max_steps: int | None = Field(None, ge=1, description="Cap on training steps; unset, distill.epochs decide.")
     max_tokens: int = Field(48, ge=1, description="Tokens per generated answer.")
-    rounds: int = Field(3, ge=1, description="Most rounds of held-out prompts in the rollout (it stops once the "
-                        "policy decides); also the policy's last look. Each round is ~6 shadow pairs and ~35 s.")
+    rounds: int = Field(3, ge=2, description="The rollout policy's looks at most (the last one decides: promote, "
+                        "or roll back what was not shown within the margin). The demo sends the held-out prompts "
+                        "round after round (~6 shadow pairs and ~25 s each) until the policy decides, twice this "
+                        "many rounds at most.")
     concurrency: int = Field(8, ge=1, description="Requests in flight at once (queued ones share the local model's "
                              "generate calls: 8 gives 1.97× the tokens/s of 1, bench/local_batching.py).")
     gate_margin: float = Field(DistillConfig.model_fields["gate_margin"].default,

@@ -51,7 +51,7 @@ def rollout_settings(settings: Settings, opts: DemoConfig, heldout: int) -> Sett
     at most. The policy's rule and alpha are the product's; only the amount of evidence is sized."""
     per_round = heldout // 2
     rollout = with_updates(settings.rollout, steps=[50.0, 100.0], pairs_per_look=max(2, per_round - 1),
-                           max_looks=max(2, opts.rounds), min_requests_rollback=max(2, per_round), shadow_fraction=1.0,
+                           max_looks=opts.rounds, min_requests_rollback=max(2, per_round), shadow_fraction=1.0,
                            check_interval_s=3600.0)  # the demo looks after each round itself
     return settings.model_copy(update={"rollout": rollout})
 
@@ -59,22 +59,27 @@ def rollout_settings(settings: Settings, opts: DemoConfig, heldout: int) -> Sett
 def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console: Console) -> str:
     """Canary the checkpoint at N=1 and send the held-out prompts round after round, each incumbent
     request shadowed; after each round, once its shadow pairs are logged, let the policy look. Stop as
-    soon as it has decided. Returns how the rollout ended."""
+    soon as it has decided: its last look (`opts.rounds`) always decides. A round usually brings one
+    look; one that brings fewer pairs than a look needs is followed by another, up to twice `rounds`
+    rounds (a shadow that fails never pairs). Returns how the rollout ended."""
     model = settings.distill.model
     with connection(settings.store.path) as db:
         logged = load_prompts(db, model)
     heldout = [p.messages[-1]["content"] for p in split(logged, settings.distill.holdout_fraction)[1]]
+    most_rounds = 2 * settings.rollout.max_looks
     console.rule(f"3/4 rollout at N=1: canary {settings.rollout.steps[0]:g} %, {len(heldout)} held-out prompts a "
-                 f"round, the policy looks every {settings.rollout.pairs_per_look} shadow pairs")
+                 f"round, the policy looks every {settings.rollout.pairs_per_look} shadow pairs, "
+                 f"{settings.rollout.max_looks} looks at most")
     with serve_in_thread(create_app(settings), server_config=settings.server, startup_timeout_s=600) as url:
         admin = f"{url}/admin/rollout"
         httpx.post(f"{admin}/{model}/start", timeout=600,
                    json={"checkpoint": checkpoint_id, "canary": settings.rollout.steps[0], "best_of": 1}
                    ).raise_for_status()
         state = httpx.get(admin, timeout=60).json()["rollouts"][0]
-        for round_ in range(opts.rounds):
+        for round_ in range(most_rounds):
             results = send_workload(url + "/v1", model, heldout, best_of=None, concurrency=opts.concurrency,
-                                    desc=f"held-out round {round_ + 1}/{opts.rounds}", user=f"heldout-r{round_}")
+                                    desc=f"held-out round {round_ + 1} (look {state['looks'] + 1}/"
+                                    f"{settings.rollout.max_looks})", user=f"heldout-r{round_}")
             expected = state["shadow_pairs"]["pairs"] + sum(r.arm == Arm.BASE for r in results)
             _wait_for_pairs(admin, expected, console)
             decision = httpx.post(f"{admin}/{model}/check", timeout=60).json()
@@ -82,8 +87,8 @@ def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console:
             state = httpx.get(admin, timeout=60).json()["rollouts"][0]
             if state["state"] != RolloutState.CANARY:
                 return f"the rollout policy {state['state'].replace('_', ' ')} it after round {round_ + 1}"
-    return (f"the rollout policy had not decided after {opts.rounds} rounds ({state['looks']} looks): the checkpoint "
-            f"is still a canary at {state['share']:g}%")
+    return (f"the rollout policy had not decided after {most_rounds} rounds ({state['looks']} looks: too few shadow "
+            f"pairs were logged): the checkpoint is still a canary at {state['share']:g}%")
 
 
 def _wait_for_pairs(admin_url: str, expected: int, console: Console, timeout_s: float = 120.0) -> None:
