@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the embedded SmolLM2, send generated instruction-following prompts at best-of-N, "
         "distill the log, roll the checkpoint out at N=1 on the held-out prompts and let the policy decide, "
         "then write a report (table, report.html, report.json, PNG plots) computed from the SQLite log. "
-        "Offline, on this CPU: about 13 minutes with the defaults on 2 cores.")
+        "Offline, on this CPU: about 12 minutes with the defaults on 2 cores.")
     add_field_flags(demo, DemoConfig, "demo")
     demo.set_defaults(run=_demo)
 
