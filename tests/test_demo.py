@@ -51,6 +51,7 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     # Rewards lie in [0, 1], so a difference's bound at the first look (2 or more pairs, z 1.96) stays above
     # -3: with a margin of 3 the policy must promote there, whatever the pairs; no round is sent after it.
     assert events[-1] == ("promote", 100.0) and report["rollout"]["looks"][-1]["look"] == 1
+    assert report["meta"]["outcome"].endswith("the rollout policy promoted the checkpoint after round 1")
     promoted_at = db.execute("SELECT created_at FROM rollout_events WHERE event = 'promote'").fetchone()[0]
     assert not db.execute("SELECT COUNT(*) FROM requests WHERE arm = 'base' AND user LIKE 'heldout-%' "
                           "AND created_at > ?", [promoted_at]).fetchone()[0]

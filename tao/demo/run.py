@@ -56,6 +56,11 @@ def rollout_settings(settings: Settings, opts: DemoConfig, heldout: int) -> Sett
     return settings.model_copy(update={"rollout": rollout})
 
 
+_ENDINGS = {RolloutState.PROMOTED: "the rollout policy promoted the checkpoint",
+            RolloutState.ROLLED_BACK: "the rollout policy rolled the checkpoint back",
+            RolloutState.FAILED: "the rollout failed"}
+
+
 def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console: Console) -> str:
     """Canary the checkpoint at N=1 and send the held-out prompts round after round, each incumbent
     request shadowed; after each round, once its shadow pairs are logged, let the policy look. Stop as
@@ -86,7 +91,7 @@ def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console:
             console.print(f"policy after round {round_ + 1}: {decision['action']}: {decision['reason']}")
             state = httpx.get(admin, timeout=60).json()["rollouts"][0]
             if state["state"] != RolloutState.CANARY:
-                return f"the rollout policy {state['state'].replace('_', ' ')} it after round {round_ + 1}"
+                return f"{_ENDINGS.get(state['state'], state['state'])} after round {round_ + 1}"
     return (f"the rollout policy had not decided after {most_rounds} rounds ({state['looks']} looks: too few shadow "
             f"pairs were logged): the checkpoint is still a canary at {state['share']:g}%")
 
