@@ -21,8 +21,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from gateway.hardware import bf16_native
 from gateway.embedded import embedded_model_dir
+from gateway.hardware import bf16_native
 from tao.demo.prompts import generate_prompts
 
 

@@ -24,6 +24,7 @@ DistillStage = Literal["dpo", "grpo", "sft"]  # one training function each in di
 DistillMethod = Literal["dpo", "grpo", "sft", "sft+dpo"]  # a stage, or stages run in turn on one adapter
 DpoPairing = Literal["lowest", "length_balanced", "spread"]  # which rejected texts DPO pairs with the best one
 RoundRejected = Literal["pooled", "policy"]  # which candidates an iterated round's DPO pairs may reject
+WeightDtype = Literal["auto", "float32", "bfloat16"]  # the local backend's weights; auto: gateway.hardware decides
 
 
 class AdaptiveConfig(BaseModel):
@@ -66,7 +67,7 @@ class ModelConfig(BaseModel):
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = Field(256, ge=1)
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    dtype: WeightDtype = Field(
         "auto", description="Local backend: the weights' dtype. auto: bfloat16 where the hardware runs it natively "
         "(a GPU, or a CPU with AVX512-BF16 or AMX), float32 elsewhere. bfloat16 generates 1.7–1.9× the tokens/s of "
         "float32 on the 2-core EPYC here (SmolLM2-135M, 64 sequences of 64 tokens; bench/bf16.py), at slightly "

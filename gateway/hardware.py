@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from gateway.config import WeightDtype
+
 
 def bf16_native() -> bool:
     """Whether this machine runs bf16 at speed: a CUDA GPU, or a CPU oneDNN runs bf16 on (AVX512-BF16,
@@ -18,7 +20,7 @@ def bf16_native() -> bool:
         return False
 
 
-def resolve_dtype(dtype: Literal["auto", "float32", "bfloat16"]) -> Literal["float32", "bfloat16"]:
+def resolve_dtype(dtype: WeightDtype) -> Literal["float32", "bfloat16"]:
     """`auto`: bf16 where the hardware runs it natively, fp32 elsewhere; an explicit dtype as it is."""
     if dtype == "auto":
         return "bfloat16" if bf16_native() else "float32"
