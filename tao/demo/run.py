@@ -86,7 +86,7 @@ def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console:
                                     desc=f"held-out round {round_ + 1} (look {state['looks'] + 1}/"
                                     f"{settings.rollout.max_looks})", user=f"heldout-r{round_}")
             expected = state["shadow_pairs"]["pairs"] + sum(r.arm == Arm.BASE for r in results)
-            _wait_for_pairs(admin, expected, console)
+            wait_for_pairs(admin, expected, console)
             decision = httpx.post(f"{admin}/{model}/check", timeout=60).json()
             console.print(f"policy after round {round_ + 1}: {decision['action']}: {decision['reason']}")
             state = httpx.get(admin, timeout=60).json()["rollouts"][0]
@@ -96,7 +96,7 @@ def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console:
             f"pairs were logged): the checkpoint is still a canary at {state['share']:g}%")
 
 
-def _wait_for_pairs(admin_url: str, expected: int, console: Console, timeout_s: float = 120.0) -> None:
+def wait_for_pairs(admin_url: str, expected: int, console: Console, timeout_s: float = 120.0) -> None:
     """Shadow replies are generated and scored in the background after the incumbent's reply: wait
     until the round's pairs are in the log (a failed shadow never pairs: give up after `timeout_s`)."""
     deadline = time.monotonic() + timeout_s
