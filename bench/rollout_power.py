@@ -7,8 +7,8 @@ policy decides on shadow pairs (candidate N=1 against the incumbent's best-of-N 
 prompt) with a one-sided bound split over its looks (`gateway.stats`). This benchmark asks what
 that rule needs from a real checkpoint:
 
-1. copies the workdir's log (the workdir itself is not touched) and starts the gateway on it with
-   the checkpoint (default: the newest published one) as a canary at `--canary` %, every incumbent
+1. copies the workdir's log (the workdir itself is not touched; a canary left running in it is
+   rolled back in the copy) and starts the gateway on it with the checkpoint (default: the newest published one) as a canary at `--canary` %, every incumbent
    request shadowed, and the policy never looking on its own;
 2. sends `--prompts` fresh generated prompts (seed `--seed`, none of them in the log, none with an
    instruction of `--exclude-kinds`, which `bench.distill_gain` keeps out of training);
@@ -38,7 +38,7 @@ from gateway.app import create_app
 from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models, with_updates
 from gateway.rollout import decide_at_look
 from gateway.stats import LookSchedule, paired_bound
-from gateway.store import CheckpointStatus, connection, shadow_pairs
+from gateway.store import CheckpointStatus, RolloutState, connection, shadow_pairs
 from tao.demo.config import DemoConfig
 from tao.demo.prompts import generate_prompts
 from tao.demo.run import rollout_settings, wait_for_pairs
@@ -138,6 +138,9 @@ def main() -> None:
                  f"{len(prompts)} fresh prompts (seed {opts.seed}), every incumbent request shadowed")
     with serve_in_thread(create_app(settings), server_config=settings.server, startup_timeout_s=600) as url:
         admin = f"{url}/admin/rollout"
+        if httpx.get(admin, timeout=60).json()["rollouts"][0]["state"] == RolloutState.CANARY:
+            console.print("the log holds a canary still running: rolled back in the copy first")
+            httpx.post(f"{admin}/{model}/rollback", timeout=60).raise_for_status()
         httpx.post(f"{admin}/{model}/start", timeout=600,
                    json={"checkpoint": checkpoint, "canary": opts.canary, "best_of": 1}).raise_for_status()
         started = time.time()
