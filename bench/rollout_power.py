@@ -8,8 +8,9 @@ prompt) with a one-sided bound split over its looks (`gateway.stats`). This benc
 that rule needs from a real checkpoint:
 
 1. copies the workdir's log (the workdir itself is not touched; a canary left running in it is
-   rolled back in the copy) and starts the gateway on it with the checkpoint (default: the newest published one) as a canary at `--canary` %, every incumbent
-   request shadowed, and the policy never looking on its own;
+   rolled back in the copy) and starts the gateway on the copy with the checkpoint (default: the
+   newest one the gate published) as a canary at `--canary` %, every incumbent request shadowed,
+   and the policy never looking on its own;
 2. sends `--prompts` fresh generated prompts (seed `--seed`, none of them in the log, none with an
    instruction of `--exclude-kinds`, which `bench.distill_gain` keeps out of training);
 3. replays the measured pairs through the policy's own rule (`decide_at_look`) at the demo's look
@@ -38,7 +39,7 @@ from gateway.app import create_app
 from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models, with_updates
 from gateway.rollout import decide_at_look
 from gateway.stats import LookSchedule, paired_bound
-from gateway.store import CheckpointStatus, RolloutState, connection, shadow_pairs
+from gateway.store import REWARD_MODEL_METHOD, RolloutState, connection, shadow_pairs
 from tao.demo.config import DemoConfig
 from tao.demo.prompts import generate_prompts
 from tao.demo.run import rollout_settings, wait_for_pairs
@@ -51,7 +52,8 @@ class RolloutPowerConfig(BaseModel):
     """The benchmark's options."""
 
     workdir: Path = Field(description="A `bench.distill_gain` or `tao demo` directory: its tao.db and checkpoints.")
-    checkpoint: str | None = Field(None, description="Checkpoint id; default: the newest published one in the log.")
+    checkpoint: str | None = Field(None, description="Checkpoint id; default: the newest one the gate published, "
+                                   "even if it was rolled back since.")
     prompts: int = Field(150, ge=2, description="Fresh prompts sent during the canary.")
     seed: int = Field(7, description="Prompt generator seed (prompts already in the log are skipped).")
     best_of: int = Field(8, ge=2, description="The incumbent's N.")
@@ -63,10 +65,12 @@ class RolloutPowerConfig(BaseModel):
     concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
 
 
-def newest_published(db_path: Path) -> str:
+def newest_adapter(db_path: Path) -> str:
+    """The newest distilled adapter the gate published, whatever became of it since (a demo's may
+    have been rolled back)."""
     with connection(db_path) as db:
-        row = db.execute("SELECT id FROM checkpoints WHERE path IS NOT NULL AND status = ? ORDER BY created_at DESC "
-                         "LIMIT 1", [CheckpointStatus.CANDIDATE]).fetchone()
+        row = db.execute("SELECT id FROM checkpoints WHERE path IS NOT NULL AND method IS NOT ? "
+                         "ORDER BY created_at DESC LIMIT 1", [REWARD_MODEL_METHOD]).fetchone()
     if row is None:
         raise SystemExit(f"{db_path} has no published checkpoint to roll out: pass --checkpoint")
     return row[0]
@@ -85,7 +89,8 @@ def demo_schedule(rollout: RolloutConfig) -> LookSchedule:
     """The demo's looks at its defaults: sized from its held-out prompts, as `tao demo` sizes them."""
     demo = DemoConfig()
     fraction = DistillConfig().holdout_fraction
-    heldout = sum(is_heldout([{"role": "user", "content": p}], fraction) for p in generate_prompts(demo.prompts, demo.seed))
+    heldout = sum(is_heldout([{"role": "user", "content": p}], fraction)
+                  for p in generate_prompts(demo.prompts, demo.seed))
     settings = rollout_settings(Settings(rollout=rollout), demo, heldout)
     return LookSchedule(settings.rollout.pairs_per_look, settings.rollout.max_looks, settings.rollout.alpha)
 
@@ -122,7 +127,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="tao-rollout-power-"))
     with sqlite3.connect(opts.workdir / "tao.db") as source, sqlite3.connect(scratch / "tao.db") as copy:
         source.backup(copy)  # a consistent copy, WAL included; the canary's rows go to the copy
-    checkpoint = opts.checkpoint or newest_published(scratch / "tao.db")
+    checkpoint = opts.checkpoint or newest_adapter(scratch / "tao.db")
     product = RolloutConfig()
     rollout = product.model_copy(update={"steps": [opts.canary, 100.0], "shadow_fraction": 1.0,
                                          "check_interval_s": 3600.0, "min_requests_rollback": 10**9})
