@@ -36,13 +36,13 @@ from rich.console import Console
 from bench.distill_gain import kinds
 from distill.dataset import is_heldout, load_prompts
 from gateway.app import create_app
-from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models, with_updates
-from gateway.rollout import decide_at_look
+from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, with_updates
+from gateway.rollout import decide_at_look, look_schedule
 from gateway.stats import LookSchedule, paired_bound
-from gateway.store import REWARD_MODEL_METHOD, RolloutState, connection, shadow_pairs
+from gateway.store import REWARD_MODEL_METHOD, Arm, RolloutState, connection, shadow_pairs
 from tao.demo.config import DemoConfig
 from tao.demo.prompts import generate_prompts
-from tao.demo.run import rollout_settings, wait_for_pairs
+from tao.demo.run import models_at, rollout_settings, wait_for_pairs
 from tao.demo.workload import send_workload
 from tao.flags import add_field_flags, field_values
 from tao.server_thread import serve_in_thread
@@ -91,8 +91,7 @@ def demo_schedule(rollout: RolloutConfig) -> LookSchedule:
     fraction = DistillConfig().holdout_fraction
     heldout = sum(is_heldout([{"role": "user", "content": p}], fraction)
                   for p in generate_prompts(demo.prompts, demo.seed))
-    settings = rollout_settings(Settings(rollout=rollout), demo, heldout)
-    return LookSchedule(settings.rollout.pairs_per_look, settings.rollout.max_looks, settings.rollout.alpha)
+    return look_schedule(rollout_settings(Settings(rollout=rollout), demo, heldout).rollout)
 
 
 def replay(differences: list[float], schedule: LookSchedule, margin: float) -> list[str]:
@@ -129,11 +128,10 @@ def main() -> None:
         source.backup(copy)  # a consistent copy, WAL included; the canary's rows go to the copy
     checkpoint = opts.checkpoint or newest_adapter(scratch / "tao.db")
     product = RolloutConfig()
-    rollout = product.model_copy(update={"steps": [opts.canary, 100.0], "shadow_fraction": 1.0,
-                                         "check_interval_s": 3600.0, "min_requests_rollback": 10**9})
-    settings = Settings(models=[with_updates(m, best_of=opts.best_of, max_best_of=max(m.max_best_of, opts.best_of),
-                                             max_tokens=opts.max_tokens) for m in default_models()],
-                        store=StoreConfig(path=scratch / "tao.db"), rollout=rollout)
+    rollout = with_updates(product, steps=[opts.canary, 100.0], shadow_fraction=1.0, check_interval_s=3600.0,
+                           min_requests_rollback=10**9)
+    settings = Settings(models=models_at(opts.best_of, opts.max_tokens), store=StoreConfig(path=scratch / "tao.db"),
+                        rollout=rollout)
     model = settings.distill.model
     with connection(scratch / "tao.db") as db:
         logged = {p.messages[-1]["content"] for p in load_prompts(db, model)}
@@ -151,7 +149,7 @@ def main() -> None:
         started = time.time()
         results = send_workload(url + "/v1", model, prompts, best_of=None, concurrency=opts.concurrency,
                                 desc="canary traffic", user="power")
-        wait_for_pairs(admin, sum(r.arm == "base" for r in results), console, timeout_s=600)
+        wait_for_pairs(admin, sum(r.arm == Arm.BASE for r in results), console, timeout_s=600)
         traffic_s = time.time() - started
     with connection(scratch / "tao.db") as db:
         pairs = shadow_pairs(db, model, since=started, candidate_n=1)
@@ -167,7 +165,7 @@ def main() -> None:
                   f"sd {overall.sd:.4f}")
 
     schedules = [("demo", demo_schedule(product)),
-                 ("product default", LookSchedule(product.pairs_per_look, product.max_looks, product.alpha)),
+                 ("product default", look_schedule(product)),
                  ("one look at every pair", LookSchedule(len(differences), 1, product.alpha))]
     print(f"\nmargin {product.margin:g}, alpha {product.alpha:g} (one-sided, split over the looks)\n")
     print("| schedule | looks × pairs | z | pairs | difference | lower | upper | decision | pairs needed | minutes |")

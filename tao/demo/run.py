@@ -19,7 +19,15 @@ from rich.table import Table
 from distill.dataset import load_prompts, split
 from distill.job import PUBLISHED, TOO_LITTLE_DATA, run_distill
 from gateway.app import create_app
-from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, default_models, with_updates
+from gateway.config import (
+    DistillConfig,
+    ModelConfig,
+    RolloutConfig,
+    Settings,
+    StoreConfig,
+    default_models,
+    with_updates,
+)
 from gateway.rollout import look_schedule
 from gateway.store import Arm, RolloutState, connection
 from tao.demo import report
@@ -29,13 +37,17 @@ from tao.demo.workload import send_workload
 from tao.server_thread import serve_in_thread
 
 
+def models_at(best_of: int, max_tokens: int) -> list[ModelConfig]:
+    """The default models serving best-of-`best_of` by default (allowed up to it), `max_tokens` an answer."""
+    return [with_updates(m, best_of=best_of, max_best_of=max(m.max_best_of, best_of), max_tokens=max_tokens)
+            for m in default_models()]
+
+
 def demo_settings(opts: DemoConfig) -> Settings:
     """The embedded model at the demo's N, a private log and checkpoints under `out`, and data
     minimums a small run meets. The rollout's settings follow the held-out set (`rollout_settings`)."""
-    models = [with_updates(m, best_of=opts.best_of, max_best_of=max(m.max_best_of, opts.best_of),
-                           max_tokens=opts.max_tokens) for m in default_models()]
     return Settings(
-        models=models,
+        models=models_at(opts.best_of, opts.max_tokens),
         store=StoreConfig(path=opts.out / "tao.db"),
         distill=DistillConfig(method=opts.method, rounds=opts.distill_rounds, max_steps=opts.max_steps,
                               checkpoints_dir=opts.out / "checkpoints",
