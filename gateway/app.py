@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     backends: dict[str, Backend] = {m.name: build_backend(m, metrics.upstream_retries.labels(m.name).inc,
                                                           metrics.local_batch_requests.labels(m.name).observe)
                                     for m in settings.models}
-    engine = Engine(backends, build_scorer(settings.reward), settings.reward, store, metrics)
+    engine = Engine(backends, build_scorer(settings.reward, metrics.count_skipped), settings.reward, store, metrics)
     rollouts = RolloutManager(settings, backends, store, metrics)
     auth = Auth(settings.auth, store.caller_salt)
 

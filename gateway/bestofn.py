@@ -220,9 +220,18 @@ class Engine:
         can verify, near-ties of the reward (`reward.tie_margin`) are ordered by consensus."""
         unverifiable = getattr(self.scorer, "states_something_verifiable", None)
         if self.reward.tie_margin > 0 and pool.scored and len(pool.candidates) > 1 and unverifiable is not None \
-                and not await unverifiable(req.prompt):
+                and not await self._states_something_verifiable(req.prompt):
             return select_best_candidates(pool.scores, req.n, [c.text for c in pool.candidates], self.reward.tie_margin)
         return select_best_candidates(pool.scores, req.n)
+
+    async def _states_something_verifiable(self, prompt: str) -> bool:
+        """The scorer's answer within its time budget; True (rank by reward alone) when it has none."""
+        try:
+            return await asyncio.wait_for(self.scorer.states_something_verifiable(prompt), self.reward.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a timeout or a failure only skips the tie-break
+            log.warning("the scorer could not say whether the prompt states anything verifiable: %s",
+                        type(exc).__name__)
+            return True
 
     async def _generate(self, req: ServeRequest, n: int) -> CandidatePool:
         """n candidates (fewer on partial failure, counted); raises UpstreamError when none came."""

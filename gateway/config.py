@@ -104,6 +104,21 @@ class ModelConfig(BaseModel):
         return self
 
 
+class ReadWindow(BaseModel):
+    """How much of a request a scorer reads (gateway/rewards/reading.py): the start and the end of
+    the prompt and of each candidate; the middle of a longer text is skipped and counted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_head_chars: int = Field(8192, ge=0, description="Characters read from the start of the prompt "
+                                   "(the system message comes first).")
+    prompt_tail_chars: int = Field(8192, ge=0, description="Characters read from the end of the prompt "
+                                   "(the last user turn).")
+    candidate_head_chars: int = Field(32768, ge=1, description="Characters read from the start of each candidate.")
+    candidate_tail_chars: int = Field(4096, ge=0, description="Characters read from the end of each candidate "
+                                      "(closing phrases, a P.S.).")
+
+
 class RewardConfig(BaseModel):
     """A scorer: `kind` picks it from the registry; other keys are the scorer's own options."""
 
@@ -119,6 +134,8 @@ class RewardConfig(BaseModel):
                               "answer). Rewards are unchanged and rollouts compare best-candidate rewards. "
                               "0: ties keep generation order.")
     members: list[RewardConfig] = Field(default_factory=list, description="For kind: ensemble.")
+    read: ReadWindow = Field(default_factory=ReadWindow, description="How much of each prompt and candidate the "
+                             "scorer reads (top level only: an ensemble's members read what the ensemble reads).")
 
     def options(self) -> dict[str, Any]:
         """The scorer-specific keys (everything not common to all scorers)."""

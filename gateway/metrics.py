@@ -36,6 +36,11 @@ class Metrics:
         self.first_reward = Histogram("tao_first_candidate_reward",
                                       "Reward of the first candidate: what N=1 would have served.",
                                       ["model"], buckets=REWARD_BUCKETS, registry=r)
+        self.scoring_skipped_chars = Counter("tao_scoring_skipped_chars", "Characters of prompts and candidates "
+                                             "the scorer did not read (beyond reward.read's window), by part.",
+                                             ["part"], registry=r)
+        self.scoring_cut_texts = Counter("tao_scoring_cut_texts", "Prompts and candidates read only in part "
+                                         "(longer than reward.read's window), by part.", ["part"], registry=r)
         self.degraded = Counter("tao_degraded_replies", "Replies served without scores.",
                                 ["model", "reason"], registry=r)
         self.rollout_share = Gauge("tao_rollout_candidate_share_percent", "Traffic share of the candidate arm.",
@@ -52,6 +57,11 @@ class Metrics:
         self.distill_runs = Gauge("tao_distill_runs", "Distill runs recorded in the log, by outcome (published, "
                                   "too_little_data, rejected, locked: answers; failed: errors).", ["outcome"], registry=r)
         self.store_write_errors = Counter("tao_store_write_errors", "Failed store write attempts.", registry=r)
+
+    def count_skipped(self, part: str, chars: int) -> None:
+        """A scorer read only the window of one text (gateway/rewards/reading.py)."""
+        self.scoring_cut_texts.labels(part).inc()
+        self.scoring_skipped_chars.labels(part).inc(chars)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from gateway.config import RewardConfig
 from gateway.rewards.base import FunctionScorer, Scorer, ScorerOutputError
+from gateway.rewards.reading import OnSkipped, WindowedScorer
 
 ScorerFactory = Callable[[RewardConfig], Scorer]
 _REGISTRY: dict[str, ScorerFactory] = {}
@@ -25,7 +26,13 @@ def scorer_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_scorer(config: RewardConfig) -> Scorer:
+def build_scorer(config: RewardConfig, on_skipped: OnSkipped | None = None) -> Scorer:
+    """The scorer `config` names, reading only `config.read` of each prompt and candidate
+    (`gateway.rewards.reading`); `on_skipped(part, chars)` hears of every text it cut."""
+    return WindowedScorer(_build(config), config.read, on_skipped)
+
+
+def _build(config: RewardConfig) -> Scorer:
     factory = _REGISTRY.get(config.kind)
     if factory is None:
         raise ValueError(f"unknown reward kind {config.kind!r}; known: {', '.join(scorer_kinds())}")
@@ -50,7 +57,7 @@ def _python(config: RewardConfig) -> Scorer:
 def _ensemble(config: RewardConfig) -> Scorer:
     from gateway.rewards.ensemble import EnsembleScorer
 
-    return EnsembleScorer([(member.weight, build_scorer(member)) for member in config.members])
+    return EnsembleScorer([(member.weight, _build(member)) for member in config.members])
 
 
 @register_scorer("hf")

@@ -3,9 +3,10 @@ what the scorers share."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+from gateway.rewards.stopping import run_stoppable
 
 
 class Scorer(Protocol):
@@ -38,11 +39,12 @@ def reward_model_input(tokenizer: Any, prompt: str, candidate: str) -> str:
 
 
 class FunctionScorer:
-    """A plain `fn(prompt, candidates) -> list[float]`, always run on a worker thread off the event loop.
+    """A plain `fn(prompt, candidates) -> list[float]`, always run on a thread of its own, off the
+    event loop, and told to stop when the engine stops waiting (`gateway.rewards.stopping`).
 
-    Even the built-in default scorer: it usually takes well under a millisecond, but its language
-    and case checks (langdetect) reach ~14 ms at p99 and a long prompt more, and the loop must not
-    wait on any of it. The thread hop costs tens of microseconds.
+    Even the built-in default scorer: it usually takes a few milliseconds, but its language and
+    case checks (langdetect) take longer on long replies, and the loop must not wait on any of it.
+    Starting the thread costs tens of microseconds.
     """
 
     def __init__(self, name: str, fn: Callable[[str, list[str]], Sequence[float]], *,
@@ -56,8 +58,8 @@ class FunctionScorer:
         engine's consensus tie-break applies only where it says no)."""
         if self._verifiable is None:
             return True
-        return await asyncio.to_thread(self._verifiable, prompt)
+        return await run_stoppable(self._verifiable, prompt)
 
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        result = await asyncio.to_thread(self._fn, prompt, list(candidates))
+        result = await run_stoppable(self._fn, prompt, list(candidates))
         return validated(result, len(candidates), self.name)

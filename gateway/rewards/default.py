@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from gateway.rewards import checks
 from gateway.rewards.base import FunctionScorer
 from gateway.rewards.instructions import Constraint, detect, warm_up
+from gateway.rewards.stopping import check_stopped
 from gateway.rewards.text import repetition, words
 
 COMPLIANCE_WEIGHT = 0.75
@@ -43,12 +44,17 @@ def substance_floor(constraints: Sequence[Constraint]) -> float:
     return max(1.0, min([MIN_WORDS, *(limit / 2 for limit in limits)]))
 
 
+def _satisfied(constraint: Constraint, text: str) -> bool:
+    check_stopped()  # one IFEval check at a time, each on a bounded text (gateway/rewards/reading.py)
+    return constraint.satisfied_by(text)
+
+
 def score_one(constraints: Sequence[Constraint], text: str) -> float:
     if not text.strip():
         return 0.0
     substance = min(1.0, len(words(text)) / substance_floor(constraints))
     compliance = (
-        sum(c.satisfied_by(text) for c in constraints) / len(constraints) if constraints else 1.0
+        sum(_satisfied(c, text) for c in constraints) / len(constraints) if constraints else 1.0
     )
     ends_cleanly = text.rstrip().endswith(_CLEAN_ENDINGS)
     return substance * (
@@ -58,7 +64,7 @@ def score_one(constraints: Sequence[Constraint], text: str) -> float:
     )
 
 
-CACHED_PROMPT_CHARS = 16_384
+CACHED_PROMPT_CHARS = 32_768  # reward.read's default window is 16 kB: every windowed prompt is cached
 
 
 @functools.lru_cache(maxsize=256)

@@ -23,38 +23,47 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.rewards.checks import satisfied
+from gateway.rewards.stopping import check_stopped
 from gateway.rewards.text import NUMBER, parse_number
 
 # ---- patterns, compiled once ---------------------------------------------------------------------------
 # The patterns are large (numbers in words, relations); compiling one takes 10-70 ms. They are compiled
 # once per process and kept here, never evicted from `re`'s own bounded cache by other code, and
-# `warm_up()` compiles them at startup rather than on a request's event loop.
+# `warm_up()` compiles them at startup rather than on a request's event loop. Every pattern runs through
+# these wrappers, which first ask whether the scoring was given up (`check_stopped`): each run reads at
+# most one clause (MAX_CLAUSE_CHARS) or one bounded prompt, so a stopped job ends within milliseconds.
 @functools.cache
 def _compiled(pattern: str, flags: int) -> re.Pattern[str]:
     return re.compile(pattern, flags)
 
 
 def _search(pattern: str, text: str, flags: int = 0) -> re.Match[str] | None:
+    check_stopped()
     return _compiled(pattern, flags).search(text)
 
 
 def _match(pattern: str, text: str, flags: int = 0) -> re.Match[str] | None:
+    check_stopped()
     return _compiled(pattern, flags).match(text)
 
 
 def _fullmatch(pattern: str, text: str, flags: int = 0) -> re.Match[str] | None:
+    check_stopped()
     return _compiled(pattern, flags).fullmatch(text)
 
 
 def _finditer(pattern: str, text: str, flags: int = 0):
+    check_stopped()
     return _compiled(pattern, flags).finditer(text)
 
 
 def _split(pattern: str, text: str, flags: int = 0) -> list[str]:
+    check_stopped()
     return _compiled(pattern, flags).split(text)
 
 
 def _sub(pattern: str, replacement: str, text: str, flags: int = 0) -> str:
+    check_stopped()
     return _compiled(pattern, flags).sub(replacement, text)
 
 
@@ -116,12 +125,34 @@ def _quoted(text: str) -> list[str]:
     return [next(g for g in m.groups() if g is not None).strip() for m in _finditer(_QUOTED, text)]
 
 
+MAX_CLAUSE_CHARS = 1000  # the longest clause of the three corpora is 904 characters
+
+
+def _bounded(clause: str) -> list[str]:
+    """A clause longer than MAX_CLAUSE_CHARS (pasted text without sentence breaks) as pieces of at
+    most that, each cut at a space where there is one. Every pattern then reads a bounded text, so
+    reading a prompt costs time linear in its length, whatever the patterns' own worst case."""
+    if len(clause) <= MAX_CLAUSE_CHARS:
+        return [clause]
+    pieces, start = [], 0
+    while start < len(clause):
+        end = min(start + MAX_CLAUSE_CHARS, len(clause))
+        if end < len(clause):
+            space = clause.rfind(" ", start + MAX_CLAUSE_CHARS // 2, end)
+            end = space + 1 if space > 0 else end
+        pieces.append(clause[start:end])
+        start = end
+    return pieces
+
+
 def _clauses(prompt: str) -> list[str]:
-    """Sentences, lines and list items: the unit a pattern reads (quotes are kept whole)."""
+    """Sentences, lines and list items: the unit a pattern reads (quotes are kept whole), none
+    longer than MAX_CLAUSE_CHARS."""
     parts = []
     for line in _split(r"\n+", prompt):
-        line = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", line)
-        parts += [p for p in _split(r"(?<=[.!?;])\s+(?=[A-Z(\"“'])|(?<=[;?!])\s+", line) if p.strip()]
+        line = _sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", line)
+        parts += [piece for p in _split(r"(?<=[.!?;])\s+(?=[A-Z(\"“'])|(?<=[;?!])\s+", line) if p.strip()
+                  for piece in _bounded(p)]
     return parts
 
 
@@ -282,9 +313,9 @@ def _bullets(c: str) -> dict | None:
                   r"(?:as|in|with)\s+bullet)", c, flags=re.IGNORECASE)
     m = m or _search(rf"bullet(?:ed|[\s-]point)?\s+list\s+(?:of|with|containing)\s+(?:({_REL_ANY})\s+)?{NUMBER}\s+"
                        r"(?:items|points|entries|bullets)", c, flags=re.IGNORECASE)
-    m = m or _search(rf"{NUMBER}\s+(?:items|points|entries|reasons|tips|ideas|steps)\b[^.]*\bbullet", c, re.I) and \
+    m = m or _search(rf"{NUMBER}\s+(?:items|points|entries|reasons|tips|ideas|steps)\b[^.]{{0,200}}\bbullet", c, re.I) and \
         _search(rf"()({NUMBER[1:-1]})\s+(?:items|points|entries|reasons|tips|ideas|steps)", c, re.I)
-    m = m or _search(rf"()(?<![\w-]){NUMBER}\s+(?:[\w-]+\s+){{0,2}}?[\w-]+s\b[^.]*?\b(?:one|each)\s+(?:per|as\s+a|"
+    m = m or _search(rf"()(?<![\w-]){NUMBER}\s+(?:[\w-]+\s+){{0,2}}?[\w-]+s\b[^.]{{0,200}}?\b(?:one|each)\s+(?:per|as\s+a|"
                      r"in\s+(?:a|its\s+own)|on\s+(?:a|its\s+own))\s+(?:markdown\s+)?bullet", c, re.I)
     if m:
         return {"num_bullets": parse_number(m[2])}
@@ -294,7 +325,7 @@ def _bullets(c: str) -> dict | None:
 def _highlights(c: str) -> dict | None:
     verb = _search(r"(?<!be )(?<!are )highlight(?!s\b)|emphasi[sz]e|itali(?:ci[sz]e|cs)", c, re.I) or \
         _search(r"(?<!the )(?<!key )(?<!main )highlights\b", c, re.I)
-    if not verb or not _search(r"markdown|\*[^*\s][^*]*\*|section|part", c, re.I):
+    if not verb or not _search(r"markdown|\*[^*\s][^*]{0,200}\*|section|part", c, re.I):
         return None
     m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:\w+\s+)?(?:sections?|parts?|phrases?|portions?)", c, re.I)
     m2 = _search(rf"highlight(?:s|ed)?\s+(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
@@ -325,7 +356,7 @@ def _sections(prompt: str) -> dict | None:
 def _title(c: str) -> dict | None:
     if _search(r"title(?:d|\s+(?:is|was))\s*:?\s*<<", c, re.I) or _about_own_work(c):
         return None
-    if _search(r"<<[^<>]*>>|double\s+angul?ar\s+brackets|double\s+angle\s+brackets|<<\s*>>", c, re.I):
+    if _search(r"<<[^<>]{0,200}>>|double\s+angul?ar\s+brackets|double\s+angle\s+brackets|<<\s*>>", c, re.I):
         return {}
     return None
 
@@ -334,13 +365,13 @@ def _json(c: str) -> dict | None:
     if not _search(r"\bjson\b", c, re.I):
         return None
     if _search(r"\b(?:api|server|endpoint|service|backend)\s+(?:returns?|sends?|responds\s+with)\s+json|\b(?:write|"
-               r"create|implement)\w*\s+(?:a|an|the)\s+(?:\w+\s+)?(?:function|method|class|script)\b[^.]*\bjson\b|"
+               r"create|implement)\w*\s+(?:a|an|the)\s+(?:\w+\s+)?(?:function|method|class|script)\b[^.]{0,200}\bjson\b|"
                r"\bjson\s+string", c, re.I) and not _addresses_the_reader(c):
         return None  # what a system returns, not the reply's format
     if _search(r"\b(?:this|the following|the below|below|attached|my|the given|these|that|a)\s+json\b(?!\s+"
                  r"(?:format|object|block|output|only))|json\s+(?:schema|file|data|payload)s?\b(?! format)|what is json|"
                  r"\bjson\s+(?:vs|versus)|parse|serializ", c, re.I) and not _search(
-                     r"(?:wrap|format|output|respond|reply|answer|return|provide|give|write)\w*\b[^.]*\bjson", c, re.I):
+                     r"(?:wrap|format|output|respond|reply|answer|return|provide|give|write)\w*\b[^.]{0,200}\bjson", c, re.I):
         return None
     if _search(rf"(?:entire|whole|full|complete)\s+(?:{_REPLY})|(?:wrap|format|output|respond|reply|answer|return|"
                  rf"provide|give|write|present|structure|express|put)\w*\b[^.]{{0,60}}\bjson|\bjson\s+(?:format|"
@@ -383,7 +414,7 @@ def _capital_frequency(c: str) -> dict | None:
     m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,2}}?(?:words|times|occurrences|instances)\s+"
                 rf"(?:(?:in|with|using|written\s+in)\s+)?{caps}", c, re.I)
     m = m or _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+)?{caps}\s+words", c, re.I)
-    m = m or _search(rf"(?:{caps}\s+words?|words?\s+(?:(?:in|with|written)\s+)?(?:entirely\s+)?{caps})[^.]*?(?:({_REL_ANY})\s+)?"
+    m = m or _search(rf"(?:{caps}\s+words?|words?\s+(?:(?:in|with|written)\s+)?(?:entirely\s+)?{caps})[^.]{{0,200}}?(?:({_REL_ANY})\s+)?"
                      rf"{NUMBER}(?!\s+(?:words|sentences|paragraphs))", c, re.I)
     if not m:
         return None
@@ -457,15 +488,15 @@ def _no_comma(c: str) -> dict | None:
 
 
 def _letter_frequency(c: str) -> dict | None:
-    if "letter" not in c.lower() or _search(r"\b(?:novel|book|poem|story|text)\b[^.]*\bwritten\s+without", c, re.I):
+    if "letter" not in c.lower() or _search(r"\b(?:novel|book|poem|story|text)\b[^.]{0,200}\bwritten\s+without", c, re.I):
         return None
     none = _search(rf"(?:never|don't|do not|avoid|without|not)\s+(?:\w+\s+){{0,2}}?(?:the\s+)?letter\s+{_QUOTE}?([A-Za-z])"
                      rf"{_QUOTE}?(?!\w)", c, re.I)
     if none:
         return {"letter": none[1].lower(), "let_relation": "less than", "let_frequency": 1}
-    m = _search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}(?:\s+times|(?<=twice)|"
+    m = _search(rf"letter\s+{_QUOTE}?([A-Za-z]){_QUOTE}?\s+[^.]{{0,200}}?(?:({_REL_ANY})\s+)?{NUMBER}(?:\s+times|(?<=twice)|"
                 rf"(?<=once)|(?<=thrice))", c, re.I)
-    m = m or _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:times|instances|occurrences|uses)[^.]*?letter\s+{_QUOTE}?"
+    m = m or _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:times|instances|occurrences|uses)[^.]{{0,200}}?letter\s+{_QUOTE}?"
                      rf"([A-Za-z]){_QUOTE}?\b", c, re.I)
     if not m:
         return None
@@ -489,8 +520,8 @@ def _frequency(c: str) -> dict | None:
     if m and _search(r"times|twice|thrice|once", m[0], re.I):
         keyword = next(x for x in m.groups()[:6] if x)
         return {"keyword": keyword, "relation": _relation(m[7], None), "frequency": parse_number(m[8])}
-    m = _search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]*?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
-                  rf"turns?\s+up|crops?\s+up)\w*\s+[^.]*?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say|contain)\w*"
+    m = _search(rf"(?:word|keyword|term)\s+{_QUOTED}\s+[^.]{{0,200}}?(?:appear|occur|use|used|mention|repeat|include|be used|shows?\s+up|"
+                  rf"turns?\s+up|crops?\s+up)\w*\s+[^.]{{0,200}}?(?:({_REL_ANY})\s+)?({NUMBER[1:-1]})\s*(?:times)?|(?:use|mention|repeat|include|say|contain)\w*"
                   rf"\s+(?:the\s+(?:[\w-]+\s+){{0,2}}?(?:word|keyword|term|name|phrase)\s+)?{_QUOTED}\s+(?:for\s+)?(?:({_REL_ANY})\s+)?"
                   rf"({NUMBER[1:-1]})(?:\s+times)?"
                   rf"(?:\s+({_AFTER['at least']}|{_AFTER['at most']}))?", c, re.I)
@@ -516,7 +547,7 @@ def _existence(c: str) -> dict | None:
         return None
     trigger = _search(r"(?:includ|incorporat|mention|us(?=e|ing)|contain|featur|work in|weave in)\w*\s+(?:\w+\s+){0,3}?"
                         r"(?:the\s+|these\s+|following\s+|both\s+)*(?:key)?(?:words?|terms?|phrases?)\b|"
-                        r"(?:(?:key)?words?|phrases?|terms?)\s+(?:like\s+)?" + _QUOTED + r"[^.]*?(?:(?:should|must|need to|has to|have to|"
+                        r"(?:(?:key)?words?|phrases?|terms?)\s+(?:like\s+)?" + _QUOTED + r"[^.]{0,200}?(?:(?:should|must|need to|has to|have to|"
                         r"will)\s+(?:\w+\s+)?)?(?:appears?|be\s+(?:included|used|mentioned|present)|shows?\s+up|"
                         r"(?:is|gets?)\s+(?:included|used|mentioned))|make sure\s+(?:to\s+)?"
                         r"(?:include|mention|use)|\bwith\s+the\s+(?:key)?(?:words?|terms?|phrases?)\s+" + _QUOTED +
@@ -578,7 +609,7 @@ def _forbidden(c: str) -> dict | None:
     trigger = _search(r"(?:do not|don't|never|avoid|without|refrain from|no|skip|leave out|omit|exclude|(?:should|must|shall|"
                       r"will)\s+not|shouldn't|mustn't)\s+(?:\w+\s+){0,3}?(?:the\s+|these\s+|"
                         r"following\s+|any\s+of\s+the(?:se)?\s+)*(?:key)?(?:words?|terms?)\b|(?:words?|terms?)\s+"
-                        r"[^.]*?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
+                        r"[^.]{0,200}?(?:(?:should|must|may|can)\s*(?:not|n't)\s+(?:appear|be\s+used|be\s+mentioned|"
                         r"be\s+included)|(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited))"
                         r"|(?:do not|don'?t|never|avoid|without|(?:may|must|should|can)\s*(?:not|n't))\s+(?:say|use|write|"
                         r"mention|include)\w*\s+(?:the\s+(?!(?:letter|character|symbol|digit)s?\b)(?:[\w-]+\s+){0,2}?)?" +
@@ -597,7 +628,7 @@ def _forbidden(c: str) -> dict | None:
         _quoted(c[trigger.start():])
     if not words_:  # unquoted words only as a list: "avoid these words: a, b" or "words like a or b"
         m = _search(rf"(?:words?|terms?)\s*(?::|like|such\s+as)\s*({_WORD_LIST}*)", c[trigger.start():], re.I) or \
-            _search(rf"^\S.*?(?:key)?(?:words?|terms?)\s+({_WORD_LIST}+)", trigger[0] + c[trigger.end():], re.I) or \
+            _search(rf"^\S.{{0,200}}?(?:key)?(?:words?|terms?)\s+({_WORD_LIST}+)", trigger[0] + c[trigger.end():], re.I) or \
             _search(rf"the\s+(?:key)?(?:words?|terms?)\s+({_WORD_LIST}*)\s+(?:are|is)\s+(?:forbidden|banned|not\s+allowed|"
                     r"off[\s-]limits|prohibited)", c, re.I)
         if not m:
@@ -640,7 +671,7 @@ def _placeholders(c: str) -> dict | None:
     if not _search(r"placeholders?|square\s+brackets", c, re.I):
         return None
     m = _search(rf"(?:({_REL_ANY})\s+)?{NUMBER}\s+(?:[\w-]+\s+){{0,5}}?placeholders?", c, re.I)
-    m = m or _search(rf"placeholders?[^.]*?(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
+    m = m or _search(rf"placeholders?[^.]{{0,200}}?(?:({_REL_ANY})\s+)?{NUMBER}", c, re.I)
     if not m:
         return None
     return {"num_placeholders": parse_number(m[2])}
@@ -670,7 +701,7 @@ def _repeat_prompt(prompt: str) -> dict | None:
     m = m or _search(r"(?:first|begin\s+by|start\s+by)\s*,?\s+(?:re-?stat|repeat|cop|restat)\w*\s+(?:the|this|my)\s+"
                        r"(?:\w+\s+)?(?:request|question|prompt|query|task)", prompt, re.I)
     m = m or _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:it|this|that)(?:\s+(?:sentence|line|phrase|quote|"
-                     r"question|text))?\s+(?:back\s+)?(?:to\s+me\s+)?(?:word\s+for\s+word|verbatim|exactly)\s*[^:]*:", prompt, re.I)
+                     r"question|text))?\s+(?:back\s+)?(?:to\s+me\s+)?(?:word\s+for\s+word|verbatim|exactly)\s*[^:]{0,200}:", prompt, re.I)
     first = _search(r"(?:repeat|copy|reproduce|echo|re-?state)\s+(?:the|that|this|my)\s+first\s+sentence", prompt, re.I)
     if not m and not first:
         return None
