@@ -62,7 +62,7 @@ def from_upstream(exc: UpstreamError) -> APIError:
     """The client-facing error for an upstream failure (400 when the upstream blamed the request)."""
     message = client_safe(str(exc))
     if exc.status == 400:
-        return APIError(400, message, type="invalid_request_error", code="upstream_error")
+        return APIError(400, message, type="invalid_request_error", code=exc.code or "upstream_error")
     return APIError(exc.status, message, type="upstream_error",
                     code="upstream_timeout" if exc.status == 504 else "upstream_error")
 
@@ -76,11 +76,12 @@ class UpstreamError(Exception):
     attempt may succeed (connection trouble, 429, 5xx)."""
 
     def __init__(self, message: str, *, status: int = 502, retryable: bool = False,
-                 upstream_status: int | None = None) -> None:
+                 upstream_status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.upstream_status = upstream_status  # the upstream's own HTTP status, when it answered
+        self.code = code  # the client-facing error code, where it says more than "upstream_error"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -76,6 +76,24 @@ def test_the_server_answers_while_the_model_generates(served):
     assert health_s < 1.0 and generated_until > answered_at  # answered mid-generation: it runs off the event loop
 
 
+def test_a_prompt_longer_than_the_context_gets_400_without_generating(served):
+    """16 MB is refused before tokenizing; 40 kB is tokenized and refused; a small request beside them
+    is answered, and /healthz stays quick throughout."""
+    url, client, db_path, _ = served
+    for content in ("word " * 3_300_000, "word " * 8_000):
+        for stream in (False, True):
+            body = {"model": "smollm2", "messages": [{"role": "user", "content": content}], "max_tokens": 8,
+                    "stream": stream, "best_of": 1 if stream else 2}
+            started = time.perf_counter()
+            reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+            assert reply.status_code == 400, reply.text[:300]
+            assert reply.json()["error"]["code"] == "context_length_exceeded"
+            assert "context of 8192 tokens" in reply.json()["error"]["message"]
+            assert time.perf_counter() - started < 30
+    reply = client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=4, extra_body={"best_of": 1})
+    assert reply.choices[0].message.content
+
+
 def test_requests_queued_while_the_model_works_share_one_generate_call(served):
     """Four requests (best_of 1, 2, 3 and 2) that arrive while the model is busy are answered by
     one generate call, each with its own candidates; a seeded request still runs alone and repeats."""

@@ -128,3 +128,32 @@ def test_vllm_scorer_scores_all_candidates_in_one_request():
     assert scores == pytest.approx([0.04, 0.06, 0.05])  # "p\n\n" + candidate, in candidate order
     [call] = server.bodies
     assert call["path"] == "/classify" and call["model"] == "Skywork/Skywork-Reward-V2" and len(call["input"]) == 3
+
+
+def test_a_long_prompt_reaches_each_scorer_fitted_to_its_context(tiny_reward_model: Path, caplog):
+    """A 2 MB prompt and a 200 kB candidate: the config's read window, then each scorer's own fit.
+    The judge reads at most max_prompt_chars of the instruction and max_chars of the reply, with a
+    notice; the hf model cuts the start, so the reply itself is still what it scores; vLLM is asked
+    to truncate (it keeps the last tokens)."""
+    prompt = "Rules first. " + "Background paragraph. " * 100_000 + "Answer in one word."
+    candidate = "Yes. " * 40_000
+    judge = FakeUpstream(FakeConfig(texts=['{"scores": [0.5]}']))
+    with running(judge) as url, caplog.at_level("INFO"):
+        scorer = build_scorer(RewardConfig(kind="judge", model="openai/judge", api_base=url + "/v1",
+                                           api_key="none", max_chars=1000, max_prompt_chars=2000))
+        assert asyncio.run(scorer.score(prompt, [candidate])) == [0.5]
+    sent = judge.bodies[0]["messages"][-1]["content"]
+    assert len(sent) < 4000 and "Rules first." in sent and "Answer in one word." in sent
+    assert "read 2000 of the" in caplog.text and "read 1000 of the" in caplog.text
+
+    hf = build_scorer(RewardConfig(kind="hf", path=str(tiny_reward_model), max_length=64))
+    with caplog.at_level("INFO"):
+        yes, no = asyncio.run(hf.score(prompt, ["Yes.", "No, never."]))
+    assert yes != pytest.approx(no, abs=1e-6)  # cut at the end, both would read the same 64 prompt tokens
+    assert "cut at their start" in caplog.text
+
+    server = FakePooling()
+    with running(server) as url:
+        asyncio.run(build_scorer(RewardConfig(kind="vllm", api_base=url + "/v1", model="rm")).score(prompt, ["a"]))
+    [call] = server.bodies
+    assert call["truncate_prompt_tokens"] == -1 and len(call["input"][0]) < 20_000

@@ -101,6 +101,9 @@ class LocalBackend:
             model = PeftModel.from_pretrained(model, self.config.adapter, adapter_name=self.DEFAULT_ADAPTER)
             self._default_adapter = self.DEFAULT_ADAPTER
         model.eval()
+        self._context_tokens = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+        # byte-level BPE: a token's vocabulary entry has one character per byte, so no token covers more
+        self._longest_token_chars = max(map(len, tokenizer.get_vocab()), default=1)
         self._model, self._tokenizer = model, tokenizer
 
     def _load_adapter(self, name: str, path: str) -> None:
@@ -150,6 +153,29 @@ class LocalBackend:
             queued, self._queued = self._queued, []
         for item in queued:  # their drain was cancelled with the executor
             item.settle(UpstreamError(f"model {self.config.name} shut down before generating"))
+
+    def _refuse_if_too_long_to_read(self, request: GenerationRequest) -> None:
+        """400 at once, before tokenizing, for a prompt with more characters than the context could
+        hold even at the longest token: tokenizing 16 MB takes seconds, and generating from it far more."""
+        if self._context_tokens is None:
+            return
+        chars = (len(request.prompt or "") if request.kind == "completion"
+                 else sum(len(m.get("content") or "") for m in request.messages or []))
+        if chars > self._context_tokens * self._longest_token_chars:
+            raise self._too_long(f"more than {self._context_tokens} tokens ({chars} characters)", request)
+
+    def _check_context(self, request: GenerationRequest, prompt_tokens: int) -> None:
+        """400 when the prompt and max_tokens do not fit the model's context (OpenAI's
+        context_length_exceeded), instead of a generation that fails or crawls."""
+        wanted = int(request.params.get("max_tokens", self.config.max_tokens) or 0)
+        if self._context_tokens is not None and prompt_tokens + wanted > self._context_tokens:
+            raise self._too_long(f"{prompt_tokens} tokens, and max_tokens asks for {wanted} more", request)
+
+    def _too_long(self, size: str, request: GenerationRequest) -> UpstreamError:
+        what = "messages" if request.kind == "chat" else "prompt"
+        return UpstreamError(f"model {self.config.name} has a context of {self._context_tokens} tokens; the {what} "
+                             f"resulted in {size}. Shorten the {what} or lower max_tokens.", status=400,
+                             code="context_length_exceeded")
 
     def _encode(self, request: GenerationRequest) -> Any:
         if request.kind == "chat":
@@ -229,12 +255,21 @@ class LocalBackend:
         for batches in groups.values():
             yield from batches
 
+    def _fits_context(self, item: _Queued) -> bool:
+        """Settle a queued request that does not fit the context with its 400, so it joins no batch."""
+        try:
+            self._check_context(item.request, len(self._encode(item.request)["input_ids"][0]))
+        except UpstreamError as exc:
+            item.settle(exc)
+            return False
+        return True
+
     def _drain(self) -> None:
         """On the worker thread: generate for everything queued so far (nothing if an earlier drain
         took it), skipping requests whose caller has gone."""
         with self._queue_lock:
             queued, self._queued = self._queued, []
-        waiting = [item for item in queued if not item.future.done()]
+        waiting = [item for item in queued if not item.future.done() and self._fits_context(item)]
         try:
             batches = list(self._batches(waiting))
         except Exception as exc:  # noqa: BLE001 - unreadable sampling settings: each request alone
@@ -259,6 +294,7 @@ class LocalBackend:
     async def generate(self, request: GenerationRequest) -> Generation:
         if self._model is None:
             raise UpstreamError(f"model {self.config.name} is not loaded")
+        self._refuse_if_too_long_to_read(request)
         loop = asyncio.get_running_loop()
         queued = _Queued(request, loop.create_future(), loop)
         with self._queue_lock:
@@ -282,6 +318,8 @@ class LocalBackend:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         from transformers import TextStreamer
 
+        self._refuse_if_too_long_to_read(request)
+
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamDelta | BaseException | None] = asyncio.Queue()
         put = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
@@ -299,6 +337,7 @@ class LocalBackend:
                 single = GenerationRequest(kind=request.kind, n=1, params=request.params,
                                            messages=request.messages, prompt=request.prompt, adapter=request.adapter)
                 inputs = self._encode(single)
+                self._check_context(single, inputs["input_ids"].shape[1])
                 streamer = QueueStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
                 import torch
 
@@ -320,6 +359,8 @@ class LocalBackend:
         emitted = ""
         try:
             while (item := await queue.get()) is not None:
+                if isinstance(item, UpstreamError):
+                    raise item
                 if isinstance(item, BaseException):
                     raise UpstreamError(f"local generation failed: {item}") from item
                 if stops and item.text:

@@ -2,17 +2,22 @@
 applied to prompt + candidate, score = the single logit), from a local directory.
 
 Loaded once at startup; all N candidates are scored in one batched forward pass on one worker
-thread (off the event loop), on the GPU when there is one.
+thread (off the event loop), on the GPU when there is one. A text longer than `max_length` tokens
+loses its start (left truncation, as vLLM's `truncate_prompt_tokens` does): the reply being scored
+and the end of the prompt are kept, and a notice is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.rewards.base import reward_model_input, validated
+
+log = logging.getLogger(__name__)
 
 
 class HFRewardModel:
@@ -30,6 +35,7 @@ class HFRewardModel:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
+        self.tokenizer.truncation_side = "left"  # keep the reply: cut the start of the prompt
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.model.config.pad_token_id = self.tokenizer.pad_token_id  # where the last real token is
@@ -43,6 +49,10 @@ class HFRewardModel:
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
                                    truncation=True, max_length=self.max_length, add_special_tokens=False)
+            cut = int((batch["attention_mask"].sum(dim=1) >= self.max_length).sum())
+            if cut:
+                log.info("%s: %d of %d texts reached max_length %d tokens and were cut at their start", self.name,
+                         cut, len(batch["input_ids"]), self.max_length)
             with torch.inference_mode():
                 logits = self.model(**batch.to(self.device)).logits
             scores.extend(float(x) for x in logits[:, 0].float().cpu())

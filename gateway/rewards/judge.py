@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from gateway.rewards.base import ScorerOutputError
+from gateway.rewards.reading import excerpt
+
+log = logging.getLogger(__name__)
 
 RUBRIC = (
     "You are a strict grader. Judge how well each response follows the user's instruction: every stated "
@@ -42,13 +46,22 @@ def _unit(value: Any) -> float:
 class JudgeScorer:
     def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None,
                  mode: Literal["listwise", "pointwise"] = "listwise", temperature: float = 0.0,
-                 timeout_s: float = 60.0, max_chars: int = 4000) -> None:
+                 timeout_s: float = 60.0, max_chars: int = 4000, max_prompt_chars: int = 8000) -> None:
         if mode not in ("listwise", "pointwise"):
             raise ValueError(f"judge mode must be listwise or pointwise, got {mode!r}")
         self.name = f"judge:{model}"
         self.model, self.api_base, self.api_key = model, api_base, api_key
         self.mode, self.temperature, self.timeout_s, self.max_chars = mode, temperature, timeout_s, max_chars
+        self.max_prompt_chars = max_prompt_chars
         self.calls = 0
+
+    def _fit(self, text: str, limit: int, what: str) -> str:
+        """`text` within `limit` characters: its start and its end, with a notice when it is cut."""
+        cut = excerpt(text, limit * 3 // 4, limit - limit * 3 // 4)
+        if cut.skipped_chars:
+            log.info("%s: read %d of the %d characters of the %s (its start and end)", self.name,
+                     len(text) - cut.skipped_chars, len(text), what)
+        return cut.text
 
     async def _ask(self, user: str) -> str:
         import litellm
@@ -70,8 +83,10 @@ class JudgeScorer:
             return parse(await self._ask(user + "\n\nReply with the JSON object only."))
 
     async def _listwise(self, prompt: str, distinct: list[str]) -> list[float]:
-        tagged = "\n\n".join(f"[{i + 1}]\n{text[:self.max_chars]}" for i, text in enumerate(distinct))
-        user = (f"Instruction:\n{prompt}\n\nResponses:\n{tagged}\n\nReturn a JSON object "
+        tagged = "\n\n".join(f"[{i + 1}]\n{self._fit(text, self.max_chars, 'response')}"
+                               for i, text in enumerate(distinct))
+        instruction = self._fit(prompt, self.max_prompt_chars, "instruction")
+        user = (f"Instruction:\n{instruction}\n\nResponses:\n{tagged}\n\nReturn a JSON object "
                 f'{{"scores": [...]}} with exactly {len(distinct)} numbers in [0, 1], one per response, in order.')
 
         def parse(text: str) -> list[float]:
@@ -84,7 +99,8 @@ class JudgeScorer:
 
     async def _pointwise(self, prompt: str, distinct: list[str]) -> list[float]:
         async def one(text: str) -> float:
-            user = (f"Instruction:\n{prompt}\n\nResponse:\n{text[:self.max_chars]}\n\n"
+            user = (f"Instruction:\n{self._fit(prompt, self.max_prompt_chars, 'instruction')}\n\n"
+                    f"Response:\n{self._fit(text, self.max_chars, 'response')}\n\n"
                     'Return a JSON object {"score": <number in [0, 1]>}.')
             return await self._with_retry(user, lambda reply: _unit(_json_object(reply)["score"]))
 

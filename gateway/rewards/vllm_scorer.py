@@ -4,6 +4,9 @@
 `data[i].probs[label_index]`; with a single-logit reward model vLLM applies a sigmoid, which keeps
 the ranking. `endpoint: pooling` posts to `/pooling` and reads the last value of `data[i].data`.
 Texts are `prompt + "\\n\\n" + candidate`, or the chat template of a local `tokenizer` directory.
+`truncate_prompt_tokens` (default -1: the model's own maximum) is sent with each call, so vLLM keeps
+the last tokens of a text longer than its context (the reply and the end of the prompt) instead
+of refusing it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def _last_number(value: Any) -> float:
 class VLLMRewardScorer:
     def __init__(self, api_base: str, model: str, endpoint: Literal["classify", "pooling"] = "classify",
                  label_index: int = 0, tokenizer: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, truncate_prompt_tokens: int | None = -1) -> None:
         if endpoint not in ("classify", "pooling"):
             raise ValueError(f"vllm scorer endpoint must be classify or pooling, got {endpoint!r}")
         self.name = f"vllm:{model}"
@@ -33,6 +36,7 @@ class VLLMRewardScorer:
         self.model, self.endpoint, self.label_index = model, endpoint, label_index
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout_s = timeout_s
+        self.truncate_prompt_tokens = truncate_prompt_tokens
         self._tokenizer = None
         if tokenizer:
             from transformers import AutoTokenizer
@@ -40,7 +44,10 @@ class VLLMRewardScorer:
             self._tokenizer = AutoTokenizer.from_pretrained(tokenizer)
 
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        body = {"model": self.model, "input": [reward_model_input(self._tokenizer, prompt, c) for c in candidates]}
+        body: dict[str, Any] = {"model": self.model,
+                                "input": [reward_model_input(self._tokenizer, prompt, c) for c in candidates]}
+        if self.truncate_prompt_tokens is not None:
+            body["truncate_prompt_tokens"] = self.truncate_prompt_tokens
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             response = await client.post(self.url, json=body, headers=self.headers)
         if response.status_code != 200:
