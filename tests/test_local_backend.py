@@ -77,10 +77,10 @@ def test_the_server_answers_while_the_model_generates(served):
 
 
 def test_a_prompt_longer_than_the_context_gets_400_without_generating(served):
-    """16 MB is refused before tokenizing; 40 kB is tokenized and refused; a small request beside them
+    """16 MB is refused before tokenizing; 45 kB (9,000 tokens) is tokenized and refused; a small request beside them
     is answered, and /healthz stays quick throughout."""
     url, client, db_path, _ = served
-    for content in ("word " * 3_300_000, "word " * 8_000):
+    for content in ("word " * 3_300_000, "word " * 9_000):
         for stream in (False, True):
             body = {"model": "smollm2", "messages": [{"role": "user", "content": content}], "max_tokens": 8,
                     "stream": stream, "best_of": 1 if stream else 2}
