@@ -76,6 +76,17 @@ def test_the_server_answers_while_the_model_generates(served):
     assert health_s < 1.0 and generated_until > answered_at  # answered mid-generation: it runs off the event loop
 
 
+def test_two_local_models_load_side_by_side(tmp_path: Path):
+    """Two public names on local backends start together (their loader threads used to race on
+    transformers' lazy imports: ImportError at start) and each answers."""
+    models = [ModelConfig(name=name, backend="local", model=EMBEDDED_MODEL, max_tokens=4) for name in ("a", "b")]
+    with running(create_app(Settings(models=models, store=StoreConfig(path=tmp_path / "tao.db"))),
+                 startup_timeout_s=300) as url:
+        client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
+        for name in ("a", "b"):
+            assert client.chat.completions.create(model=name, messages=PROMPT, extra_body={"best_of": 1}).choices
+
+
 def test_a_prompt_longer_than_the_context_gets_400_without_generating(served):
     """16 MB is refused before tokenizing; 45 kB (9,000 tokens) is tokenized and refused; a small request beside them
     is answered, and /healthz stays quick throughout."""

@@ -27,6 +27,11 @@ from gateway.hardware import resolve_dtype
 
 log = logging.getLogger(__name__)
 
+# transformers resolves its classes lazily, and that first resolution is not thread-safe: two local
+# models loading at once (each on its own worker thread) made one fail with "ImportError: cannot import
+# name 'AutoModelForCausalLM'". Their imports take turns.
+_LIBRARY_IMPORT = threading.Lock()
+
 
 def answer_length(sequence: list[int], tokenizer: Any) -> int | None:
     """Tokens before the first end-of-turn (eos or pad) token; None if the answer never ended."""
@@ -85,8 +90,9 @@ class LocalBackend:
         return Path(self.config.model)
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        with _LIBRARY_IMPORT:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = self._model_dir()
         log.info("loading %s from %s", self.config.name, path)
@@ -96,7 +102,8 @@ class LocalBackend:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, resolve_dtype(self.config.dtype)))
         if self.config.adapter:
-            from peft import PeftModel
+            with _LIBRARY_IMPORT:
+                from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, self.config.adapter, adapter_name=self.DEFAULT_ADAPTER)
             self._default_adapter = self.DEFAULT_ADAPTER
