@@ -27,6 +27,7 @@ from typing import Any
 import sqlite_utils
 
 from distill.dataset import is_heldout, load_prompts, prompt_key
+from distill.progress import show_progress
 from distill.publish import move_into_place, register, staging_dir
 from gateway.config import EMBEDDED_NAME
 from gateway.store import REWARD_MODEL_METHOD, CheckpointStatus, FeedbackKind, connection, feedback_verdicts
@@ -140,6 +141,7 @@ def train_reward_model(db_path: Path, options: RewardTrainOptions) -> dict[str, 
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], modules_to_save=["score"])
         trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                                 processing_class=tokenizer, peft_config=lora)
+        show_progress(trainer, "reward model training", verbose=False)
         trainer.train()
         merged = trainer.model.merge_and_unload().eval()
         accuracy = _accuracy(merged, tokenizer, heldout)

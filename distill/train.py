@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.progress import show_progress
 from gateway.config import DistillConfig
 from gateway.hardware import bf16_native
 from gateway.protocol import ChatMessage, scored_prompt
@@ -93,7 +94,9 @@ def _policy(base_dir: Path, config: DistillConfig, init_adapter: Path | None):
     return PeftModel.from_pretrained(model, init_adapter, is_trainable=True), tokenizer, None
 
 
-def _run(trainer: Any, out_dir: Path, eval_dataset: Any = None) -> TrainResult:
+def _run(trainer: Any, out_dir: Path, config: DistillConfig, eval_dataset: Any = None) -> TrainResult:
+    method = type(trainer).__name__.removesuffix("Trainer")
+    show_progress(trainer, f"{method} training", config.verbose)
     output = trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry or "reward" in entry]
     metrics = {k: float(v) for k, v in (logged[-1] if logged else {}).items() if isinstance(v, (int, float))}
@@ -117,7 +120,7 @@ def train_sft(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: Di
     args = SFTConfig(**_common_args(config, work_dir), max_length=config.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
-    return _run(trainer, out_dir, eval_dataset)
+    return _run(trainer, out_dir, config, eval_dataset)
 
 
 def train_dpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
@@ -136,7 +139,7 @@ def train_dpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: Di
                      loss_type=config.dpo_loss, loss_weights=config.dpo_loss_weights, ld_alpha=config.dpo_ld_alpha)
     trainer = DPOTrainer(model=model, args=args, train_dataset=strip(dataset), processing_class=tokenizer,
                          peft_config=peft_config)
-    return _run(trainer, out_dir, strip(eval_dataset))
+    return _run(trainer, out_dir, config, strip(eval_dataset))
 
 
 def scorer_reward(scorer: Scorer) -> Callable[..., list[float]]:
@@ -191,7 +194,7 @@ def train_grpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: D
                       top_p=top_p, use_vllm=use_vllm, log_completions=False)
     trainer = GRPOTrainer(model=model, reward_funcs=scorer_reward(scorer), args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config)
-    return _run(trainer, out_dir)
+    return _run(trainer, out_dir, config)
 
 
 METHODS: dict[str, Callable[..., TrainResult]] = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo}

@@ -297,6 +297,8 @@ class DistillConfig(BaseModel):
     lock_ttl_s: float = Field(120.0, gt=0, description="The distill lock's lease: renewed by the running job; a "
                               "job killed without releasing it blocks the next one for at most this long.")
     seed: int = 0
+    verbose: bool = Field(False, description="Print the trainer's raw metrics at every step (by default each "
+                          "training run shows one progress bar with its loss and reward margin).")
 
     @model_validator(mode="after")
     def _rank_servable(self) -> DistillConfig:

@@ -31,7 +31,7 @@ from gateway.config import (
 from tao.demo.config import DemoConfig
 from tao.flags import add_field_flags, explain, field_values, show_default
 
-DISTILL_FLAGS = ("method", "model", "epochs", "max_steps", "checkpoints_dir")  # distill: keys a command line may override
+DISTILL_FLAGS = ("method", "model", "epochs", "max_steps", "checkpoints_dir", "verbose")  # distill: keys a command line may override
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 REWARD_TRAIN_HELP = {  # RewardTrainOptions is a plain dataclass: its fields carry no descriptions
     "out_dir": "where trained reward models are written",

@@ -115,6 +115,8 @@ def test_dpo_publishes_an_adapter_that_loads_with_peft_and_changes_the_model(log
     run = tao("distill", "--config", str(config), "--method", "dpo", "--max-steps", "3", "--since", "all")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "base best-of-N (logged)" in run.stdout and "best-of-N gain recovered" in run.stdout
+    assert "DPO training" in run.stderr and "margin=" in run.stderr  # one bar per training run, its postfix
+    assert "{'loss'" not in run.stdout + run.stderr  # not TRL's metrics dict at every step
     [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
     assert row["status"] == "candidate" and row["method"] == "dpo" and row["model"] == "smollm2"
     metrics = json.loads(row["metrics"])
@@ -144,9 +146,10 @@ def test_dpo_publishes_an_adapter_that_loads_with_peft_and_changes_the_model(log
 
 def test_an_iterated_round_samples_from_the_adapter_and_trains_it_again(logged: Path, tmp_path: Path):
     config = fresh_copy(logged, tmp_path, gate_margin=-1.0, rounds=2, round_best_of=2, max_steps=2)
-    run = tao("distill", "--config", str(config), "--method", "dpo", "--since", "all")
+    run = tao("distill", "--config", str(config), "--method", "dpo", "--since", "all", "--verbose")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "round 2: best-of-2 from the adapter" in run.stderr  # its progress bar
+    assert (run.stdout + run.stderr).count("{'loss'") >= 4  # --verbose: the raw metrics of every step, 2 rounds
     [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
     counts = json.loads(row["metrics"])["counts"]
     # Round 2 pairs the best known answer over the adapter's own weaker ones (which texts those

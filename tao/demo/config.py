@@ -33,6 +33,8 @@ class DemoConfig(BaseModel):
                         "many rounds at most.")
     concurrency: int = Field(8, ge=1, description="Requests in flight at once (queued ones share the local model's "
                              "generate calls: 8 gives 1.97× the tokens/s of 1, bench/local_batching.py).")
+    verbose: bool = Field(DistillConfig.model_fields["verbose"].default,
+                          description=DistillConfig.model_fields["verbose"].description)
     gate_margin: float = Field(DistillConfig.model_fields["gate_margin"].default,
                                description="Publish only if the lower bound of the N=1 reward gain is above this.")
     rollout_margin: float = Field(RolloutConfig.model_fields["margin"].default,

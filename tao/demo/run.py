@@ -52,6 +52,7 @@ def demo_settings(opts: DemoConfig) -> Settings:
         distill=DistillConfig(method=opts.method, rounds=opts.distill_rounds, max_steps=opts.max_steps,
                               checkpoints_dir=opts.out / "checkpoints",
                               seed=opts.seed, max_new_tokens=opts.max_tokens, gate_margin=opts.gate_margin,
+                              verbose=opts.verbose,
                               min_train_prompts=2, min_heldout_prompts=1),
         rollout=RolloutConfig(margin=opts.rollout_margin),
     )
