@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import time
 
-from gateway.config import RewardConfig
+from gateway.config import DefaultReward
 from gateway.rewards import build_scorer
 from gateway.rewards.instructions import detect, warm_up
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--filler", choices=sorted(FILLERS), default=None, help="one filler only (default: both)")
     args = parser.parse_args()
     warm_up()
-    scorer = build_scorer(RewardConfig())
+    scorer = build_scorer(DefaultReward())
     sizes, size = [], args.min_kb
     while size <= args.max_kb:
         sizes.append(size)

@@ -218,8 +218,7 @@ class Engine:
     async def _select(self, req: ServeRequest, pool: CandidatePool) -> list[int]:
         """The candidates to return, best first: by reward; where the prompt states nothing the scorer
         can verify, near-ties of the reward (`reward.tie_margin`) are ordered by consensus."""
-        unverifiable = getattr(self.scorer, "states_something_verifiable", None)
-        if self.reward.tie_margin > 0 and pool.scored and len(pool.candidates) > 1 and unverifiable is not None \
+        if self.reward.tie_margin > 0 and pool.scored and len(pool.candidates) > 1 \
                 and not await self._states_something_verifiable(req.prompt):
             return select_best_candidates(pool.scores, req.n, [c.text for c in pool.candidates], self.reward.tie_margin)
         return select_best_candidates(pool.scores, req.n)

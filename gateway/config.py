@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -119,27 +119,86 @@ class ReadWindow(BaseModel):
                                       "(closing phrases, a P.S.).")
 
 
-class RewardConfig(BaseModel):
-    """A scorer: `kind` picks it from the registry; other keys are the scorer's own options."""
+class ScorerSettings(BaseModel):
+    """What every scorer kind shares: its weight in an ensemble, its time budget, near-ties and the
+    read window. `timeout_s`, `tie_margin` and `read` are the top-level scorer's (an ensemble's
+    members score within the ensemble's)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    kind: str = "default"
     weight: float = Field(1.0, description="Weight inside an ensemble.")
-    timeout_s: float = Field(10.0, gt=0, description="Scoring slower than this degrades the reply.")
+    timeout_s: float = Field(10.0, gt=0, description="Scoring slower than this degrades the reply, and the work "
+                             "is stopped; also the time a judge or vLLM scorer gives one HTTP call.")
     tie_margin: float = Field(0.05, ge=0, description="On prompts that state nothing the scorer can verify (the "
                               "default scorer says so), candidates within this of the best reward are near-ties: the "
-                              "one most similar to the others (consensus, MBR) is served (bench/selectors.py: +11.7 "
-                              "points over a random pick and +3.7 over the reward alone on questions with one right "
-                              "answer). Rewards are unchanged and rollouts compare best-candidate rewards. "
-                              "0: ties keep generation order.")
-    members: list[RewardConfig] = Field(default_factory=list, description="For kind: ensemble.")
+                              "one most similar to the others (consensus, MBR) is served. Rewards are unchanged and "
+                              "rollouts compare best-candidate rewards. 0: ties keep generation order.")
     read: ReadWindow = Field(default_factory=ReadWindow, description="How much of each prompt and candidate the "
-                             "scorer reads (top level only: an ensemble's members read what the ensemble reads).")
+                             "scorer reads.")
 
-    def options(self) -> dict[str, Any]:
-        """The scorer-specific keys (everything not common to all scorers)."""
-        return dict(self.model_extra or {})
+
+class DefaultReward(ScorerSettings):
+    """The offline instruction-following scorer: IFEval's checks on the instructions the prompt states
+    (gateway/rewards/default.py)."""
+
+    kind: Literal["default"] = "default"
+
+
+class PythonReward(ScorerSettings):
+    """Your own function, importable as `module:function(prompt, candidates) -> list[float]`."""
+
+    kind: Literal["python"] = "python"
+    function: str = Field(description="`module:function`, called with the prompt text and the candidate texts.")
+
+
+class EnsembleReward(ScorerSettings):
+    """A weighted sum of other scorers, run concurrently; any member failing fails the ensemble."""
+
+    kind: Literal["ensemble"] = "ensemble"
+    members: list[RewardConfig] = Field(min_length=1, description="The scorers to add up, each with its `weight`.")
+
+
+class HFReward(ScorerSettings):
+    """A transformers sequence-classification reward model from a local directory."""
+
+    kind: Literal["hf"] = "hf"
+    path: str = Field(description="The model directory (no hub access: a local path).")
+    max_length: int = Field(2048, ge=1, description="Tokens per prompt and reply; a longer text loses its start.")
+    batch_size: int = Field(16, ge=1, description="Candidates per forward pass.")
+
+
+class JudgeReward(ScorerSettings):
+    """An LLM judge through LiteLLM (gateway/rewards/judge.py)."""
+
+    kind: Literal["judge"] = "judge"
+    model: str = Field(description="LiteLLM model string of the judge.")
+    api_base: str | None = Field(None, description="Passed to LiteLLM.")
+    api_key: str | None = Field(None, description="Passed to LiteLLM.")
+    mode: Literal["listwise", "pointwise"] = Field("listwise", description="listwise: one call sees every distinct "
+                                                   "candidate; pointwise: one call per candidate.")
+    temperature: float = Field(0.0, ge=0, description="The judge's sampling temperature.")
+    max_chars: int = Field(4000, ge=1, description="Characters of each candidate the judge reads.")
+    max_prompt_chars: int = Field(8000, ge=1, description="Characters of the prompt the judge reads.")
+
+
+class VLLMReward(ScorerSettings):
+    """A reward model served by vLLM's pooling runner: all candidates in one HTTP call."""
+
+    kind: Literal["vllm"] = "vllm"
+    api_base: str = Field(description="The vLLM server, e.g. http://vllm-rm:8000/v1.")
+    model: str = Field(description="The served reward model's name.")
+    endpoint: Literal["classify", "pooling"] = Field("classify", description="vLLM's /classify or /pooling.")
+    label_index: int = Field(0, ge=0, description="classify: which class probability is the reward.")
+    tokenizer: str | None = Field(None, description="A local tokenizer directory whose chat template joins prompt "
+                                  "and reply; unset: joined by a blank line.")
+    api_key: str | None = Field(None, description="Bearer key for the vLLM server.")
+    truncate_prompt_tokens: int | None = Field(-1, ge=-1, description="Sent to vLLM: -1 keeps the last tokens up to "
+                                               "the model's context; unset: vLLM refuses a longer text.")
+
+
+RewardConfig = Annotated[DefaultReward | PythonReward | EnsembleReward | HFReward | JudgeReward | VLLMReward,
+                         Field(discriminator="kind")]
+EnsembleReward.model_rebuild()
 
 
 class StoreConfig(BaseModel):
@@ -330,7 +389,7 @@ class Settings(BaseSettings):
     )
 
     models: list[ModelConfig] = Field(default_factory=default_models)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
+    reward: RewardConfig = Field(default_factory=DefaultReward)
     store: StoreConfig = Field(default_factory=StoreConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)

@@ -14,7 +14,6 @@ from gateway.app import create_app
 from gateway.config import (
     AuthConfig,
     ModelConfig,
-    RewardConfig,
     RolloutConfig,
     ServerConfig,
     Settings,
@@ -80,7 +79,7 @@ def gateway(tmp_path: Path, fake, transport: str):
                   "api_key": "none", "best_of": 4, "max_best_of": 16, "num_retries": 0, "transport": transport, **model}
         settings = Settings(
             models=[ModelConfig(**config)],
-            reward=RewardConfig(**(reward or {"kind": "default"})),
+            reward=reward or {"kind": "default"},  # validated into its kind's model
             store=StoreConfig(path=tmp_path / "tao.db", **(store or {})),
             server=ServerConfig(**(server or {})),
             auth=AuthConfig(**(auth or {})),

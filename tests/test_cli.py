@@ -99,7 +99,8 @@ def test_demo_flags_build_the_demo_config_and_show_its_defaults(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     for name, field in DemoConfig.model_fields.items():
         assert f"--{name.replace('_', '-')} " in help_text
-        assert field.default is None or f"(default: {show_default(field.default)})" in help_text
+        if field.default not in (None, False):  # a plain --switch is off unless given
+            assert f"(default: {show_default(field.default)})" in help_text
     assert "(default: 80)" in help_text and "(default: ./tao-demo)" in help_text  # as the README says
 
 

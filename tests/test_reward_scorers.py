@@ -6,7 +6,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.config import RewardConfig
+from gateway.config import HFReward, JudgeReward, VLLMReward
 from gateway.rewards import build_scorer
 from gateway.rewards.base import ScorerOutputError
 from tao.fake_upstream import FakeConfig, FakeUpstream
@@ -31,14 +31,14 @@ def tiny_reward_model(tmp_path_factory) -> Path:
 
 
 def test_hf_scores_all_candidates_in_one_batch_like_one_at_a_time(tiny_reward_model: Path):
-    scorer = build_scorer(RewardConfig(kind="hf", path=str(tiny_reward_model)))
+    scorer = build_scorer(HFReward(path=str(tiny_reward_model)))
     candidates = ["short", "a somewhat longer answer", "short"]
     batched = asyncio.run(scorer.score("Say something.", candidates))
     singles = [asyncio.run(scorer.score("Say something.", [c]))[0] for c in candidates]
     assert batched == pytest.approx(singles, abs=1e-4)  # padding does not change a score
     assert batched[0] == pytest.approx(batched[2]) and batched[0] != pytest.approx(batched[1])
     with pytest.raises(ValueError, match="not a model directory"):
-        build_scorer(RewardConfig(kind="hf", path="/nonexistent/model"))
+        build_scorer(HFReward(path="/nonexistent/model"))
 
 
 def test_hf_scorer_ranks_best_of_n_in_the_gateway(gateway, fake, tiny_reward_model: Path):
@@ -47,7 +47,7 @@ def test_hf_scorer_ranks_best_of_n_in_the_gateway(gateway, fake, tiny_reward_mod
     with gateway(reward={"kind": "hf", "path": str(tiny_reward_model)}) as gw:
         tao = gw.client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "x"}],
                                                 extra_body={"best_of": 3}).model_extra["tao"]
-    direct = asyncio.run(build_scorer(RewardConfig(kind="hf", path=str(tiny_reward_model))).score("x", upstream.config.texts))
+    direct = asyncio.run(build_scorer(HFReward(path=str(tiny_reward_model))).score("x", upstream.config.texts))
     assert tao["scores"] == pytest.approx(direct, abs=1e-4)
     assert tao["winner"] == max(range(3), key=lambda i: direct[i])
 
@@ -55,7 +55,7 @@ def test_hf_scorer_ranks_best_of_n_in_the_gateway(gateway, fake, tiny_reward_mod
 def judge_scores(judge_texts: list[str], candidates: list[str], **options) -> tuple[list[float], FakeUpstream]:
     judge = FakeUpstream(FakeConfig(texts=judge_texts))
     with running(judge) as url:
-        scorer = build_scorer(RewardConfig(kind="judge", model="openai/judge", api_base=url + "/v1",
+        scorer = build_scorer(JudgeReward(model="openai/judge", api_base=url + "/v1",
                                            api_key="none", **options))
         try:
             return asyncio.run(scorer.score("Answer in lowercase.", candidates)), judge
@@ -123,7 +123,7 @@ class FakePooling:
 def test_vllm_scorer_scores_all_candidates_in_one_request():
     server = FakePooling()
     with running(server) as url:
-        scorer = build_scorer(RewardConfig(kind="vllm", api_base=url + "/v1", model="Skywork/Skywork-Reward-V2"))
+        scorer = build_scorer(VLLMReward(api_base=url + "/v1", model="Skywork/Skywork-Reward-V2"))
         scores = asyncio.run(scorer.score("p", ["a", "abc", "ab"]))
     assert scores == pytest.approx([0.04, 0.06, 0.05])  # "p\n\n" + candidate, in candidate order
     [call] = server.bodies
@@ -139,14 +139,14 @@ def test_a_long_prompt_reaches_each_scorer_fitted_to_its_context(tiny_reward_mod
     candidate = "Yes. " * 40_000
     judge = FakeUpstream(FakeConfig(texts=['{"scores": [0.5]}']))
     with running(judge) as url, caplog.at_level("INFO"):
-        scorer = build_scorer(RewardConfig(kind="judge", model="openai/judge", api_base=url + "/v1",
+        scorer = build_scorer(JudgeReward(model="openai/judge", api_base=url + "/v1",
                                            api_key="none", max_chars=1000, max_prompt_chars=2000))
         assert asyncio.run(scorer.score(prompt, [candidate])) == [0.5]
     sent = judge.bodies[0]["messages"][-1]["content"]
     assert len(sent) < 4000 and "Rules first." in sent and "Answer in one word." in sent
     assert "read 2000 of the" in caplog.text and "read 1000 of the" in caplog.text
 
-    hf = build_scorer(RewardConfig(kind="hf", path=str(tiny_reward_model), max_length=64))
+    hf = build_scorer(HFReward(path=str(tiny_reward_model), max_length=64))
     with caplog.at_level("INFO"):
         yes, no = asyncio.run(hf.score(prompt, ["Yes.", "No, never."]))
     assert yes != pytest.approx(no, abs=1e-6)  # cut at the end, both would read the same 64 prompt tokens
@@ -154,6 +154,6 @@ def test_a_long_prompt_reaches_each_scorer_fitted_to_its_context(tiny_reward_mod
 
     server = FakePooling()
     with running(server) as url:
-        asyncio.run(build_scorer(RewardConfig(kind="vllm", api_base=url + "/v1", model="rm")).score(prompt, ["a"]))
+        asyncio.run(build_scorer(VLLMReward(api_base=url + "/v1", model="rm")).score(prompt, ["a"]))
     [call] = server.bodies
     assert call["truncate_prompt_tokens"] == -1 and len(call["input"][0]) < 20_000

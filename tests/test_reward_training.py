@@ -68,10 +68,10 @@ def test_reward_model_from_feedback_beats_chance_on_held_out_pairs(tmp_path: Pat
 
     import asyncio
 
-    from gateway.config import RewardConfig
+    from gateway.config import HFReward
     from gateway.rewards import build_scorer
 
-    scorer = build_scorer(RewardConfig(kind="hf", path=row["path"]))
+    scorer = build_scorer(HFReward(path=row["path"]))
     good, bad = asyncio.run(scorer.score("Tell me something about owls.",
                                          ["Owls can be calm and interesting to learn about.", "OWLS!!! OWLS NO NO NO."]))
     assert good > bad

@@ -1,8 +1,9 @@
 import asyncio
 
 import pytest
+from pydantic import ValidationError
 
-from gateway.config import RewardConfig
+from gateway.config import EnsembleReward, PythonReward, Settings
 from gateway.rewards import build_scorer, scorer_kinds
 from gateway.rewards.default import instruction_following
 from gateway.rewards.instructions import detect
@@ -88,16 +89,22 @@ def test_a_postscript_is_not_one_of_the_sentences():
 
 def test_registry_builds_python_and_ensemble_scorers():
     assert {"default", "python", "ensemble"} <= set(scorer_kinds())
-    ensemble = build_scorer(RewardConfig(kind="ensemble", members=[
-        RewardConfig(kind="python", function="tests.scorers:longest", weight=0.5),
-        RewardConfig(kind="python", function="tests.scorers:prefers_keyword", weight=10.0),
+    ensemble = build_scorer(EnsembleReward(members=[
+        PythonReward(function="tests.scorers:longest", weight=0.5),
+        PythonReward(function="tests.scorers:prefers_keyword", weight=10.0),
     ]))
     scores = asyncio.run(ensemble.score("p", ["WINNER", "longer text"]))
     assert scores == [0.5 * 6 + 10.0, 0.5 * 11]
 
 
-def test_registry_refuses_unknown_kinds_and_bad_functions():
-    with pytest.raises(ValueError, match="unknown reward kind 'magic'"):
-        build_scorer(RewardConfig(kind="magic"))
+def test_config_refuses_unknown_kinds_and_misspelt_keys_naming_them_and_bad_functions_at_build():
+    with pytest.raises(ValidationError, match="'magic'.*expected tags: 'default', 'python'"):
+        Settings(reward={"kind": "magic"})
+    with pytest.raises(ValidationError, match=r"reward\.judge\.modle\s+Extra inputs are not permitted"):
+        Settings(reward={"kind": "judge", "modle": "openai/judge"})
+    with pytest.raises(ValidationError, match=r"reward\.judge\.model\s+Field required"):
+        Settings(reward={"kind": "judge"})
+    with pytest.raises(ValidationError, match=r"reward\.ensemble\.members\.0\.python\.function"):
+        Settings(reward={"kind": "ensemble", "members": [{"kind": "python"}]})
     with pytest.raises(ValueError, match="module:function"):
-        build_scorer(RewardConfig(kind="python", function="no_colon"))
+        build_scorer(PythonReward(function="no_colon"))

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from gateway.config import RewardConfig
+from gateway.config import (
+    DefaultReward,
+    EnsembleReward,
+    HFReward,
+    JudgeReward,
+    PythonReward,
+    RewardConfig,
+    VLLMReward,
+)
 from gateway.rewards.base import FunctionScorer, Scorer, ScorerOutputError
 from gateway.rewards.reading import OnSkipped, WindowedScorer
 
-ScorerFactory = Callable[[RewardConfig], Scorer]
+ScorerFactory = Callable[[Any], Scorer]  # takes the kind's own config model (gateway/config.py)
 _REGISTRY: dict[str, ScorerFactory] = {}
 
 
 def register_scorer(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:
-    """Decorator: make `reward: {kind: <kind>, ...}` build a scorer with this factory."""
+    """Decorator: make `reward: {kind: <kind>, ...}` build a scorer with this factory, which gets the
+    kind's config model (a new kind also adds its model to the `RewardConfig` union)."""
 
     def add(factory: ScorerFactory) -> ScorerFactory:
         _REGISTRY[kind] = factory
@@ -40,45 +50,45 @@ def _build(config: RewardConfig) -> Scorer:
 
 
 @register_scorer("default")
-def _default(config: RewardConfig) -> Scorer:
+def _default(config: DefaultReward) -> Scorer:
     from gateway.rewards import default
 
-    return default.build(**config.options())
+    return default.build()
 
 
 @register_scorer("python")
-def _python(config: RewardConfig) -> Scorer:
+def _python(config: PythonReward) -> Scorer:
     from gateway.rewards import python_scorer
 
-    return python_scorer.build(**config.options())
+    return python_scorer.build(config.function)
 
 
 @register_scorer("ensemble")
-def _ensemble(config: RewardConfig) -> Scorer:
+def _ensemble(config: EnsembleReward) -> Scorer:
     from gateway.rewards.ensemble import EnsembleScorer
 
     return EnsembleScorer([(member.weight, _build(member)) for member in config.members])
 
 
 @register_scorer("hf")
-def _hf(config: RewardConfig) -> Scorer:
+def _hf(config: HFReward) -> Scorer:
     from gateway.rewards.hf import HFRewardModel
 
-    return HFRewardModel(**config.options())
+    return HFRewardModel(config)
 
 
 @register_scorer("judge")
-def _judge(config: RewardConfig) -> Scorer:
+def _judge(config: JudgeReward) -> Scorer:
     from gateway.rewards.judge import JudgeScorer
 
-    return JudgeScorer(**config.options())
+    return JudgeScorer(config)
 
 
 @register_scorer("vllm")
-def _vllm(config: RewardConfig) -> Scorer:
+def _vllm(config: VLLMReward) -> Scorer:
     from gateway.rewards.vllm_scorer import VLLMRewardScorer
 
-    return VLLMRewardScorer(**config.options())
+    return VLLMRewardScorer(config)
 
 
 __all__ = ["FunctionScorer", "Scorer", "ScorerOutputError", "build_scorer", "register_scorer", "scorer_kinds"]

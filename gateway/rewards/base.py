@@ -10,10 +10,17 @@ from gateway.rewards.stopping import run_stoppable
 
 
 class Scorer(Protocol):
+    """What the engine asks of a scorer: rewards for candidates, and whether a prompt gives it
+    anything to verify (where it does not, near-ties are broken by consensus: `reward.tie_margin`)."""
+
     name: str
 
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         """Rewards, higher is better, one per candidate in order. May raise: the engine degrades."""
+
+    async def states_something_verifiable(self, prompt: str) -> bool:
+        """Does the prompt state anything this scorer checks? True when the scorer cannot tell (a
+        reward model, a judge): then the reward alone ranks the candidates."""
 
 
 class ScorerOutputError(ValueError):

@@ -15,6 +15,11 @@ class EnsembleScorer:
         self.members = members
         self.name = "ensemble(" + ",".join(f"{w:g}*{s.name}" for w, s in members) + ")"
 
+    async def states_something_verifiable(self, prompt: str) -> bool:
+        """Yes when any member says so: then the summed reward, not consensus, ranks near-ties."""
+        answers = await asyncio.gather(*(s.states_something_verifiable(prompt) for _, s in self.members))
+        return any(answers)
+
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         results = await asyncio.gather(*(s.score(prompt, candidates) for _, s in self.members))
         return [

@@ -15,21 +15,23 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from gateway.config import HFReward
 from gateway.rewards.base import reward_model_input, validated
 
 log = logging.getLogger(__name__)
 
 
 class HFRewardModel:
-    def __init__(self, path: str, max_length: int = 2048, batch_size: int = 16) -> None:
+    def __init__(self, config: HFReward) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        path = config.path
         if not Path(path).is_dir():
             raise ValueError(f"hf scorer: {path} is not a model directory (no hub access: give a local path)")
         self.name = f"hf:{Path(path).name}"
-        self.max_length = max_length
-        self.batch_size = batch_size
+        self.max_length = config.max_length
+        self.batch_size = config.batch_size
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
@@ -40,6 +42,9 @@ class HFRewardModel:
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.model.config.pad_token_id = self.tokenizer.pad_token_id  # where the last real token is
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-reward")
+
+    async def states_something_verifiable(self, prompt: str) -> bool:
+        return True  # it scores every prompt alike: the reward alone ranks
 
     def score_blocking(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         import torch

@@ -12,8 +12,9 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
+from gateway.config import JudgeReward
 from gateway.rewards.base import ScorerOutputError
 from gateway.rewards.reading import excerpt
 
@@ -44,16 +45,13 @@ def _unit(value: Any) -> float:
 
 
 class JudgeScorer:
-    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None,
-                 mode: Literal["listwise", "pointwise"] = "listwise", temperature: float = 0.0,
-                 timeout_s: float = 60.0, max_chars: int = 4000, max_prompt_chars: int = 8000) -> None:
-        if mode not in ("listwise", "pointwise"):
-            raise ValueError(f"judge mode must be listwise or pointwise, got {mode!r}")
-        self.name = f"judge:{model}"
-        self.model, self.api_base, self.api_key = model, api_base, api_key
-        self.mode, self.temperature, self.timeout_s, self.max_chars = mode, temperature, timeout_s, max_chars
-        self.max_prompt_chars = max_prompt_chars
+    def __init__(self, config: JudgeReward) -> None:
+        self.name = f"judge:{config.model}"
+        self.config = config
         self.calls = 0
+
+    async def states_something_verifiable(self, prompt: str) -> bool:
+        return True  # it scores every prompt alike: the reward alone ranks
 
     def _fit(self, text: str, limit: int, what: str) -> str:
         """`text` within `limit` characters: its start and its end, with a notice when it is cut."""
@@ -67,12 +65,14 @@ class JudgeScorer:
         import litellm
 
         self.calls += 1
-        kwargs: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "timeout": self.timeout_s,
+        config = self.config
+        kwargs: dict[str, Any] = {"model": config.model, "temperature": config.temperature,
+                                  "timeout": config.timeout_s,
                                   "messages": [{"role": "system", "content": RUBRIC}, {"role": "user", "content": user}]}
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        if self.api_key:
-            kwargs["api_key"] = self.api_key
+        if config.api_base:
+            kwargs["api_base"] = config.api_base
+        if config.api_key:
+            kwargs["api_key"] = config.api_key
         response = await litellm.acompletion(**kwargs)
         return response.choices[0].message.content or ""
 
@@ -83,9 +83,9 @@ class JudgeScorer:
             return parse(await self._ask(user + "\n\nReply with the JSON object only."))
 
     async def _listwise(self, prompt: str, distinct: list[str]) -> list[float]:
-        tagged = "\n\n".join(f"[{i + 1}]\n{self._fit(text, self.max_chars, 'response')}"
+        tagged = "\n\n".join(f"[{i + 1}]\n{self._fit(text, self.config.max_chars, 'response')}"
                                for i, text in enumerate(distinct))
-        instruction = self._fit(prompt, self.max_prompt_chars, "instruction")
+        instruction = self._fit(prompt, self.config.max_prompt_chars, "instruction")
         user = (f"Instruction:\n{instruction}\n\nResponses:\n{tagged}\n\nReturn a JSON object "
                 f'{{"scores": [...]}} with exactly {len(distinct)} numbers in [0, 1], one per response, in order.')
 
@@ -99,8 +99,8 @@ class JudgeScorer:
 
     async def _pointwise(self, prompt: str, distinct: list[str]) -> list[float]:
         async def one(text: str) -> float:
-            user = (f"Instruction:\n{self._fit(prompt, self.max_prompt_chars, 'instruction')}\n\n"
-                    f"Response:\n{self._fit(text, self.max_chars, 'response')}\n\n"
+            user = (f"Instruction:\n{self._fit(prompt, self.config.max_prompt_chars, 'instruction')}\n\n"
+                    f"Response:\n{self._fit(text, self.config.max_chars, 'response')}\n\n"
                     'Return a JSON object {"score": <number in [0, 1]>}.')
             return await self._with_retry(user, lambda reply: _unit(_json_object(reply)["score"]))
 
@@ -108,6 +108,6 @@ class JudgeScorer:
 
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         distinct = list(dict.fromkeys(candidates))  # identical candidates are judged once
-        judged = await (self._listwise if self.mode == "listwise" else self._pointwise)(prompt, distinct)
+        judged = await (self._listwise if self.config.mode == "listwise" else self._pointwise)(prompt, distinct)
         by_text = dict(zip(distinct, judged))
         return [by_text[c] for c in candidates]

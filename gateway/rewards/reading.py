@@ -77,6 +77,5 @@ class WindowedScorer:
         return await self.scorer.score(self._prompt(prompt), self._candidates(candidates))
 
     async def states_something_verifiable(self, prompt: str) -> bool:
-        """The wrapped scorer's answer on the same window; True when it cannot tell."""
-        ask = getattr(self.scorer, "states_something_verifiable", None)
-        return True if ask is None else await ask(self._prompt(prompt, count=False))  # counted when scored
+        """The wrapped scorer's answer on the same window."""
+        return await self.scorer.states_something_verifiable(self._prompt(prompt, count=False))  # counted when scored

@@ -12,10 +12,11 @@ of refusing it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
+from gateway.config import VLLMReward
 from gateway.rewards.base import ScorerOutputError, reward_model_input, validated
 
 
@@ -26,36 +27,34 @@ def _last_number(value: Any) -> float:
 
 
 class VLLMRewardScorer:
-    def __init__(self, api_base: str, model: str, endpoint: Literal["classify", "pooling"] = "classify",
-                 label_index: int = 0, tokenizer: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 30.0, truncate_prompt_tokens: int | None = -1) -> None:
-        if endpoint not in ("classify", "pooling"):
-            raise ValueError(f"vllm scorer endpoint must be classify or pooling, got {endpoint!r}")
-        self.name = f"vllm:{model}"
-        self.url = api_base.rstrip("/").removesuffix("/v1") + "/" + endpoint
-        self.model, self.endpoint, self.label_index = model, endpoint, label_index
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.timeout_s = timeout_s
-        self.truncate_prompt_tokens = truncate_prompt_tokens
+    def __init__(self, config: VLLMReward) -> None:
+        self.name = f"vllm:{config.model}"
+        self.config = config
+        self.url = config.api_base.rstrip("/").removesuffix("/v1") + "/" + config.endpoint
+        self.headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._tokenizer = None
-        if tokenizer:
+        if config.tokenizer:
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            self._tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+
+    async def states_something_verifiable(self, prompt: str) -> bool:
+        return True  # it scores every prompt alike: the reward alone ranks
 
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        body: dict[str, Any] = {"model": self.model,
+        config = self.config
+        body: dict[str, Any] = {"model": config.model,
                                 "input": [reward_model_input(self._tokenizer, prompt, c) for c in candidates]}
-        if self.truncate_prompt_tokens is not None:
-            body["truncate_prompt_tokens"] = self.truncate_prompt_tokens
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        if config.truncate_prompt_tokens is not None:
+            body["truncate_prompt_tokens"] = config.truncate_prompt_tokens
+        async with httpx.AsyncClient(timeout=config.timeout_s) as client:
             response = await client.post(self.url, json=body, headers=self.headers)
         if response.status_code != 200:
             raise ScorerOutputError(f"vllm scorer: HTTP {response.status_code}: {response.text[:200]}")
         try:
             rows = sorted(response.json()["data"], key=lambda row: row["index"])
-            if self.endpoint == "classify":
-                scores = [float(row["probs"][self.label_index]) for row in rows]
+            if config.endpoint == "classify":
+                scores = [float(row["probs"][config.label_index]) for row in rows]
             else:
                 scores = [_last_number(row["data"]) for row in rows]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
