@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -196,8 +196,17 @@ class VLLMReward(ScorerSettings):
                                                "the model's context; unset: vLLM refuses a longer text.")
 
 
-RewardConfig = Annotated[DefaultReward | PythonReward | EnsembleReward | HFReward | JudgeReward | VLLMReward,
-                         Field(discriminator="kind")]
+def _reward_kind(value: Any) -> str:
+    """The kind a reward section names; `default` where it names none (`reward: {timeout_s: 5}`)."""
+    return value.get("kind", "default") if isinstance(value, dict) else getattr(value, "kind", "default")
+
+
+RewardConfig = Annotated[
+    Annotated[DefaultReward, Tag("default")] | Annotated[PythonReward, Tag("python")]
+    | Annotated[EnsembleReward, Tag("ensemble")] | Annotated[HFReward, Tag("hf")]
+    | Annotated[JudgeReward, Tag("judge")] | Annotated[VLLMReward, Tag("vllm")],
+    Discriminator(_reward_kind),
+]
 EnsembleReward.model_rebuild()
 
 

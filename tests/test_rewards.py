@@ -108,3 +108,4 @@ def test_config_refuses_unknown_kinds_and_misspelt_keys_naming_them_and_bad_func
         Settings(reward={"kind": "ensemble", "members": [{"kind": "python"}]})
     with pytest.raises(ValueError, match="module:function"):
         build_scorer(PythonReward(function="no_colon"))
+    assert Settings(reward={"timeout_s": 5}).reward.kind == "default"  # a section naming no kind: the default
