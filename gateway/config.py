@@ -68,10 +68,10 @@ class ModelConfig(BaseModel):
     top_p: float = 0.95
     max_tokens: int = Field(256, ge=1)
     dtype: WeightDtype = Field(
-        "auto", description="Local backend: the weights' dtype. auto: bfloat16 where the hardware runs it natively "
-        "(a GPU, or a CPU with AVX512-BF16 or AMX), float32 elsewhere. bfloat16 generates 1.7–1.9× the tokens/s of "
-        "float32 on the 2-core EPYC here (SmolLM2-135M, 64 sequences of 64 tokens; bench/bf16.py), at slightly "
-        "different numerics; the distill job's round sampler uses it when distill.bf16 is on.")
+        "auto", description="Local backend: the weights' dtype. auto: bfloat16 where the hardware runs it natively (a"
+                            " GPU, or a CPU with AVX512-BF16 or AMX), float32 elsewhere; bfloat16 is faster at "
+                            "slightly different numerics (docs/benchmarks). The distill job's round sampler uses it "
+                            "when distill.bf16 is on.")
     max_batch_sequences: int = Field(64, ge=1, description="Local backend: most sequences in one generate call. "
                                      "Requests queued while the model works, with the same sampling settings and "
                                      "adapter and no seed, share the next call (bench/local_batching.py).")
@@ -280,7 +280,8 @@ class RolloutConfig(BaseModel):
     max_error_rate_increase: float = Field(0.05, ge=0, description="Candidate error rate over incumbent's.")
     shadow_fraction: float = Field(0.25, ge=0, le=1, description="Incumbent requests also answered by the "
                                    "candidate in the background: the same-prompt pairs the policy compares.")
-    check_interval_s: float = Field(5.0, gt=0, description="How often the policy looks for a new look's worth of pairs.")
+    check_interval_s: float = Field(5.0, gt=0, description="How often the policy looks for a new look's worth of "
+                                                           "pairs.")
     candidate_best_of: int = Field(1, ge=1, description="N the candidate arm serves at.")
 
     @model_validator(mode="after")
@@ -303,22 +304,21 @@ class DistillConfig(BaseModel):
         "dpo", description="dpo: logged preference pairs; grpo: online RL with the gateway's own scorer; "
         "sft: the winners (rejection-sampling fine-tuning); sft+dpo: SFT, then DPO on the same adapter.")
     rounds: int = Field(6, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
-                        "round_best_of answers per training prompt from the new adapter through the local "
-                        "backend, score them with the gateway's scorer, pair them (round_rejected) and train "
-                        "the same adapter again. Distilled N=1 on 28 held-out prompts of one benchmark log after "
-                        "rounds 1-6: 0.541, 0.581, 0.625, 0.692, 0.743, 0.728 (base 0.484, best-of-8 0.779; "
-                        "bench/README.md).")
+                                             "round_best_of answers per training prompt from the new adapter through "
+                                             "the local backend, score them with the gateway's scorer, pair them "
+                                             "(round_rejected) and train the same adapter again. How the gain grows "
+                                             "with rounds: docs/benchmarks.")
     round_best_of: int = Field(8, ge=2, description="Samples per training prompt in an iterated round.")
-    bf16: bool | None = Field(None, description="Mixed precision: train under bf16 autocast (fp32 master weights) "
-                              "and sample the iterated rounds from bf16 weights. Unset: where the hardware runs bf16 "
-                              "natively (a GPU, or a CPU with AVX512-BF16 or AMX). On the 2-core EPYC here: train "
-                              "steps 2.3× and round sampling 1.7× faster. The gate samples the adapter in the "
-                              "served model's dtype either way.")
+    bf16: bool | None = Field(None, description="Mixed precision: train under bf16 autocast (fp32 master weights) and"
+                                                " sample the iterated rounds from bf16 weights. Unset: where the "
+                                                "hardware runs bf16 natively (a GPU, or a CPU with AVX512-BF16 or "
+                                                "AMX). The gate samples the adapter in the served model's dtype "
+                                                "either way.")
     round_rejected: RoundRejected = Field(
-        "policy", description="Which texts an iterated round's DPO pairs reject: only the adapter's own new "
-        "samples (policy: on-policy negatives, what it still gets wrong; its own sample then wins ties for "
-        "chosen), or any logged or sampled candidate below the gap (pooled). Distilled N=1 on held-out prompts, "
-        "three rounds: 0.746 vs 0.658 on one log, 0.683 vs 0.668 on another (bench/README.md).")
+        "policy", description="Which texts an iterated round's DPO pairs reject: only the adapter's own new samples "
+                              "(policy: on-policy negatives, what it still gets wrong; its own sample then wins ties "
+                              "for chosen), or any logged or sampled candidate below the gap (pooled). Compared in "
+                              "docs/benchmarks.")
     round_method: DistillStage | None = Field(None, description="Method of the rounds after the first "
                                                         "(default: the last stage of `method`).")
     checkpoints_dir: Path = Field(Path("./checkpoints"), description="Where checkpoints are written.")

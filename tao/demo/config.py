@@ -32,7 +32,7 @@ class DemoConfig(BaseModel):
                         "round after round (~6 shadow pairs and ~25 s each) until the policy decides, twice this "
                         "many rounds at most.")
     concurrency: int = Field(8, ge=1, description="Requests in flight at once (queued ones share the local model's "
-                             "generate calls: 8 gives 1.97× the tokens/s of 1, bench/local_batching.py).")
+                             "generate calls).")
     verbose: bool = Field(DistillConfig.model_fields["verbose"].default,
                           description=DistillConfig.model_fields["verbose"].description)
     gate_margin: float = Field(DistillConfig.model_fields["gate_margin"].default,
