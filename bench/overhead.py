@@ -127,8 +127,8 @@ def main() -> None:
         fast = f"http://127.0.0.1:{fast_port}"
         slow = f"http://127.0.0.1:{slow_port}"
         gateway = f"http://127.0.0.1:{gw_port}"
-        procs.append(start([sys.executable, "-m", "tao.fake_upstream", "--port", str(fast_port)], fast + "/v1/models"))
-        procs.append(start([sys.executable, "-m", "tao.fake_upstream", "--port", str(slow_port), "--latency-ms",
+        procs.append(start([sys.executable, "-m", "tests.fake_upstream", "--port", str(fast_port)], fast + "/v1/models"))
+        procs.append(start([sys.executable, "-m", "tests.fake_upstream", "--port", str(slow_port), "--latency-ms",
                             "200"], slow + "/v1/models"))
         config = workdir / "tao.yaml"
         config.write_text(json.dumps({

@@ -143,7 +143,7 @@ def main() -> None:
         upstream_port, gw_port = free_port(), free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
         gateway = f"http://127.0.0.1:{gw_port}"
-        procs.append(start([sys.executable, "-m", "tao.fake_upstream", "--port", str(upstream_port),
+        procs.append(start([sys.executable, "-m", "tests.fake_upstream", "--port", str(upstream_port),
                             "--latency-ms", "50"], upstream + "/v1/models"))
         model = {"backend": "litellm", "model": "openai/mock", "api_base": upstream + "/v1", "api_key": "none",
                  "best_of": 8, "num_retries": 0}

@@ -19,7 +19,7 @@ from gateway.config import (
     Settings,
     StoreConfig,
 )
-from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import running
 
 

@@ -23,7 +23,7 @@ from gateway.app import create_app
 from gateway.config import load_settings
 from tao.cli import build_parser, main, parse_duration, parse_since
 from tao.demo.config import DemoConfig
-from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.fake_upstream import FakeConfig, FakeUpstream
 from tao.flags import field_values, show_default
 from tao.server_thread import serve_in_thread
 

@@ -9,7 +9,7 @@ import pytest
 from gateway.config import HFReward, JudgeReward, VLLMReward
 from gateway.rewards import build_scorer
 from gateway.rewards.base import ScorerOutputError
-from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import running
 
 

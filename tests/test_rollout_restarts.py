@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import ModelConfig, RolloutConfig, Settings, StoreConfig
-from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import running
 from tests.test_rollout import CHECKPOINT, register
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import sqlite_utils
 
-from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.gateway_process import GatewayProcess, mock_config
 from tests.servers import running
 

@@ -22,7 +22,7 @@ import orjson
 import psutil
 import sqlite_utils
 
-from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.gateway_process import GatewayProcess
 from tests.servers import running
 

@@ -14,7 +14,7 @@ import pytest
 import sqlite_utils
 
 from gateway.store import Store, open_database
-from tao.fake_upstream import FakeConfig, FakeUpstream
+from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.gateway_process import GatewayProcess, mock_config
 from tests.servers import running
 

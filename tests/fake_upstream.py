@@ -3,7 +3,7 @@
 Behaviour is set on `FakeUpstream.config` (mutable while serving): latency, whether `n` is
 honoured, canned texts, failures and hangs. It counts calls and records request bodies.
 
-    python -m tao.fake_upstream --port 9100 --latency-ms 200
+    python -m tests.fake_upstream --port 9100 --latency-ms 200
 """
 
 from __future__ import annotations
