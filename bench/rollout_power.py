@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from gateway.app import create_app
 from gateway.config import DistillConfig, RolloutConfig, Settings, StoreConfig, with_updates
 from gateway.rollout import decide_at_look, look_schedule
 from gateway.stats import LookSchedule, paired_bound
-from gateway.store import REWARD_MODEL_METHOD, Arm, RolloutState, connection, shadow_pairs
+from gateway.store import Arm, RolloutState, connection, copy_database, newest_published_adapter, shadow_pairs
 from tao.demo.config import DemoConfig
 from tao.demo.prompts import generate_prompts
 from tao.demo.run import models_at, rollout_settings, wait_for_pairs
@@ -69,11 +68,10 @@ def newest_adapter(db_path: Path) -> str:
     """The newest distilled adapter the gate published, whatever became of it since (a demo's may
     have been rolled back)."""
     with connection(db_path) as db:
-        row = db.execute("SELECT id FROM checkpoints WHERE path IS NOT NULL AND method IS NOT ? "
-                         "ORDER BY created_at DESC LIMIT 1", [REWARD_MODEL_METHOD]).fetchone()
-    if row is None:
+        adapter = newest_published_adapter(db)
+    if adapter is None:
         raise SystemExit(f"{db_path} has no published checkpoint to roll out: pass --checkpoint")
-    return row[0]
+    return adapter
 
 
 def fresh_prompts(opts: RolloutPowerConfig, logged: set[str]) -> list[str]:
@@ -124,8 +122,7 @@ def main() -> None:
     console = Console()
 
     scratch = Path(tempfile.mkdtemp(prefix="tao-rollout-power-"))
-    with sqlite3.connect(opts.workdir / "tao.db") as source, sqlite3.connect(scratch / "tao.db") as copy:
-        source.backup(copy)  # a consistent copy, WAL included; the canary's rows go to the copy
+    copy_database(opts.workdir / "tao.db", scratch / "tao.db")  # the canary's rows go to the copy
     checkpoint = opts.checkpoint or newest_adapter(scratch / "tao.db")
     product = RolloutConfig()
     rollout = with_updates(product, steps=[opts.canary, 100.0], shadow_fraction=1.0, check_interval_s=3600.0,

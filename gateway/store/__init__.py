@@ -15,6 +15,7 @@ from gateway.store.checkpoints import (
     Checkpoint,
     get_checkpoint,
     last_distilled_until,
+    newest_published_adapter,
     register_checkpoint,
     set_checkpoint_status,
 )
@@ -35,7 +36,7 @@ from gateway.store.reads import (
     served_replies,
     shadow_pairs,
 )
-from gateway.store.retention import Pruned, checkpoint_wal, prune, vacuum
+from gateway.store.retention import Pruned, checkpoint_wal, copy_database, prune, vacuum
 from gateway.store.rollouts import (
     Rollout,
     RolloutEvent,
@@ -64,8 +65,9 @@ __all__ = [
     "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint",
     "CheckpointStatus", "FeedbackKind", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
     "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes",
-    "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "ensure_schema", "exclusive",
-    "distill_run_counts", "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "open_database", "prune",
+    "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "copy_database", "ensure_schema", "exclusive",
+    "distill_run_counts", "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "newest_published_adapter",
+    "open_database", "prune",
     "record_distill_run", "register_checkpoint", "request_caller", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
     "set_checkpoint_status", "shadow_pairs", "vacuum",
 ]

@@ -70,3 +70,11 @@ def last_distilled_until(db: sqlite_utils.Database, model: str) -> float | None:
         "SELECT MAX(data_until) FROM checkpoints WHERE model = ? AND status IN (?, ?) AND method IS NOT ?",
         [model, CheckpointStatus.CANDIDATE, CheckpointStatus.PROMOTED, REWARD_MODEL_METHOD]).fetchone()
     return row[0] if row and row[0] is not None else None
+
+
+def newest_published_adapter(db: sqlite_utils.Database) -> str | None:
+    """The id of the newest distilled adapter the gate published (it has weights), whatever became of
+    it since (a demo's may have been rolled back); None when there is none."""
+    row = db.execute("SELECT id FROM checkpoints WHERE path IS NOT NULL AND method IS NOT ? "
+                     "ORDER BY created_at DESC LIMIT 1", [REWARD_MODEL_METHOD]).fetchone()
+    return row[0] if row else None

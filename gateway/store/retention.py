@@ -7,7 +7,10 @@ window stays meaningful as history even after its rows are gone.
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlite_utils
 
@@ -40,3 +43,10 @@ def checkpoint_wal(db: sqlite_utils.Database) -> tuple[int, int, int]:
 def vacuum(db: sqlite_utils.Database) -> None:
     """Rewrite the database file without its free pages (needs as much free disk as the file)."""
     db.conn.execute("VACUUM")
+
+
+def copy_database(source: str | Path, target: str | Path) -> None:
+    """A consistent copy of the log at `source` (its WAL included) written to `target`, while the
+    source stays in use: for an experiment on a copy (bench.rollout_power)."""
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
