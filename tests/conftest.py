@@ -1,6 +1,5 @@
 """Fixtures: a fake upstream, and gateways in front of it over real HTTP and a real SQLite file."""
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from gateway.config import (
 )
 from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import running
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -45,11 +45,16 @@ class Gateway:
 
     def wait_for_rows(self, count: int, timeout_s: float = 10.0) -> list[dict]:
         """Requests rows (oldest first) once the background writer has written `count` of them."""
-        deadline = time.monotonic() + timeout_s
-        while len(rows := list(self.db()["requests"].rows_where(order_by="created_at"))) < count:
-            assert time.monotonic() < deadline, f"{len(rows)} of {count} requests rows written after {timeout_s:g} s"
-            time.sleep(0.02)
-        return rows
+        def rows() -> list[dict]:
+            return list(self.db()["requests"].rows_where(order_by="created_at"))
+
+        def written() -> tuple[list[dict]] | None:
+            found = rows()
+            return (found,) if len(found) >= count else None
+
+        [found] = wait_until(written, lambda: f"{len(rows())} of {count} requests rows written after {timeout_s:g} s",
+                             timeout_s)
+        return found
 
 
 TRANSPORTS = ("direct", "litellm")

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.servers import free_port
+from tests.waiting import wait_until
 
 
 def mock_config(path: Path, upstream_url: str, db: Path, extra: str = "") -> Path:
@@ -59,10 +59,7 @@ class GatewayProcess:
         return httpx.get(self.url + "/healthz", timeout=5).json()
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.05)
+        wait_until(condition, what, timeout_s, interval_s=0.05)
 
     def ask(self, count: int, concurrency: int = 16) -> list[str]:
         """Send `count` best-of-4 chat requests; the request ids of those answered 200."""

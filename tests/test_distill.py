@@ -21,6 +21,7 @@ from gateway.config import DistillConfig, load_settings
 from gateway.rewards.instructions import detect
 from gateway.store import RequestLog, Store, exclusive
 from tests.servers import running
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 PROMPTS = generate_prompts(20, seed=3)
@@ -217,10 +218,11 @@ def test_sigterm_stops_a_run_cleanly_and_frees_the_lock_at_once(logged: Path, tm
 
 
 def wait_for_staging(proc: subprocess.Popen, tmp_path: Path) -> None:
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "checkpoints").glob(".staging-*")):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    def staging() -> bool:
+        assert proc.poll() is None, "the distill run ended before it staged a checkpoint"
+        return bool(list((tmp_path / "checkpoints").glob(".staging-*")))
+
+    wait_until(staging, "no checkpoint was staged", timeout_s=300, interval_s=0.2)
 
 
 def test_concurrent_runs_are_refused_by_the_store_lock(tmp_path: Path):

@@ -19,6 +19,7 @@ from gateway.config import EMBEDDED_MODEL, ModelConfig, Settings, StoreConfig
 from gateway.embedded import embedded_model_dir
 from gateway.hardware import bf16_native
 from tests.servers import running
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 PROMPT = [{"role": "user", "content": "Describe the moon in at most 12 words."}]
@@ -67,11 +68,8 @@ def test_the_server_answers_while_the_model_generates(served):
     answered_at = time.time()
     request_id = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1].model_extra["tao"]["request_id"]
     db = sqlite_utils.Database(db_path)
-    deadline = time.monotonic() + 30
-    while not (rows := list(db["requests"].rows_where("id = ?", [request_id]))):
-        assert time.monotonic() < deadline, "the streamed request was never logged"
-        time.sleep(0.05)
-    [row] = rows
+    [row] = wait_until(lambda: list(db["requests"].rows_where("id = ?", [request_id])),
+                       "the streamed request was never logged")
     generated_until = row["created_at"] + row["latency_ms"] / 1000
     assert health_s < 1.0 and generated_until > answered_at  # answered mid-generation: it runs off the event loop
 

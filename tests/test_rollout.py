@@ -14,6 +14,7 @@ from gateway.store import (
     register_checkpoint,
     shadow_pairs,
 )
+from tests.waiting import wait_until
 
 CHECKPOINT = "smollm2-dpo-20261130-000000-abcdef"
 PROMPT = [{"role": "user", "content": "Say something."}]
@@ -29,14 +30,11 @@ def register(db_path, checkpoint_id: str = CHECKPOINT, method: str = "dpo") -> N
 
 def wait_for_pairs(gw, count: int, timeout_s: float = 10.0) -> None:
     """Wait until `count` incumbent replies have a scored shadow reply (shadows run in the background)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def found() -> int:
         with connection(gw.db_path) as db:
-            found = len(shadow_pairs(db, "mock", since=0.0, candidate_n=1))
-        if found >= count:
-            return
-        assert time.monotonic() < deadline, f"{found} of {count} shadow pairs logged"
-        time.sleep(0.02)
+            return len(shadow_pairs(db, "mock", since=0.0, candidate_n=1))
+
+    wait_until(lambda: found() >= count, lambda: f"{found()} of {count} shadow pairs logged", timeout_s)
 
 
 def admin(gw, action: str, **body) -> httpx.Response:

@@ -3,7 +3,6 @@
 adapter, and a rolled-back checkpoint can be started again. The fake upstream answers as vLLM's
 LoRA API does."""
 
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ from gateway.config import ModelConfig, RolloutConfig, Settings, StoreConfig
 from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import running
 from tests.test_rollout import CHECKPOINT, register
+from tests.waiting import wait_until
 
 ADMIN = {"X-TAO-Arm": "candidate"}
 ADAPTER = CHECKPOINT  # the adapter name the rollout gives vLLM
@@ -71,9 +71,6 @@ def test_a_rollback_unloads_the_adapter_and_the_checkpoint_can_start_again(tmp_p
         register(tmp_path / "tao.db")
         assert httpx.post(gw + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT}).status_code == 200
         assert httpx.post(gw + "/admin/rollout/mock/rollback").status_code == 200
-        deadline = time.monotonic() + 10
-        while ADAPTER in upstream.adapters:
-            assert time.monotonic() < deadline, "the rolled-back adapter was not unloaded"
-            time.sleep(0.02)
+        wait_until(lambda: ADAPTER not in upstream.adapters, "the rolled-back adapter was not unloaded", timeout_s=10)
         again = httpx.post(gw + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT})
         assert again.status_code == 200 and again.json()["state"] == "canary" and ADAPTER in upstream.adapters

@@ -5,6 +5,7 @@ from pathlib import Path
 import sqlite_utils
 
 from gateway.store import RequestLog, Store, open_database, prune
+from tests.waiting import wait_until
 
 
 def record(i: int) -> RequestLog:
@@ -45,10 +46,7 @@ def test_failing_writes_are_retried_and_counted_until_they_succeed(tmp_path: Pat
     store.start()
     for i in range(3):
         store.log(record(i))
-    deadline = time.monotonic() + 10
-    while len(errors) < 3:
-        assert time.monotonic() < deadline, "the writer did not retry"
-        time.sleep(0.01)
+    wait_until(lambda: len(errors) >= 3, "the writer did not retry", timeout_s=10)
     health = store.health()
     assert not health.ok and "locked" in health.reason and health.queue_depth == 3
     blocker.execute("COMMIT")
@@ -154,10 +152,7 @@ def test_prune_deletes_old_requests_with_their_candidates_and_feedback(tmp_path:
 
 
 def wait_until_written(store: Store, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while store.queue_depth():
-        assert time.monotonic() < deadline, f"{store.queue_depth()} records still queued"
-        time.sleep(0.01)
+    wait_until(lambda: not store.queue_depth(), lambda: f"{store.queue_depth()} records still queued", timeout_s)
 
 
 def test_the_writer_applies_retention_days(tmp_path: Path):
@@ -170,10 +165,7 @@ def test_the_writer_applies_retention_days(tmp_path: Path):
     store.close()
     keeping = Store(tmp_path / "tao.db", flush_interval_s=0.01, retention_days=30)
     keeping.start()
-    deadline = time.monotonic() + 10
     with keeping.connection() as db:
-        while db["requests"].count != 1:
-            assert time.monotonic() < deadline, "retention was not applied"
-            time.sleep(0.01)
+        wait_until(lambda: db["requests"].count == 1, "retention was not applied", timeout_s=10)
         assert [r["id"] for r in db["requests"].rows] == ["r1"] and db["candidates"].count == 2
     keeping.close()

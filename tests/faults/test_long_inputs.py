@@ -25,6 +25,7 @@ import sqlite_utils
 from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.gateway_process import GatewayProcess
 from tests.servers import running
+from tests.waiting import wait_until
 
 HEALTH_BUDGET_S = 0.2
 GRACEFUL_S, STORE_SHUTDOWN_S = 5, 2
@@ -78,10 +79,7 @@ class Watcher:
         self.process.start()
 
     def wait_polls(self, count: int, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.polls.value < count:
-            assert time.monotonic() < deadline, "the watcher did not poll"
-            time.sleep(0.02)
+        wait_until(lambda: self.polls.value >= count, "the watcher did not poll", timeout_s)
 
     def finish(self) -> tuple[list[float], list, list[str]]:
         self.stop.set()

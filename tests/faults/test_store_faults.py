@@ -6,7 +6,6 @@ SQLite file, a file-size limit for a full disk."""
 import json
 import resource
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from gateway.store import Store, open_database
 from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.gateway_process import GatewayProcess, mock_config
 from tests.servers import running
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -152,7 +152,5 @@ def test_at_the_queue_bound_new_requests_get_503_and_nothing_accepted_is_lost(ga
         locker.execute("COMMIT")
         rows = gw.wait_for_rows(5)
         assert {r["id"] for r in rows} == {r.json()["tao"]["request_id"] for r in accepted}
-        deadline = time.monotonic() + 10
-        while httpx.get(gw.url + "/healthz").status_code != 200:
-            assert time.monotonic() < deadline, "health did not recover once the log caught up"
-            time.sleep(0.02)
+        wait_until(lambda: httpx.get(gw.url + "/healthz").status_code == 200,
+                   "health did not recover once the log caught up", timeout_s=10)
