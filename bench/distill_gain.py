@@ -40,8 +40,10 @@ from gateway.config import (
     DistillConfig,
     DistillMethod,
     DpoPairing,
+    DPOSettings,
     RolloutConfig,
     RoundRejected,
+    RoundSettings,
     Settings,
     StoreConfig,
     default_models,
@@ -68,14 +70,14 @@ class DistillGainConfig(BaseModel):
     epochs: float = Field(DistillConfig.model_fields["epochs"].default, gt=0, description="Passes over the rows.")
     rounds: int = Field(DistillConfig.model_fields["rounds"].default, ge=1,
                         description="Iterated rounds: after each, best-of-N from the new adapter on the training "
-                        "prompts, scored, paired (round_rejected), trained again.")
-    round_best_of: int = Field(DistillConfig.model_fields["round_best_of"].default, ge=2,
+                        "prompts, scored, paired (round.rejected), trained again.")
+    round_best_of: int = Field(RoundSettings.model_fields["best_of"].default, ge=2,
                                description="Samples per training prompt in an iterated round.")
-    round_rejected: RoundRejected = Field(DistillConfig.model_fields["round_rejected"].default,
+    round_rejected: RoundRejected = Field(RoundSettings.model_fields["rejected"].default,
                                           description="Which texts an iterated round's DPO pairs reject.")
-    dpo_pairing: DpoPairing = Field(DistillConfig.model_fields["dpo_pairing"].default,
+    dpo_pairing: DpoPairing = Field(DPOSettings.model_fields["pairing"].default,
                                     description="Which rejected texts DPO pairs with the best.")
-    dpo_max_pairs_per_prompt: int = Field(DistillConfig.model_fields["dpo_max_pairs_per_prompt"].default, ge=1,
+    dpo_max_pairs_per_prompt: int = Field(DPOSettings.model_fields["max_pairs_per_prompt"].default, ge=1,
                                           description="DPO pairs per prompt at most (8 or more: the best over every "
                                           "candidate below the gap).")
     max_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
@@ -142,8 +144,8 @@ def main() -> None:
         models=[with_updates(m, max_tokens=opts.max_tokens) for m in default_models()],
         store=StoreConfig(path=workdir / "tao.db"),
         distill=DistillConfig(method=opts.method, epochs=opts.epochs, rounds=opts.rounds,
-                              round_best_of=opts.round_best_of, round_rejected=opts.round_rejected,
-                              dpo_pairing=opts.dpo_pairing, dpo_max_pairs_per_prompt=opts.dpo_max_pairs_per_prompt,
+                              round=RoundSettings(best_of=opts.round_best_of, rejected=opts.round_rejected),
+                              dpo=DPOSettings(pairing=opts.dpo_pairing, max_pairs_per_prompt=opts.dpo_max_pairs_per_prompt),
                               checkpoints_dir=workdir / "checkpoints",
                               seed=opts.seed, min_heldout_prompts=4, eval_samples=opts.eval_samples,
                               gate_margin=-2.0),
@@ -196,8 +198,8 @@ def main() -> None:
     print(f"\ngate (gate_margin {DistillConfig().gate_margin:g}, rollout margin {RolloutConfig().margin:g}): "
           f"{'publish' if verdict.publish else 'reject'}: {verdict.reason}")
     print(f"prompts {opts.prompts}, best_of {opts.best_of}, method {opts.method}, epochs {opts.epochs}, "
-          f"rounds {opts.rounds} (best-of-{opts.round_best_of}, rejected {opts.round_rejected}), "
-          f"dpo pairing {opts.dpo_pairing} (at most {opts.dpo_max_pairs_per_prompt} a prompt), "
+          f"rounds {opts.rounds} (best-of-{opts.round.best_of}, rejected {opts.round.rejected}), "
+          f"dpo pairing {opts.dpo.pairing} (at most {opts.dpo.max_pairs_per_prompt} a prompt), "
           f"seed {opts.seed}, unseen kinds {sorted(unseen)}; traffic {traffic_s:.0f} s, distill {distill_s:.0f} s, "
           f"total {time.time() - started:.0f} s; workdir {workdir} (every sampled answer: {answers.name})")
 

@@ -17,12 +17,12 @@ one dataset per method in TRL's conversational formats.
   so a prompt never moves between train and held-out).
 - Targets (SFT completions, DPO chosen) ended on their own (`finish_reason == "stop"`): a
   candidate cut at `max_tokens` would teach the model to stop mid-sentence. It may still be rejected.
-- SFT: prompt → its best ended candidates (up to `sft_targets_per_prompt`, distinct texts), each
-  beating the prompt's mean score by `sft_margin`.
-- DPO: the best ended candidate (chosen) over every distinct candidate at least `dpo_min_gap`
-  below it (rejected), at most `dpo_max_pairs_per_prompt` pairs per prompt, lowest scores first
-  (`dpo_pairing` may interleave shorter and longer ones, or the lowest and the nearest).
-  In an iterated round with `round_rejected: policy`, only the adapter's own new samples are
+- SFT: prompt → its best ended candidates (up to `sft.targets_per_prompt`, distinct texts), each
+  beating the prompt's mean score by `sft.margin`.
+- DPO: the best ended candidate (chosen) over every distinct candidate at least `dpo.min_gap`
+  below it (rejected), at most `dpo.max_pairs_per_prompt` pairs per prompt, lowest scores first
+  (`dpo.pairing` may interleave shorter and longer ones, or the lowest and the nearest).
+  In an iterated round with `round.rejected: policy`, only the adapter's own new samples are
   rejected (on-policy negatives: what it still gets wrong), and on equal scores its own sample is
   the chosen one.
 - GRPO: the prompts alone (the trainer samples and scores online with the same scorer).
@@ -205,14 +205,14 @@ def sft_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dic
         if len(p.candidates) < 2:
             continue
         mean = p.mean_score
-        for target in p.targets(config.sft_targets_per_prompt):
-            if target.score - mean >= config.sft_margin:
+        for target in p.targets(config.sft.targets_per_prompt):
+            if target.score - mean >= config.sft.margin:
                 rows.append({"prompt": p.messages, "completion": _assistant(target.text)})
     return rows
 
 
 def dpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dict[str, Any]]:
-    on_policy = config.round_rejected == "policy"
+    on_policy = config.round.rejected == "policy"
     rows = []
     for p in prompts:
         chosen = p.targets(1, prefer_policy=on_policy)
@@ -223,23 +223,23 @@ def dpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dic
         rejectable = own if on_policy and own else p.candidates
         below: dict[str, ScoredText] = {}
         for c in sorted(rejectable, key=lambda c: c.score):
-            if best.score - c.score >= config.dpo_min_gap and c.text != best.text:
+            if best.score - c.score >= config.dpo.min_gap and c.text != best.text:
                 below.setdefault(c.text, c)
-        for worse in _pick_rejected(best, list(below.values()), config)[:config.dpo_max_pairs_per_prompt]:
+        for worse in _pick_rejected(best, list(below.values()), config)[:config.dpo.max_pairs_per_prompt]:
             rows.append({"prompt": p.messages, "chosen": _assistant(best.text), "rejected": _assistant(worse.text),
                          "score_chosen": best.score, "score_rejected": worse.score})
     return rows
 
 
 def _pick_rejected(best: ScoredText, below: list[ScoredText], config: DistillConfig) -> list[ScoredText]:
-    """The rejected texts for `best`, lowest score first. With `dpo_pairing: length_balanced`, shorter
+    """The rejected texts for `best`, lowest score first. With `dpo.pairing: length_balanced`, shorter
     and longer ones alternate, so the pairs do not teach "shorter wins" where the logged losers are
     mostly answers cut at max_tokens (the longest). With `spread`, the lowest and the nearest below
     the gap alternate: a near miss differs from the best mostly in one instruction, so its pair
     points at that instruction rather than at every fault at once."""
-    if config.dpo_pairing == "lowest":
+    if config.dpo.pairing == "lowest":
         return below
-    if config.dpo_pairing == "spread":
+    if config.dpo.pairing == "spread":
         return [c for pair in zip(below, reversed(below)) for c in pair][:len(below)]
     size = len(best.text.split())
     shorter = [c for c in below if len(c.text.split()) < size]

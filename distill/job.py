@@ -69,8 +69,8 @@ def stages(cfg: DistillConfig) -> list[str]:
 def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[LoggedPrompt], base_dir: Path,
                  staging: Path, scorer: Scorer, sampling: ModelConfig, counts: dict[str, Any]) -> TrainResult:
     """Each stage of `method` on one adapter; then `rounds - 1` iterated rounds: sample
-    `round_best_of` answers per training prompt from the adapter (through the local backend, with
-    serving's sampling settings), score them, pair them with the logged candidates (`round_rejected`),
+    `round.best_of` answers per training prompt from the adapter (through the local backend, with
+    serving's sampling settings), score them, pair them with the logged candidates (`round.rejected`),
     and train the adapter again. A round whose samples give no rows leaves the adapter as it is."""
     adapter: Path | None = None
     result: TrainResult | None = None
@@ -81,7 +81,7 @@ def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[Lo
             samples = _round_samples(base_dir, adapter, train, sampling, scorer, cfg, round_no)
             counts[f"round{round_no}_policy_reward"] = _log_policy_reward(round_no, train, samples)
             data = with_samples(train, samples, f"round{round_no}")
-            run_stages = [cfg.round_method or run_stages[-1]]
+            run_stages = [cfg.round.method or run_stages[-1]]
         for stage in run_stages:
             rows = build_rows(stage, data, cfg)
             counts[f"round{round_no}_{stage}_rows"] = len(rows)
@@ -116,7 +116,7 @@ def _log_policy_reward(round_no: int, train: list[LoggedPrompt], samples: list[l
 
 def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], sampling: ModelConfig,
                    scorer: Scorer, cfg: DistillConfig, round_no: int) -> list[list[Answer]]:
-    """`round_best_of` scored answers per prompt from the adapter merged into the base weights:
+    """`round.best_of` scored answers per prompt from the adapter merged into the base weights:
     the same model as the adapter served beside the base, without LoRA's extra matmuls per layer
     (~15 % more tokens/s on CPU; the gate still samples the adapter the way serving loads it), in bf16
     where `distill.bf16` says so (1.7–1.9× the tokens/s of fp32 on a CPU with AVX512-BF16)."""
@@ -126,10 +126,10 @@ def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], s
     async def sample() -> list[list[Answer]]:
         async with PolicySampler(merged, sampling, scorer, {}) as sampler:
             answers: list[list[Answer]] = []
-            with tqdm(total=len(prompts), desc=f"round {round_no}: best-of-{cfg.round_best_of} from the adapter",
+            with tqdm(total=len(prompts), desc=f"round {round_no}: best-of-{cfg.round.best_of} from the adapter",
                       unit="prompt") as progress:
-                for i, chunk in enumerate(sampler.chunks(prompts, cfg.round_best_of)):
-                    answers += await sampler.answers(chunk, cfg.round_best_of, cfg.seed + 1000 * round_no + i,
+                for i, chunk in enumerate(sampler.chunks(prompts, cfg.round.best_of)):
+                    answers += await sampler.answers(chunk, cfg.round.best_of, cfg.seed + 1000 * round_no + i,
                                                      None)
                     progress.update(len(chunk))
             return answers
@@ -186,7 +186,7 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
             f"too little data to distill {cfg.model} with {cfg.method}: {len(rows)} training rows "
             f"(need {cfg.min_train_prompts}) and {len(heldout)} held-out prompts (need "
             f"{cfg.min_heldout_prompts}) in {len(prompts)} logged prompts {window}. Serve more best-of-N "
-            "traffic, or lower distill.min_train_prompts / dpo_min_gap / sft_margin.",
+            "traffic, or lower distill.min_train_prompts / dpo.min_gap / sft.margin.",
             counts=counts)
 
     model_config, base_dir = base_weights(settings)

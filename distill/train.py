@@ -66,8 +66,8 @@ def _common_args(config: DistillConfig, work_dir: Path) -> dict[str, Any]:
 def _lora(config: DistillConfig):
     from peft import LoraConfig
 
-    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
 
 
 def load_base(base_dir: Path):
@@ -126,7 +126,7 @@ def train_sft(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: Di
 def train_dpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: DistillConfig,
               scorer: Scorer | None = None, eval_dataset: Any = None, init_adapter: Path | None = None) -> TrainResult:
     """Direct preference optimisation on logged pairs (the best ended candidate over each one below
-    the gap): no generation. `dpo_loss` ['sigmoid', 'sft'] adds the chosen text's NLL (RPO / BoNBoN)."""
+    the gap): no generation. `dpo.loss` ['sigmoid', 'sft'] adds the chosen text's NLL (RPO / BoNBoN)."""
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer, peft_config = _policy(base_dir, config, init_adapter)
@@ -135,8 +135,8 @@ def train_dpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: Di
         return None if ds is None else ds.remove_columns(
             [c for c in ("score_chosen", "score_rejected") if c in ds.column_names])
 
-    args = DPOConfig(**_common_args(config, work_dir), max_length=config.max_length, beta=config.dpo_beta,
-                     loss_type=config.dpo_loss, loss_weights=config.dpo_loss_weights, ld_alpha=config.dpo_ld_alpha)
+    args = DPOConfig(**_common_args(config, work_dir), max_length=config.max_length, beta=config.dpo.beta,
+                     loss_type=config.dpo.loss, loss_weights=config.dpo.loss_weights, ld_alpha=config.dpo.ld_alpha)
     trainer = DPOTrainer(model=model, args=args, train_dataset=strip(dataset), processing_class=tokenizer,
                          peft_config=peft_config)
     return _run(trainer, out_dir, config, strip(eval_dataset))
@@ -172,9 +172,9 @@ def train_grpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: D
                scorer: Scorer | None = None, temperature: float = 0.8, top_p: float = 0.95,
                max_tokens: int | None = None, use_vllm: bool = False, eval_dataset: Any = None,
                init_adapter: Path | None = None) -> TrainResult:
-    """Online RL: sample `grpo_num_generations` answers per prompt with serving's sampling settings
+    """Online RL: sample `grpo.num_generations` answers per prompt with serving's sampling settings
     (temperature, top_p, max_tokens), reward them with the gateway's scorer, and push the policy
-    toward the better ones of each group, anchored to the base by a KL term (`grpo_beta`).
+    toward the better ones of each group, anchored to the base by a KL term (`grpo.beta`).
     `init_adapter` continues an adapter (an iterated round, or GRPO after SFT/DPO) instead of
     starting a fresh LoRA; the KL reference stays the base (the adapter disabled)."""
     from trl import GRPOConfig, GRPOTrainer
@@ -183,13 +183,13 @@ def train_grpo(dataset, base_dir: Path, out_dir: Path, work_dir: Path, config: D
         raise ValueError("GRPO needs the scorer")
     model, tokenizer, peft_config = _policy(base_dir, config, init_adapter)
     common = _common_args(config, work_dir)
-    # One optimiser step sees grpo_prompts_per_step prompts × num_generations samples, generated as one
+    # One optimiser step sees grpo.prompts_per_step prompts × num_generations samples, generated as one
     # batch; the loss runs one prompt's group per micro-batch (gradient accumulation over the prompts).
     # A single 32-sequence micro-batch holds several [32, 64, 49152] fp32 logit tensors at once: 17.5 GB
     # peak RSS on CPU for the 135M model (measured), 5.8 GB this way, with the same update.
-    common["per_device_train_batch_size"] = config.grpo_num_generations
-    common["gradient_accumulation_steps"] = config.grpo_prompts_per_step * config.gradient_accumulation_steps
-    args = GRPOConfig(**common, num_generations=config.grpo_num_generations, beta=config.grpo_beta,
+    common["per_device_train_batch_size"] = config.grpo.num_generations
+    common["gradient_accumulation_steps"] = config.grpo.prompts_per_step * config.gradient_accumulation_steps
+    args = GRPOConfig(**common, num_generations=config.grpo.num_generations, beta=config.grpo.beta,
                       max_completion_length=max_tokens or config.max_new_tokens, temperature=temperature,
                       top_p=top_p, use_vllm=use_vllm, log_completions=False)
     trainer = GRPOTrainer(model=model, reward_funcs=scorer_reward(scorer), args=args, train_dataset=dataset,

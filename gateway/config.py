@@ -291,8 +291,83 @@ class RolloutConfig(BaseModel):
         return self
 
 
+class LoraSettings(BaseModel):
+    """The LoRA adapter every method trains (PEFT's LoraConfig)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: str | list[str] = Field("all-linear", description="PEFT target_modules.")
+
+
+class SFTSettings(BaseModel):
+    """Rejection-sampling fine-tuning: which logged winners are learnt (TRL's SFTTrainer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    margin: float = Field(0.05, ge=0, description="Keep winners beating their prompt's mean by this.")
+    targets_per_prompt: int = Field(1, ge=1, description="The best k distinct ended candidates per prompt.")
+
+
+class DPOSettings(BaseModel):
+    """Preference pairs from the log, and TRL's DPOConfig options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_gap: float = Field(0.1, ge=0, description="Pair the best ended candidate with every candidate at least this "
+                           "far below it.")
+    max_pairs_per_prompt: int = Field(2, ge=1, description="Pairs per prompt at most (in `pairing` order).")
+    pairing: DpoPairing = Field(
+        "lowest", description="Which rejected texts pair with the best one: the lowest scores, or shorter and longer "
+        "ones alternately (length_balanced), so pairs do not teach length alone; or the lowest and the nearest below "
+        "the gap alternately (spread), so a near miss points at the one instruction it missed.")
+    beta: float = Field(0.1, gt=0, description="TRL DPOConfig.beta.")
+    loss: list[str] = Field(["sigmoid", "sft"], description="TRL DPOConfig.loss_type; the default adds the "
+                            "chosen text's NLL to the preference loss (RPO / BoNBoN style); ['sigmoid']: plain DPO.")
+    loss_weights: list[float] | None = Field(None, description="TRL DPOConfig.loss_weights, one per loss.")
+    ld_alpha: float | None = Field(None, ge=0, le=1, description="Length-desensitised DPO (TRL ld_alpha): weight of "
+                                   "the tokens beyond the shorter answer; unset: plain DPO.")
+
+
+class GRPOSettings(BaseModel):
+    """Online RL with the gateway's own scorer as the reward (TRL's GRPOTrainer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_generations: int = Field(4, ge=2, description="Samples per prompt, compared within their group.")
+    prompts_per_step: int = Field(4, ge=1, description="Prompts per optimiser step.")
+    beta: float = Field(0.04, ge=0, description="KL anchor to the base model.")
+
+
+class RoundSettings(BaseModel):
+    """Each iterated round after the first: sample from the new adapter, score, pair, train again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    best_of: int = Field(8, ge=2, description="Samples per training prompt.")
+    rejected: RoundRejected = Field(
+        "policy", description="Which texts the round's DPO pairs reject: only the adapter's own new samples (policy: "
+        "on-policy negatives, what it still gets wrong; its own sample then wins ties for chosen), or any logged or "
+        "sampled candidate below the gap (pooled). Compared in docs/benchmarks.")
+    method: DistillStage | None = Field(None, description="Method of the rounds after the first (default: the last "
+                                        "stage of `method`).")
+
+
+# Keys of the flat distill section before the per-method sections (TRL keeps one config per method).
+MOVED_DISTILL_KEYS = {
+    **{f"sft_{k}": f"sft.{k}" for k in SFTSettings.model_fields},
+    **{f"dpo_{k}": f"dpo.{k}" for k in DPOSettings.model_fields},
+    **{f"grpo_{k}": f"grpo.{k}" for k in GRPOSettings.model_fields},
+    **{f"lora_{k}": f"lora.{k}" for k in LoraSettings.model_fields},
+    **{f"round_{k}": f"round.{k}" for k in RoundSettings.model_fields},
+}
+
+
 class DistillConfig(BaseModel):
-    """The offline job: which model's logs, how to train, when to publish."""
+    """The offline job: which model's logs, how to train, when to publish. What only one method reads
+    is in that method's section (`sft`, `dpo`, `grpo`), as TRL keeps one config per trainer."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -304,54 +379,29 @@ class DistillConfig(BaseModel):
         "dpo", description="dpo: logged preference pairs; grpo: online RL with the gateway's own scorer; "
         "sft: the winners (rejection-sampling fine-tuning); sft+dpo: SFT, then DPO on the same adapter.")
     rounds: int = Field(6, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
-                                             "round_best_of answers per training prompt from the new adapter through "
-                                             "the local backend, score them with the gateway's scorer, pair them "
-                                             "(round_rejected) and train the same adapter again. How the gain grows "
-                                             "with rounds: docs/benchmarks.")
-    round_best_of: int = Field(8, ge=2, description="Samples per training prompt in an iterated round.")
-    bf16: bool | None = Field(None, description="Mixed precision: train under bf16 autocast (fp32 master weights) and"
-                                                " sample the iterated rounds from bf16 weights. Unset: where the "
-                                                "hardware runs bf16 natively (a GPU, or a CPU with AVX512-BF16 or "
-                                                "AMX). The gate samples the adapter in the served model's dtype "
-                                                "either way.")
-    round_rejected: RoundRejected = Field(
-        "policy", description="Which texts an iterated round's DPO pairs reject: only the adapter's own new samples "
-                              "(policy: on-policy negatives, what it still gets wrong; its own sample then wins ties "
-                              "for chosen), or any logged or sampled candidate below the gap (pooled). Compared in "
-                              "docs/benchmarks.")
-    round_method: DistillStage | None = Field(None, description="Method of the rounds after the first "
-                                                        "(default: the last stage of `method`).")
+                        "round.best_of answers per training prompt from the new adapter through the local backend, "
+                        "score them with the gateway's scorer, pair them (round.rejected) and train the same "
+                        "adapter again. How the gain grows with rounds: docs/benchmarks.")
+    round: RoundSettings = Field(default_factory=RoundSettings, description="The iterated rounds after the first.")
+    bf16: bool | None = Field(None, description="Mixed precision: train under bf16 autocast (fp32 master weights) "
+                              "and sample the iterated rounds from bf16 weights. Unset: where the hardware runs bf16 "
+                              "natively (a GPU, or a CPU with AVX512-BF16 or AMX). The gate samples the adapter in "
+                              "the served model's dtype either way.")
     checkpoints_dir: Path = Field(Path("./checkpoints"), description="Where checkpoints are written.")
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts (by hash) never trained on.")
-    min_train_prompts: int = Field(8, ge=1)
-    min_heldout_prompts: int = Field(2, ge=1)
-    sft_margin: float = Field(0.05, ge=0, description="SFT keeps winners beating their prompt's mean by this.")
-    sft_targets_per_prompt: int = Field(1, ge=1, description="SFT: the best k distinct ended candidates per prompt.")
-    dpo_min_gap: float = Field(0.1, ge=0, description="DPO pairs the best ended candidate with every candidate at "
-                               "least this far below it.")
-    dpo_max_pairs_per_prompt: int = Field(2, ge=1, description="DPO pairs per prompt at most (in `dpo_pairing` order).")
-    dpo_pairing: DpoPairing = Field(
-        "lowest", description="Which rejected texts pair with the best one: the lowest scores, or shorter and longer "
-        "ones alternately (length_balanced), so pairs do not teach length alone; or the lowest and the nearest below "
-        "the gap alternately (spread), so a near miss points at the one instruction it missed.")
+    min_train_prompts: int = Field(8, ge=1, description="Fewer training prompts than this: the run stops, too "
+                                   "little data.")
+    min_heldout_prompts: int = Field(2, ge=1, description="Fewer held-out prompts than this: the run stops, too "
+                                     "little data.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training rows: steps follow from the data size.")
     max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per stage; unset, the epochs decide.")
-    batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(3e-4, gt=0)
-    dpo_beta: float = Field(0.1, gt=0)
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: str | list[str] = Field("all-linear", description="PEFT target_modules.")
-    dpo_loss: list[str] = Field(["sigmoid", "sft"], description="TRL DPOConfig.loss_type; the default adds the "
-                                "chosen text's NLL to the preference loss (RPO / BoNBoN style); ['sigmoid']: plain DPO.")
-    dpo_loss_weights: list[float] | None = Field(None, description="TRL DPOConfig.loss_weights, one per dpo_loss.")
-    dpo_ld_alpha: float | None = Field(None, ge=0, le=1, description="Length-desensitised DPO (TRL ld_alpha): "
-                                       "weight of the tokens beyond the shorter answer; unset: plain DPO.")
-    grpo_num_generations: int = Field(4, ge=2)
-    grpo_prompts_per_step: int = Field(4, ge=1, description="GRPO: prompts per optimiser step.")
-    grpo_beta: float = Field(0.04, ge=0, description="GRPO: KL anchor to the base model.")
+    batch_size: int = Field(4, ge=1, description="Rows per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
+    learning_rate: float = Field(3e-4, gt=0, description="The optimiser's learning rate.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="The adapter every method trains.")
+    sft: SFTSettings = Field(default_factory=SFTSettings, description="SFT's data.")
+    dpo: DPOSettings = Field(default_factory=DPOSettings, description="DPO's pairs and loss.")
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="GRPO's sampling and KL anchor.")
     max_new_tokens: int = Field(96, ge=1, description="GRPO completion length when the model sets none "
                                 "(GRPO samples with the served model's temperature, top_p and max_tokens).")
     max_length: int = Field(512, ge=16, description="Prompt + completion tokens kept for SFT/DPO.")
@@ -360,19 +410,29 @@ class DistillConfig(BaseModel):
                                "(paired per prompt, at rollout.alpha) is above this.")
     merge: bool = Field(False, description="Also write merged full weights beside the adapter.")
     serving_max_lora_rank: int | None = Field(None, ge=1, description="The serving engine's largest LoRA rank "
-                                              "(vLLM's --max-lora-rank): a lora_r above it is refused here, not when "
+                                              "(vLLM's --max-lora-rank): a lora.r above it is refused here, not when "
                                               "vLLM fails to load the adapter.")
     lock_ttl_s: float = Field(120.0, gt=0, description="The distill lock's lease: renewed by the running job; a "
                               "job killed without releasing it blocks the next one for at most this long.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the data order, sampling and training.")
     verbose: bool = Field(False, description="Print the trainer's raw metrics at every step (by default each "
                           "training run shows one progress bar with its loss and reward margin).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """A flat key of the old layout is refused with where it went (`dpo_beta` is now `dpo.beta`)."""
+        if isinstance(data, dict):
+            moved = [f"{key} is now {MOVED_DISTILL_KEYS[key]}" for key in data if key in MOVED_DISTILL_KEYS]
+            if moved:
+                raise ValueError("distill keys moved into per-method sections: " + "; ".join(moved))
+        return data
+
     @model_validator(mode="after")
     def _rank_servable(self) -> DistillConfig:
-        if self.serving_max_lora_rank is not None and self.lora_r > self.serving_max_lora_rank:
-            raise ValueError(f"lora_r {self.lora_r} exceeds serving_max_lora_rank {self.serving_max_lora_rank}: "
-                             "vLLM would refuse to load the adapter (raise its --max-lora-rank, or lower lora_r)")
+        if self.serving_max_lora_rank is not None and self.lora.r > self.serving_max_lora_rank:
+            raise ValueError(f"lora.r {self.lora.r} exceeds serving_max_lora_rank {self.serving_max_lora_rank}: "
+                             "vLLM would refuse to load the adapter (raise its --max-lora-rank, or lower lora.r)")
         return self
 
 

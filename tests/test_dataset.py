@@ -3,7 +3,7 @@
 from distill.dataset import LoggedPrompt, ScoredText, dpo_rows, sft_rows
 from gateway.config import DistillConfig
 
-CONFIG = DistillConfig(dpo_min_gap=0.1, dpo_max_pairs_per_prompt=7, sft_margin=0.05)
+CONFIG = DistillConfig(dpo={"min_gap": 0.1, "max_pairs_per_prompt": 7}, sft={"margin": 0.05})
 
 
 def prompt(*requests: list[tuple[str, float, str]]) -> LoggedPrompt:
@@ -43,7 +43,7 @@ def test_dpo_pairs_the_best_with_every_distinct_candidate_below_the_gap():
                      ("worst.", 0.1, "stop"), ("worst.", 0.1, "stop")])
     pairs = dpo_rows([logged], CONFIG)
     assert [r["rejected"][0]["content"] for r in pairs] == ["worst.", "worse."]  # lowest first, deduplicated
-    assert len(dpo_rows([logged], CONFIG.model_copy(update={"dpo_max_pairs_per_prompt": 1}))) == 1
+    assert len(dpo_rows([logged], CONFIG.model_copy(update={"dpo": CONFIG.dpo.model_copy(update={"max_pairs_per_prompt": 1})}))) == 1
 
 
 def test_no_rows_when_nothing_ended_or_all_candidates_tie():

@@ -211,4 +211,6 @@ def test_a_lora_rank_the_server_cannot_load_is_refused_in_the_config():
     from gateway.config import DistillConfig
 
     with pytest.raises(ValidationError, match="exceeds serving_max_lora_rank"):
-        DistillConfig(lora_r=32, serving_max_lora_rank=16)
+        DistillConfig(lora={"r": 32}, serving_max_lora_rank=16)
+    with pytest.raises(ValidationError, match="lora_r is now lora.r"):  # the flat key of the old layout
+        DistillConfig(lora_r=32)

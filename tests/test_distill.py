@@ -35,7 +35,7 @@ def write_config(path: Path, db: Path, checkpoints: Path, **distill) -> Path:
         # A tiny run is far from best-of-N: leave the gate's rollout check to tests/test_evaluate.py.
         "rollout": {"margin": 1.0},
         "distill": {"checkpoints_dir": str(checkpoints), "holdout_fraction": 0.25, "min_train_prompts": 2,
-                    "min_heldout_prompts": 1, "dpo_min_gap": 0.05, "max_steps": 3, "batch_size": 2,
+                    "min_heldout_prompts": 1, "dpo": {"min_gap": 0.05}, "max_steps": 3, "batch_size": 2,
                     "learning_rate": 1e-3, "eval_samples": 1, "max_new_tokens": 24, "rounds": 1, **distill},
     }
     path.write_text(yaml.safe_dump(config))
@@ -76,7 +76,7 @@ def test_datasets_hold_out_by_hash_dedupe_and_order_pairs_by_score(logged: Path)
     train, heldout = split(prompts, 0.25)
     assert heldout and train and not {p.key for p in train} & {p.key for p in heldout}
     assert split(prompts, 0.25)[1] == heldout  # stable
-    cfg = DistillConfig(dpo_min_gap=0.05, sft_margin=0.0)
+    cfg = DistillConfig(dpo={"min_gap": 0.05}, sft={"margin": 0.0})
     heldout_texts = {p.messages[0]["content"] for p in heldout}
     for row in build_rows("dpo", train, cfg):
         assert row["score_chosen"] - row["score_rejected"] >= 0.05
@@ -146,7 +146,7 @@ def test_dpo_publishes_an_adapter_that_loads_with_peft_and_changes_the_model(log
 
 
 def test_an_iterated_round_samples_from_the_adapter_and_trains_it_again(logged: Path, tmp_path: Path):
-    config = fresh_copy(logged, tmp_path, gate_margin=-1.0, rounds=2, round_best_of=2, max_steps=2)
+    config = fresh_copy(logged, tmp_path, gate_margin=-1.0, rounds=2, round={"best_of": 2}, max_steps=2)
     run = tao("distill", "--config", str(config), "--method", "dpo", "--since", "all", "--verbose")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "round 2: best-of-2 from the adapter" in run.stderr  # its progress bar
@@ -252,11 +252,11 @@ def test_length_balanced_and_spread_pairings_order_the_rejected_texts():
     losers = [text(60, 0.1, 1), text(50, 0.2, 2), text(3, 0.4, 3), text(45, 0.3, 4)]  # the lowest are the longest
     prompt = LoggedPrompt(key="k", messages=[{"role": "user", "content": "q"}], prompt_text="q",
                           candidates=[best, *losers], request_ids=["r"])
-    lowest = dpo_rows([prompt], DistillConfig(dpo_max_pairs_per_prompt=2))
-    balanced = dpo_rows([prompt], DistillConfig(dpo_max_pairs_per_prompt=2, dpo_pairing="length_balanced"))
+    lowest = dpo_rows([prompt], DistillConfig(dpo={"max_pairs_per_prompt": 2}))
+    balanced = dpo_rows([prompt], DistillConfig(dpo={"max_pairs_per_prompt": 2, "pairing": "length_balanced"}))
     assert [r["score_rejected"] for r in lowest] == [0.1, 0.2]  # both longer than the chosen text
     assert [r["score_rejected"] for r in balanced] == [0.4, 0.1]  # the shorter loser, then the lowest longer one
-    spread = dpo_rows([prompt], DistillConfig(dpo_max_pairs_per_prompt=3, dpo_pairing="spread"))
+    spread = dpo_rows([prompt], DistillConfig(dpo={"max_pairs_per_prompt": 3, "pairing": "spread"}))
     assert [r["score_rejected"] for r in spread] == [0.1, 0.4, 0.2]  # the lowest, the nearest, the next lowest
 
 
@@ -271,12 +271,12 @@ def test_on_policy_rounds_reject_only_the_adapters_own_samples_and_prefer_them_o
                           candidates=logged_candidates, request_ids=["r"])
     [pooled_round] = with_samples([prompt], [[Answer("own best.", 1.0, 3, True), Answer("own slip.", 0.5, 3, True),
                                               Answer("own cut", 0.2, 64, False)]], "round2")
-    pooled = dpo_rows([pooled_round], DistillConfig(dpo_max_pairs_per_prompt=2, round_rejected="pooled"))
-    on_policy = dpo_rows([pooled_round], DistillConfig(dpo_max_pairs_per_prompt=2))  # the default
+    pooled = dpo_rows([pooled_round], DistillConfig(dpo={"max_pairs_per_prompt": 2}, round={"rejected": "pooled"}))
+    on_policy = dpo_rows([pooled_round], DistillConfig(dpo={"max_pairs_per_prompt": 2}))  # the default
     assert {r["chosen"][0]["content"] for r in pooled} == {"logged best."}  # ties: the logged text, as before
     assert [r["rejected"][0]["content"] for r in pooled] == ["logged worst.", "own cut"]
     assert {r["chosen"][0]["content"] for r in on_policy} == {"own best."}
     assert [r["rejected"][0]["content"] for r in on_policy] == ["own cut", "own slip."]
     assert pooled_round.n1_score == prompt.n1_score == 0.5  # the base's N=1 reference: logged candidates only
     # Round 1 has no samples of its own: the logged candidates are paired as before.
-    assert dpo_rows([prompt], DistillConfig()) == dpo_rows([prompt], DistillConfig(round_rejected="pooled"))
+    assert dpo_rows([prompt], DistillConfig()) == dpo_rows([prompt], DistillConfig(round={"rejected": "pooled"}))
