@@ -21,7 +21,8 @@ import yaml
 from distill.reward_model import RewardTrainOptions
 from gateway.app import create_app
 from gateway.config import load_settings
-from tao.cli import build_parser, main, parse_duration, parse_since
+from tao.cli import build_parser, main
+from tao.commands.common import parse_duration, parse_since
 from tao.demo.config import DemoConfig
 from tests.fake_upstream import FakeConfig, FakeUpstream
 from tao.flags import field_values, show_default
