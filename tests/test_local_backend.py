@@ -74,15 +74,20 @@ def test_the_server_answers_while_the_model_generates(served):
     assert health_s < 1.0 and generated_until > answered_at  # answered mid-generation: it runs off the event loop
 
 
-def test_two_local_models_load_side_by_side(tmp_path: Path):
-    """Two public names on local backends start together (their loader threads used to race on
-    transformers' lazy imports: ImportError at start) and each answers."""
+def test_two_local_models_load_one_after_the_other_and_both_answer(tmp_path: Path, caplog):
+    """Two public names on local backends start together. Loading is not thread-safe in transformers
+    (a lazy import raced into ImportError; from_pretrained's process-wide dtype left a model with mixed
+    float32 and bfloat16 weights), so the loads take turns: one ends before the other starts."""
     models = [ModelConfig(name=name, backend="local", model=EMBEDDED_MODEL, max_tokens=4) for name in ("a", "b")]
-    with running(create_app(Settings(models=models, store=StoreConfig(path=tmp_path / "tao.db"))),
-                 startup_timeout_s=300) as url:
+    with caplog.at_level("INFO", logger="gateway.backends.local"), \
+            running(create_app(Settings(models=models, store=StoreConfig(path=tmp_path / "tao.db"))),
+                    startup_timeout_s=300) as url:
         client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
         for name in ("a", "b"):
             assert client.chat.completions.create(model=name, messages=PROMPT, extra_body={"best_of": 1}).choices
+    events = [(r.created, r.getMessage().split()[0]) for r in caplog.records
+              if r.getMessage().startswith(("loading ", "loaded "))]
+    assert [kind for _, kind in sorted(events)] == ["loading", "loaded", "loading", "loaded"], events
 
 
 def test_a_prompt_longer_than_the_context_gets_400_without_generating(served):

@@ -27,10 +27,12 @@ from gateway.hardware import resolve_dtype
 
 log = logging.getLogger(__name__)
 
-# transformers resolves its classes lazily, and that first resolution is not thread-safe: two local
-# models loading at once (each on its own worker thread) made one fail with "ImportError: cannot import
-# name 'AutoModelForCausalLM'". Their imports take turns.
-_LIBRARY_IMPORT = threading.Lock()
+# Loading a model is not thread-safe in transformers: its first lazy import of a class, and then
+# from_pretrained, which sets process-wide state while it builds the model (torch's default dtype, the
+# meta-device init context). Two local models loading at once (each on its own worker thread) failed with
+# "ImportError: cannot import name 'AutoModelForCausalLM'", then with a model of mixed float32 and bfloat16
+# weights. Loads take turns.
+_LOADING = threading.Lock()
 
 
 def answer_length(sequence: list[int], tokenizer: Any) -> int | None:
@@ -90,9 +92,12 @@ class LocalBackend:
         return Path(self.config.model)
 
     def _load(self) -> None:
-        with _LIBRARY_IMPORT:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+        with _LOADING:
+            self._load_alone()
+
+    def _load_alone(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = self._model_dir()
         log.info("loading %s from %s", self.config.name, path)
@@ -102,8 +107,7 @@ class LocalBackend:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, resolve_dtype(self.config.dtype)))
         if self.config.adapter:
-            with _LIBRARY_IMPORT:
-                from peft import PeftModel
+            from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, self.config.adapter, adapter_name=self.DEFAULT_ADAPTER)
             self._default_adapter = self.DEFAULT_ADAPTER
@@ -112,14 +116,16 @@ class LocalBackend:
         # byte-level BPE: a token's vocabulary entry has one character per byte, so no token covers more
         self._longest_token_chars = max(map(len, tokenizer.get_vocab()), default=1)
         self._model, self._tokenizer = model, tokenizer
+        log.info("loaded %s (%s)", self.config.name, next(model.parameters()).dtype)
 
     def _load_adapter(self, name: str, path: str) -> None:
-        from peft import PeftModel
+        with _LOADING:
+            from peft import PeftModel
 
-        if isinstance(self._model, PeftModel):
-            self._model.load_adapter(path, adapter_name=name)
-        else:
-            self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name).eval()
+            if isinstance(self._model, PeftModel):
+                self._model.load_adapter(path, adapter_name=name)
+            else:
+                self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name).eval()
 
     async def load_adapter(self, name: str, path: str) -> None:
         """Load a LoRA adapter beside the base weights (several can share one base)."""
