@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 _LOADING = threading.Lock()
 
 
+def _generation_failed(exc: Exception) -> UpstreamError:
+    """A local generation's failure, as the upstream's failure it is to the engine (502)."""
+    error = UpstreamError(f"local generation failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def answer_length(sequence: list[int], tokenizer: Any) -> int | None:
     """Tokens before the first end-of-turn (eos or pad) token; None if the answer never ended."""
     ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
@@ -53,6 +60,7 @@ class _Queued:
     request: GenerationRequest
     future: asyncio.Future[Generation]
     loop: asyncio.AbstractEventLoop
+    prompt_ids: list[int] | None = None  # the encoded prompt, once the worker has checked it fits
 
     def settle(self, outcome: Generation | BaseException) -> None:
         def deliver() -> None:
@@ -220,12 +228,17 @@ class LocalBackend:
         """Queued requests with equal keys share one generate call; None: a seeded one runs alone."""
         return None if request.params.get("seed") is not None else self._call_settings(request)
 
-    def _generate_blocking(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Generation]:
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        return self._encode(request)["input_ids"][0].tolist()
+
+    def _generate_blocking(self, requests: list[GenerationRequest], seed: int | None = None,
+                           prompts: list[list[int]] | None = None) -> list[Generation]:
         """One generate call for every sample of `requests` (same adapter and sampling settings):
-        prompts left-padded to one width, each repeated `n` times."""
+        prompts left-padded to one width, each repeated `n` times. `prompts`: their token ids, where
+        the caller has encoded them already."""
         import torch
 
-        prompts = [self._encode(request)["input_ids"][0].tolist() for request in requests]
+        prompts = prompts if prompts is not None else [self._prompt_ids(request) for request in requests]
         rows = [ids for request, ids in zip(requests, prompts) for _ in range(request.n)]
         width = max(len(ids) for ids in rows)
         pad = self._tokenizer.pad_token_id
@@ -269,11 +282,16 @@ class LocalBackend:
             yield from batches
 
     def _fits_context(self, item: _Queued) -> bool:
-        """Settle a queued request that does not fit the context with its 400, so it joins no batch."""
+        """Encode a queued request's prompt (kept for its generate call) and check that it fits the
+        context; one that does not, or cannot be encoded, is settled with its error and joins no batch."""
         try:
-            self._check_context(item.request, len(self._encode(item.request)["input_ids"][0]))
+            item.prompt_ids = self._prompt_ids(item.request)
+            self._check_context(item.request, len(item.prompt_ids))
         except UpstreamError as exc:
             item.settle(exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a prompt the tokenizer cannot encode fails alone, as in a batch
+            item.settle(_generation_failed(exc))
             return False
         return True
 
@@ -294,10 +312,10 @@ class LocalBackend:
             seed = batch[0].request.params.get("seed")
             try:
                 generations = self._generate_blocking([item.request for item in batch],
-                                                      None if seed is None else int(seed))
+                                                      None if seed is None else int(seed),
+                                                      [item.prompt_ids for item in batch])
             except Exception as exc:  # noqa: BLE001 - a generation failure is the upstream's failure
-                error = UpstreamError(f"local generation failed: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
+                error = _generation_failed(exc)
                 for item in batch:
                     item.settle(error)
             else:
