@@ -114,7 +114,7 @@ def test_requests_queued_while_the_model_works_share_one_generate_call(served):
     url, client, _, app = served
     backend = app.state.completions.engine.backends["smollm2"]
     busy, release = threading.Event(), threading.Event()
-    backend._executor.submit(lambda: (busy.set(), release.wait(60)))  # the model is working on something
+    backend.worker.submit(lambda: (busy.set(), release.wait(60)))  # the model is working on something
     assert busy.wait(60)
     calls_before, requests_before = batch_calls(url)
     prompts = ["Name a fruit.", "Name a river.", "Name a planet.", "Name a bird."]
@@ -123,7 +123,7 @@ def test_requests_queued_while_the_model_works_share_one_generate_call(served):
                                messages=[{"role": "user", "content": p}], extra_body={"best_of": n})
                    for p, n in zip(prompts, (1, 2, 3, 2))]
         deadline = time.monotonic() + 60
-        while len(backend._queued) < 4:  # the real signal: all four are waiting for the model
+        while backend.queue.waiting < 4:  # the real signal: all four are waiting for the model
             assert time.monotonic() < deadline, "the requests never reached the backend"
             time.sleep(0.01)
         release.set()
@@ -178,7 +178,7 @@ def test_bfloat16_weights_load_and_answer_the_same_question():
         await backend.start()
         try:
             [generation] = await backend.generate_batch([request], seed=0)
-            return str(next(backend._model.parameters()).dtype), generation.candidates[0].text
+            return backend.model.dtype, generation.candidates[0].text
         finally:
             await backend.close()
 
