@@ -2,7 +2,10 @@
 
 Everything that touches it goes through this package, as sqlite-utils keeps its API in one place:
 - `schema`: the tables, the enums their status/arm/kind columns take, `open_database`/`connection`;
-- `writer`: `Store`, the background thread that writes request logs without making requests wait;
+- `store`: `Store`, the log as the gateway uses it: schema, writer, reads of queued or written records;
+- `writer`: the background thread that writes request logs without making requests wait, and `spill`,
+  the file it keeps what it could not commit in; `records`: the record and the transaction writing it;
+- `feedback`: writing a person's verdict;
 - `reads`: the reads over requests, candidates and feedback, as typed rows;
 - `checkpoints`: the checkpoint registry; `rollouts`: rollout state and events;
 - `locks`: named locks (one distill run per database);
@@ -59,14 +62,17 @@ from gateway.store.schema import (
     ensure_schema,
     open_database,
 )
-from gateway.store.writer import RequestLog, Store, StoreHealth
+from gateway.store.feedback import record_feedback
+from gateway.store.records import RequestLog
+from gateway.store.store import Store
+from gateway.store.writer import StoreHealth
 
 __all__ = [
     "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint",
     "CheckpointStatus", "FeedbackKind", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
     "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes",
     "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "copy_database", "ensure_schema", "exclusive",
-    "distill_run_counts", "feedback_verdicts", "get_checkpoint", "get_rollout", "last_distilled_until", "newest_published_adapter",
+    "distill_run_counts", "feedback_verdicts", "record_feedback", "get_checkpoint", "get_rollout", "last_distilled_until", "newest_published_adapter",
     "open_database", "prune",
     "record_distill_run", "register_checkpoint", "request_caller", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
     "set_checkpoint_status", "shadow_pairs", "vacuum",
