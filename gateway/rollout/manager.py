@@ -1,0 +1,228 @@
+"""`RolloutManager`: the rollout of every model as state in the log, the policy loop that applies
+`policy.decide`, and the operator's control (start, promote, roll back, status).
+
+Each public method that touches the store opens one connection for its unit of work and closes it;
+the async ones do that work in a thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+import sqlite_utils
+
+from gateway.backends import Backend
+from gateway.config import ModelConfig, Settings
+from gateway.errors import APIError
+from gateway.metrics import Metrics
+from gateway.rollout.adapters import Adapters
+from gateway.rollout.policy import CANDIDATE_ARMS, INCUMBENT_ARMS, Decision, arm_stats, decide, look_schedule
+from gateway.rollout.routing import Route, route, shadow_route
+from gateway.rollout.servable import servable_checkpoint
+from gateway.stats import paired_bound
+from gateway.store import (
+    Arm,
+    Checkpoint,
+    CheckpointStatus,
+    Rollout,
+    RolloutState,
+    Store,
+    active_rollouts,
+    arm_outcomes,
+    get_rollout,
+    save_rollout,
+    set_checkpoint_status,
+    shadow_pairs,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RolloutManager:
+    """The rollouts of every model: routing per request, the policy loop, and operator control."""
+
+    def __init__(self, settings: Settings, backends: dict[str, Backend], store: Store, metrics: Metrics) -> None:
+        self.settings = settings
+        self.config = settings.rollout
+        self.backends = backends
+        self.store = store
+        self.metrics = metrics
+        self.adapters = Adapters(backends)
+        self.rollouts: dict[str, Rollout] = {}  # the active (canary or promoted) rollout of each model
+        self._rng = random.Random()
+        self._task: asyncio.Task | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    async def resume(self) -> None:
+        """Reload active rollouts from the store (after a restart) and their adapters."""
+        self.adapters.bind(asyncio.get_running_loop())
+        for rollout in await asyncio.to_thread(self._stored_active):
+            if rollout.model not in self.backends:
+                continue
+            try:
+                await self.adapters.load(rollout)
+            except Exception as exc:  # noqa: BLE001 - the incumbent keeps serving
+                await asyncio.to_thread(self._transition, replace(rollout, state=RolloutState.FAILED, share=0.0),
+                                        "failed", f"adapter reload failed: {exc}", {})
+                continue
+            self.rollouts[rollout.model] = rollout
+            self.metrics.rollout_share.labels(rollout.model).set(rollout.share)
+            log.info("resumed rollout of %s on %s: %s at %g%%", rollout.checkpoint_id, rollout.model, rollout.state,
+                     rollout.share)
+
+    def start_policy(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._policy_loop())
+
+    async def stop_policy(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _policy_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.check_interval_s)
+            for model in [m for m, r in self.rollouts.items() if r.state == RolloutState.CANARY]:
+                try:
+                    await asyncio.to_thread(self.check, model)
+                except Exception:  # noqa: BLE001 - the loop must survive one bad check
+                    log.exception("rollout check of %s failed", model)
+
+    # ---- routing ------------------------------------------------------------------------------
+    def route(self, model: ModelConfig, key: str, pinned: str | None) -> Route:
+        return route(model, self.rollouts.get(model.name), key, pinned)
+
+    def shadow(self, model: str) -> Route | None:
+        """For an incumbent request: a candidate route to answer it in the background, if sampled."""
+        return shadow_route(self.rollouts.get(model), self.config.shadow_fraction, self._rng)
+
+    # ---- control ------------------------------------------------------------------------------
+    async def start(self, model: str, checkpoint: str, canary: float | None, best_of: int | None,
+                    force: bool = False) -> dict[str, Any]:
+        if model not in self.backends:
+            raise APIError(404, f"model {model!r} does not exist", type="not_found_error", param="model",
+                           code="model_not_found")
+        current = self.rollouts.get(model)
+        if current is not None and current.state == RolloutState.CANARY:
+            raise APIError(409, f"model {model} already has a canary of {current.checkpoint_id}; promote or "
+                           "roll it back first", code="rollout_active")
+        found = await asyncio.to_thread(self._servable, checkpoint, force)
+        share = canary if canary is not None else self.config.steps[0]
+        now = time.time()
+        rollout = Rollout(model=model, checkpoint_id=checkpoint, adapter_path=found.path, state=RolloutState.CANARY,
+                          share=share, candidate_best_of=best_of or self.config.candidate_best_of,
+                          incumbent_best_of=self.settings.model_by_name(model).best_of, started_at=now,
+                          step_started_at=now, updated_at=now)
+        try:  # load before the arm takes any traffic
+            await self.adapters.load(rollout)
+        except Exception as exc:  # noqa: BLE001
+            await asyncio.to_thread(self._transition, replace(rollout, state=RolloutState.FAILED, share=0.0),
+                                    "failed", f"adapter load failed: {exc}", {})
+            raise APIError(502, f"loading checkpoint {checkpoint} failed; the incumbent keeps 100 % of traffic: "
+                           f"{exc}", type="upstream_error", code="adapter_load_failed") from exc
+        return await asyncio.to_thread(self._transition, rollout, "start", f"canary at {share:g}%", {"share": share})
+
+    def promote(self, model: str, reason: str = "promoted by an operator", numbers: dict | None = None) -> dict:
+        rollout = self._active(model)
+        with self.store.connection() as db:
+            self._promote(db, rollout, reason, numbers or {})
+            return self._describe(db, model)
+
+    def rollback(self, model: str, reason: str = "rolled back by an operator", numbers: dict | None = None) -> dict:
+        rollout = self._active(model)
+        with self.store.connection() as db:
+            self._rollback(db, rollout, reason, numbers or {})
+            return self._describe(db, model)
+
+    def check(self, model: str) -> Decision:
+        """Run the policy once for `model` and apply its decision."""
+        rollout = self._active(model)
+        if rollout.state != RolloutState.CANARY:
+            return Decision("hold", "not a canary", {})
+        cfg = self.config
+        with self.store.connection() as db:
+            since = rollout.started_at
+            candidate = arm_stats(arm_outcomes(db, model, CANDIDATE_ARMS, since))
+            incumbent = arm_stats(arm_outcomes(db, model, INCUMBENT_ARMS, since))
+            pairs = shadow_pairs(db, model, since=since, candidate_n=rollout.candidate_best_of)
+            decision = decide(pairs, rollout.looks, candidate, incumbent, cfg)
+            if decision.look is not None:
+                rollout = replace(rollout, looks=decision.look)
+            if decision.action == "rollback":
+                self._rollback(db, rollout, decision.reason, decision.numbers)
+            elif decision.action == "advance":
+                higher = [s for s in cfg.steps if s > rollout.share]
+                if not higher or higher[0] >= 100:
+                    decision.action = "promote"
+                    self._promote(db, rollout, decision.reason, decision.numbers)
+                else:
+                    self._set(db, replace(rollout, share=higher[0], step_started_at=time.time()), "step",
+                              f"{rollout.share:g}% → {higher[0]:g}%: {decision.reason}", decision.numbers)
+            elif decision.look is not None:
+                self._set(db, rollout, "look", decision.reason, decision.numbers)
+        return decision
+
+    def status(self) -> list[dict[str, Any]]:
+        with self.store.connection() as db:
+            return [self._describe(db, m.name) for m in self.settings.models]
+
+    # ---- state ----------------------------------------------------------------------------------
+    def _active(self, model: str) -> Rollout:
+        rollout = self.rollouts.get(model)
+        if rollout is None:
+            raise APIError(404, f"model {model!r} has no active rollout", type="not_found_error",
+                           param="model", code="no_rollout")
+        return rollout
+
+    def _stored_active(self) -> list[Rollout]:
+        with self.store.connection() as db:
+            return active_rollouts(db)
+
+    def _servable(self, checkpoint_id: str, force: bool) -> Checkpoint:
+        with self.store.connection() as db:
+            return servable_checkpoint(db, checkpoint_id, force)
+
+    def _transition(self, rollout: Rollout, event: str, reason: str, numbers: dict[str, Any]) -> dict[str, Any]:
+        """Record a new state in one unit of work; returns the model's description."""
+        with self.store.connection() as db:
+            self._set(db, rollout, event, reason, numbers)
+            return self._describe(db, rollout.model)
+
+    def _promote(self, db: sqlite_utils.Database, rollout: Rollout, reason: str, numbers: dict[str, Any]) -> None:
+        self._set(db, replace(rollout, state=RolloutState.PROMOTED, share=100.0), "promote", reason, numbers)
+        set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.PROMOTED)
+
+    def _rollback(self, db: sqlite_utils.Database, rollout: Rollout, reason: str, numbers: dict[str, Any]) -> None:
+        self._set(db, replace(rollout, state=RolloutState.ROLLED_BACK, share=0.0), "rollback", reason, numbers)
+        self.rollouts.pop(rollout.model, None)
+        set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.ROLLED_BACK)
+        self.adapters.unload_later(rollout)
+
+    def _set(self, db: sqlite_utils.Database, rollout: Rollout, event: str, reason: str,
+             numbers: dict[str, Any]) -> None:
+        rollout = replace(rollout, updated_at=time.time())
+        save_rollout(db, rollout, event, {"reason": reason, **numbers})
+        if rollout.active:
+            self.rollouts[rollout.model] = rollout
+        self.metrics.rollout_share.labels(rollout.model).set(rollout.share if rollout.active else 0)
+        self.metrics.rollout_events.labels(rollout.model, event).inc()
+        log.info("rollout %s of %s on %s: %s", event, rollout.checkpoint_id, rollout.model, reason)
+
+    def _describe(self, db: sqlite_utils.Database, model: str) -> dict[str, Any]:
+        rollout = get_rollout(db, model)
+        if rollout is None:
+            return {"model": model, "state": None}
+        since = rollout.step_started_at
+        arms = {name: asdict(arm_stats(arm_outcomes(db, model, arms, since))) for name, arms in
+                (("incumbent", INCUMBENT_ARMS), ("candidate", CANDIDATE_ARMS))}
+        before = arm_outcomes(db, model, INCUMBENT_ARMS, 0.0)  # the incumbent at its best_of
+        after = arm_outcomes(db, model, (Arm.PROMOTED,), rollout.started_at)
+        pairs = shadow_pairs(db, model, since=rollout.started_at, candidate_n=rollout.candidate_best_of)
+        bound = paired_bound([p.difference for p in pairs], look_schedule(self.config).z)
+        return {**asdict(rollout), "arms_this_step": arms, "shadow_pairs": bound.as_dict(),
+                "tokens_per_request": {"before": before.tokens_per_request,
+                                       "after": after.tokens_per_request if after.requests else None}}

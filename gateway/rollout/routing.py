@@ -1,0 +1,55 @@
+"""Where one request goes while a model has a rollout: which arm, which adapter, at which N."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, replace
+
+from gateway.buckets import stable_fraction
+from gateway.config import ModelConfig
+from gateway.errors import APIError
+from gateway.store import Arm, Rollout, RolloutState
+
+
+def adapter_name(checkpoint_id: str) -> str:
+    """The name a checkpoint's adapter is loaded under on a backend."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", checkpoint_id)
+
+
+@dataclass
+class Route:
+    """Where one request goes."""
+
+    arm: Arm
+    adapter: str | None
+    default_best_of: int
+    model_version: str | None
+
+
+def _candidate(rollout: Rollout, arm: Arm) -> Route:
+    return Route(arm, adapter_name(rollout.checkpoint_id), rollout.candidate_best_of, rollout.checkpoint_id)
+
+
+def route(model: ModelConfig, rollout: Rollout | None, key: str, pinned: str | None) -> Route:
+    """The arm of a request: by a stable hash of `key` into the canary share (a user stays on one
+    arm), unless the caller pinned one (X-TAO-Arm); everything goes to a promoted checkpoint."""
+    base = Route(Arm.BASE, None, model.best_of, None)
+    if rollout is None:
+        if pinned == Arm.CANDIDATE:
+            raise APIError(400, f"model {model.name} has no rollout to pin", param="X-TAO-Arm")
+        return base
+    candidate = _candidate(rollout, Arm.CANDIDATE)
+    if rollout.state == RolloutState.PROMOTED:
+        return replace(candidate, arm=Arm.PROMOTED)
+    if pinned is not None:
+        return candidate if pinned == Arm.CANDIDATE else base
+    return candidate if stable_fraction(key) * 100 < rollout.share else base
+
+
+def shadow_route(rollout: Rollout | None, fraction: float, rng: random.Random) -> Route | None:
+    """For an incumbent request: a candidate route to answer it in the background, sampled at
+    `fraction` while the rollout is a canary."""
+    if rollout is None or rollout.state != RolloutState.CANARY or rng.random() >= fraction:
+        return None
+    return _candidate(rollout, Arm.SHADOW)
