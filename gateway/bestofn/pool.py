@@ -1,0 +1,93 @@
+"""One request's candidates and what producing them cost; what a request's handling hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from gateway.backends import Candidate, Generation, StreamDelta
+from gateway.protocol import TaoInfo, Usage
+from gateway.request import Endpoint
+
+
+@dataclass
+class CandidatePool:
+    """One request's candidates in generation order, their rewards, and what producing them cost."""
+
+    candidates: list[Candidate]
+    prompt_tokens: int
+    upstream_calls: int
+    upstream_ms: float
+    failures: list[str] = field(default_factory=list)  # candidates lost to partial upstream failures
+    scores: list[float | None] = field(default_factory=list)  # all floats, or all None (unscored)
+    scoring_ms: float = 0.0
+    degraded_reason: str | None = None  # why the scores are missing, when the scorer failed
+
+    @classmethod
+    def of(cls, generation: Generation, upstream_ms: float) -> CandidatePool:
+        return cls(candidates=generation.candidates, prompt_tokens=generation.prompt_tokens,
+                   upstream_calls=generation.upstream_calls, upstream_ms=upstream_ms,
+                   failures=generation.failures, scores=[None] * len(generation.candidates))
+
+    def extend(self, more: CandidatePool) -> None:
+        """Add a later batch of the same prompt (the prompt was counted with the first)."""
+        self.candidates += more.candidates
+        self.scores += more.scores
+        self.upstream_calls += more.upstream_calls
+        self.upstream_ms += more.upstream_ms
+        self.failures += more.failures
+
+    @property
+    def scored(self) -> bool:
+        return bool(self.scores) and None not in self.scores
+
+    def usage(self) -> Usage:
+        completion_tokens = sum(c.completion_tokens for c in self.candidates)
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens,
+                     total_tokens=self.prompt_tokens + completion_tokens)
+
+
+@dataclass
+class Outcome:
+    """What the HTTP layer shapes into a reply: the returned candidates best first, and the facts."""
+
+    choices: list[Candidate]
+    usage: Usage
+    tao: TaoInfo
+
+
+class Failure(NamedTuple):
+    """Why a request got no (complete) reply: the HTTP status and the logged message."""
+
+    status: int
+    message: str
+
+
+@dataclass
+class StreamedReply:
+    """An N=1 reply while it streams: the `tao` object the client gets, and what has arrived."""
+
+    tao: TaoInfo
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, delta: StreamDelta) -> None:
+        self.parts.append(delta.text)
+        self.finish_reason = delta.finish_reason or self.finish_reason
+        if delta.prompt_tokens is not None:
+            self.prompt_tokens = delta.prompt_tokens
+        if delta.completion_tokens is not None:
+            self.completion_tokens = delta.completion_tokens
+
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                     total_tokens=self.prompt_tokens + self.completion_tokens)
+
+    def pool(self, endpoint: Endpoint, upstream_ms: float) -> CandidatePool:
+        text = "".join(self.parts)
+        candidate = Candidate(text=text, finish_reason=self.finish_reason, completion_tokens=self.completion_tokens,
+                              message={"role": "assistant", "content": text} if endpoint == "chat" else None)
+        return CandidatePool(candidates=[candidate], prompt_tokens=self.prompt_tokens, upstream_calls=1,
+                             upstream_ms=upstream_ms, scores=[None])
