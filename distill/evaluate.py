@@ -15,14 +15,24 @@ answer scored alone as an N=1 reply is. Two paired comparisons, each a one-sided
 
 i.e. the share of the uplift best-of-N gave in production that the checkpoint gives at N=1; its
 interval is the first bound divided by the logged uplift.
+
+**The cheapest arm.** The `eval_samples` answers per prompt also say what the checkpoint would
+score at best-of-k: the expected maximum of k of them, drawn without replacement (an unbiased
+estimate from the same samples, scored by the same scorer). For k = 1, 2, 4, … up to the samples,
+each is compared per prompt with the logged best-of-N; the rollout serves at the smallest k whose
+mean difference is at least −`rollout.margin` (`chosen_best_of`), and the gate's second bound is
+taken at that k: the rollout's hypothesis is about the arm it will serve.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+import math
+from math import comb
 from pathlib import Path
-from statistics import mean
+from statistics import mean, variance
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -31,9 +41,29 @@ from distill.dataset import LoggedPrompt
 from distill.sampling import Answer, PolicySampler
 from gateway.config import ModelConfig
 from gateway.rewards import Scorer
+from gateway.sequential import SequentialPlan
 from gateway.stats import PairedBound, paired_bound
 
 EVAL_ADAPTER = "evaluated"
+
+
+def best_of_law(scores: Sequence[float], k: int) -> tuple[float, float]:
+    """Mean and variance of the best of k answers drawn without replacement from `scores`: the i-th
+    smallest score is the best of exactly C(i, k−1) of the C(m, k) subsets (i counted from 0)."""
+    ordered = sorted(scores)
+    weights = [comb(i, k - 1) / comb(len(ordered), k) for i in range(len(ordered))]
+    mean_ = sum(w * x for w, x in zip(weights, ordered))
+    return mean_, max(sum(w * x * x for w, x in zip(weights, ordered)) - mean_ * mean_, 0.0)
+
+
+def expected_best_of(scores: Sequence[float], k: int) -> float:
+    """The expected best of k answers drawn without replacement from `scores`."""
+    return best_of_law(scores, k)[0]
+
+
+def best_of_ks(samples: int) -> list[int]:
+    """The k a gate with `samples` answers per prompt can estimate: 1, 2, 4, … up to `samples`."""
+    return [2 ** i for i in range(samples.bit_length()) if 2 ** i <= samples]
 
 
 def share_recovered(gain: float, uplift: float) -> float | None:
@@ -77,6 +107,20 @@ class EvalReport:
     base_truncated: float = 0.0  # share of sampled answers cut at max_tokens
     new_truncated: float = 0.0
     results: list[PromptResult] = field(default_factory=list)
+    best_of_k: dict[int, float] = field(default_factory=dict)  # new best-of-k reward, estimated from the samples
+    best_of_k_versus_best_of_n: dict[int, PairedBound] = field(default_factory=dict)  # per prompt, vs logged
+    # sd of one rollout pair at k (one best-of-k reply against one logged best-of-N winner): the spread of
+    # the per-prompt differences plus the spread of a best-of-k draw within its prompt
+    best_of_k_pair_sd: dict[int, float] = field(default_factory=dict)
+
+    def chosen_best_of(self, plan: SequentialPlan) -> int:
+        """The cheapest arm: the smallest k predicted to hold the logged best-of-N within the plan's
+        margin with power to show it (≥ 80 % by `plan.power`); else the smallest k predicted within
+        the margin at all; else the largest k estimated."""
+        bounds = sorted(self.best_of_k_versus_best_of_n.items())
+        shown = [k for k, b in bounds if plan.power(b.mean, self.best_of_k_pair_sd.get(k, b.sd)) >= 0.8]
+        held = [k for k, b in bounds if b.mean >= -plan.margin]
+        return (shown or held or [max(self.best_of_k_versus_best_of_n, default=1)])[0]
 
     @property
     def uplift(self) -> float:
@@ -98,7 +142,11 @@ class EvalReport:
                                                  "base_truncated", "new_truncated")}
         return {**scalars, "gain_recovered": self.gain_recovered,
                 "gain_recovered_interval": self.gain_recovered_interval,
-                "versus_base": self.versus_base.as_dict(), "versus_best_of_n": self.versus_best_of_n.as_dict()}
+                "versus_base": self.versus_base.as_dict(), "versus_best_of_n": self.versus_best_of_n.as_dict(),
+                "best_of_k": {str(k): {"reward": reward, "tokens_per_answer": k * self.new_tokens_per_answer,
+                                       "versus_best_of_n": self.best_of_k_versus_best_of_n[k].as_dict(),
+                                       "pair_sd": self.best_of_k_pair_sd.get(k)}
+                              for k, reward in self.best_of_k.items()}}
 
 
 @dataclass(frozen=True)
@@ -107,18 +155,20 @@ class GateVerdict:
     reason: str
 
 
-def gate(report: EvalReport, gate_margin: float, rollout_margin: float) -> GateVerdict:
+def gate(report: EvalReport, gate_margin: float, rollout_margin: float, best_of: int = 1) -> GateVerdict:
     """Publish when the checkpoint is shown better than the base at N=1 by more than `gate_margin`,
-    and not shown worse than best-of-N by more than the rollout's margin."""
-    vs_base, vs_bon = report.versus_base, report.versus_best_of_n
+    and not shown worse than best-of-N by more than the rollout's margin when it serves at `best_of`."""
+    vs_base = report.versus_base
+    vs_bon = report.best_of_k_versus_best_of_n.get(best_of, report.versus_best_of_n)
+    arm = f"new best-of-{best_of}" if best_of > 1 else "new N=1"
     if vs_base.lower <= gate_margin:
         return GateVerdict(False, f"new N=1 − base N=1 is {vs_base.mean:+.4f} (lower bound {vs_base.lower:+.4f} "
                            f"over {vs_base.pairs} prompts): not shown above {gate_margin:g}")
     if vs_bon.pairs and vs_bon.upper < -rollout_margin:
-        return GateVerdict(False, f"new N=1 − logged best-of-N is {vs_bon.mean:+.4f} (upper bound "
+        return GateVerdict(False, f"{arm} − logged best-of-N is {vs_bon.mean:+.4f} (upper bound "
                            f"{vs_bon.upper:+.4f}): the rollout policy would roll it back (margin {rollout_margin:g})")
     return GateVerdict(True, f"new N=1 − base N=1 {vs_base.mean:+.4f} (lower bound {vs_base.lower:+.4f}); "
-                       f"new N=1 − best-of-N {vs_bon.mean:+.4f} [{vs_bon.lower:+.4f}, {vs_bon.upper:+.4f}]")
+                       f"{arm} − best-of-N {vs_bon.mean:+.4f} [{vs_bon.lower:+.4f}, {vs_bon.upper:+.4f}]")
 
 
 async def _evaluate(sampler: PolicySampler, heldout: list[LoggedPrompt], samples: int,
@@ -153,6 +203,11 @@ def summarize(results: list[PromptResult], samples: int, z: float, logged_tokens
     logged_n1 = [r.logged_n1 for r in results if r.logged_n1 is not None]
     base_answers = [a for r in results for a in r.base]
     new_answers = [a for r in results for a in r.new]
+    ks = best_of_ks(min((len(r.new) for r in results), default=0))
+    laws = {k: [best_of_law([a.score for a in r.new], k) for r in results] for k in ks}
+    best_of_k = {k: [m for m, _ in values] for k, values in laws.items()}
+    versus = {k: [(m - r.logged_best_of_n, v) for (m, v), r in zip(values, results) if r.logged_best_of_n is not None]
+              for k, values in laws.items()}
     return EvalReport(
         prompts=len(results),
         samples_per_prompt=samples,
@@ -167,4 +222,8 @@ def summarize(results: list[PromptResult], samples: int, z: float, logged_tokens
         base_truncated=mean(not a.ended for a in base_answers) if base_answers else 0.0,
         new_truncated=mean(not a.ended for a in new_answers) if new_answers else 0.0,
         results=results,
+        best_of_k={k: mean(values) for k, values in best_of_k.items()},
+        best_of_k_versus_best_of_n={k: paired_bound([d for d, _ in pairs], z) for k, pairs in versus.items()},
+        best_of_k_pair_sd={k: math.sqrt((variance([d for d, _ in pairs]) if len(pairs) > 1 else 0.0)
+                                        + mean(v for _, v in pairs)) for k, pairs in versus.items() if pairs},
     )

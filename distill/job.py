@@ -25,6 +25,7 @@ from distill.sampling import Answer, PolicySampler
 from distill.train import METHODS, TrainResult, uses_bf16
 from gateway.config import EMBEDDED_MODEL, DistillConfig, ModelConfig, Settings, with_updates
 from gateway.rewards import Scorer, build_scorer
+from gateway.rollout import sequential_plan
 from gateway.stats import z_for
 from gateway.store import CheckpointStatus, LockHeld, Store, exclusive, last_distilled_until, record_distill_run
 
@@ -161,6 +162,13 @@ def run_distill(settings: Settings, *, since: float | None = None, until: float 
     return outcome
 
 
+def serving_best_of(settings: Settings, report: EvalReport) -> int:
+    """The N the checkpoint's rollout arm will serve at: `rollout.candidate_best_of`, or with `auto`
+    the cheapest k the gate's samples predict within the margin of the logged best-of-N."""
+    configured = settings.rollout.candidate_best_of
+    return report.chosen_best_of(sequential_plan(settings.rollout)) if configured == "auto" else configured
+
+
 def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | None, until: float | None,
                 exclude: Callable[[LoggedPrompt], bool] | None) -> DistillOutcome:
     cfg = settings.distill
@@ -197,8 +205,9 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
         result = train_rounds(cfg, train, heldout, base_dir, staging, scorer, model_config, counts)
         report = evaluate(base_dir, result.adapter_dir, heldout, scorer, model_config, cfg.eval_samples, cfg.seed,
                           z=z_for(settings.rollout.alpha))
-        verdict = gate(report, cfg.gate_margin, settings.rollout.margin)
-        metrics = {"eval": report.as_dict(), "counts": counts, "train": result.metrics, "steps": result.steps,
+        best_of = serving_best_of(settings, report)
+        verdict = gate(report, cfg.gate_margin, settings.rollout.margin, best_of)
+        metrics = {"eval": report.as_dict(), "best_of": best_of, "counts": counts, "train": result.metrics, "steps": result.steps,
                    "config": cfg.model_dump(mode="json"), "reward": settings.reward.model_dump(mode="json")}
         row = {"id": checkpoint_id, "created_at": time.time(), "model": cfg.model, "base_model": str(base_dir),
                "method": cfg.method, "data_since": since, "data_until": until, "metrics": metrics}

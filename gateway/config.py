@@ -263,18 +263,20 @@ class ServerConfig(BaseModel):
 
 
 class RolloutConfig(BaseModel):
-    """How a candidate checkpoint earns traffic. See gateway/rollout.py for the statistic."""
+    """How a candidate checkpoint earns traffic. See gateway/rollout/policy.py for the statistic."""
 
     model_config = ConfigDict(extra="forbid")
 
     steps: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0, 100.0],
-                               description="Canary shares in percent, climbed in order; 100 means promote.")
-    pairs_per_look: int = Field(30, ge=2, description="Shadow pairs (one prompt answered by both arms) between "
-                                "two looks of the policy at the reward.")
-    max_looks: int = Field(6, ge=1, description="Looks before the test ends: a candidate not shown within the "
-                           "margin by then is rolled back. Each look spends alpha / max_looks.")
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="Chance of a wrong promotion, and of a wrong rollback, "
-                         "across all looks (one-sided).")
+                               description="Canary shares in percent: the canary starts at the first and climbs one "
+                               "step at each look that shows no harm; promotion (100) comes at the first look that "
+                               "shows the candidate within the margin, from any share.")
+    pairs_per_look: int = Field(60, ge=2, description="Prompts with a shadow pair (one prompt answered by both arms) "
+                                "between two looks of the policy at the reward; a prompt's repeats count once.")
+    max_looks: int = Field(6, ge=1, description="Planned looks: the test ends at the last one, and a candidate not "
+                           "shown within the margin by then is rolled back.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Chance of a wrong promotion (of a candidate exactly at "
+                         "-margin) across all looks, one-sided; spent O'Brien-Fleming-type over the looks.")
     margin: float = Field(0.05, ge=0, description="How far below the incumbent's reward the candidate may be.")
     min_requests_rollback: int = Field(10, ge=2, description="Candidate requests before the error-rate rule may fire.")
     max_error_rate_increase: float = Field(0.05, ge=0, description="Candidate error rate over incumbent's.")
@@ -282,13 +284,10 @@ class RolloutConfig(BaseModel):
                                    "candidate in the background: the same-prompt pairs the policy compares.")
     check_interval_s: float = Field(5.0, gt=0, description="How often the policy looks for a new look's worth of "
                                                            "pairs.")
-    candidate_best_of: int = Field(1, ge=1, description="N the candidate arm serves at.")
-
-    @model_validator(mode="after")
-    def _enough_looks_to_climb(self) -> RolloutConfig:
-        if len(self.steps) > self.max_looks:
-            raise ValueError(f"max_looks {self.max_looks} is fewer than the {len(self.steps)} steps to climb")
-        return self
+    candidate_best_of: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="N the candidate arm serves at. auto: the smallest k the eval gate's samples predict "
+        "within the margin of the incumbent's best-of-N (distill records it with the checkpoint; 1 for a "
+        "checkpoint without it). `tao rollout start --best-of` overrides it.")
 
 
 class LoraSettings(BaseModel):

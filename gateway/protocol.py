@@ -160,7 +160,8 @@ class RolloutStart(BaseModel):
 
     checkpoint: str = Field(description="A registered checkpoint id (see the checkpoints table).")
     canary: float | None = Field(None, gt=0, le=100, description="Initial candidate share in percent.")
-    best_of: int | None = Field(None, ge=1, description="N the candidate arm serves at (default 1).")
+    best_of: int | None = Field(None, ge=1, description="N the candidate arm serves at (default: rollout.candidate_best_of; with auto, the k distill "
+                                "chose for the checkpoint).")
     force: bool = Field(False, description="Start a checkpoint the eval gate rejected, or a retired one.")
 
 

@@ -1,15 +1,7 @@
-"""The one statistic behind the eval gate and the rollout policy: a paired, one-sided bound.
-
-Both ask the same question of paired reward differences d_i (new minus reference, one per prompt):
-is the mean difference above a margin, and how sure are we? Both use `paired_bound`.
-
-The rollout policy looks at its evidence more than once, so a fixed z would be tested again and
-again and its error would grow with every look (a simulation with no true difference rolled back
-9.5 % of the time at a nominal 5 %). `LookSchedule` fixes that the plain way: a decision is taken
-only at planned looks (every `min_pairs` new pairs, at most `max_looks` times), and each one-sided
-error α is split evenly over them (Bonferroni), so across all looks the chance of a wrong rollback
-or a wrong promotion stays at most α whatever the dependence between looks. At the last look the
-test is truncated: a candidate that has not shown it is within the margin is rolled back.
+"""The eval gate's statistic: a paired, one-sided bound on the mean of reward differences d_i (new
+minus reference, one per prompt): is the mean above a margin, and how sure are we? The rollout
+policy asks the same question more than once, so it uses the group-sequential test of
+`gateway.sequential` instead.
 """
 
 from __future__ import annotations
@@ -56,23 +48,3 @@ def paired_bound(differences: Sequence[float], z: float) -> PairedBound:
     if n == 0:
         return PairedBound(0, 0.0, 0.0, z)
     return PairedBound(n, fmean(differences), stdev(differences) if n > 1 else 0.0, z)
-
-
-@dataclass(frozen=True)
-class LookSchedule:
-    """Planned looks at `min_pairs`, 2·`min_pairs`, … `max_looks`·`min_pairs` pairs, α split over them."""
-
-    min_pairs: int
-    max_looks: int
-    alpha: float
-
-    @property
-    def z(self) -> float:
-        return z_for(self.alpha / self.max_looks)
-
-    def pairs_for(self, look: int) -> int:
-        """Pairs look number `look` (1-based) is taken over: the first look·min_pairs."""
-        return look * self.min_pairs
-
-    def is_last(self, look: int) -> bool:
-        return look >= self.max_looks

@@ -49,19 +49,23 @@ def print_rollouts(rows: list[dict[str, Any]], console: Console | None = None) -
     console = console or Console()
     table = Table(title="rollouts")
     for column in ("model", "checkpoint", "state", "candidate share", "incumbent reward (n)",
-                   "candidate reward (n)", "shadow pairs: candidate − incumbent [bounds]", "looks",
-                   "tokens/request before → after"):
+                   "candidate reward (n)", "shadow pairs: candidate − incumbent [bounds at the next look]", "looks",
+                   "N → k (answers saved)", "tokens/request: incumbent, candidate (this step); before → after"):
         table.add_column(column)
     for row in rows:
         if not row.get("state"):
-            table.add_row(row["model"], "-", "no rollout", "0%", "", "", "", "", "")
+            table.add_row(row["model"], "-", "no rollout", "0%", "", "", "", "", "", "")
             continue
         arms, tokens, pairs = row["arms_this_step"], row["tokens_per_request"], row["shadow_pairs"]
         after = "-" if tokens["after"] is None else f"{tokens['after']:.1f}"
         table.add_row(row["model"], row["checkpoint_id"], row["state"], f"{row['share']:g}%",
                       f"{arms['incumbent']['mean']:.3f} ({arms['incumbent']['scored']})",
                       f"{arms['candidate']['mean']:.3f} ({arms['candidate']['scored']})",
-                      f"{pairs['mean']:+.3f} [{pairs['lower']:+.3f}, {pairs['upper']:+.3f}] ({pairs['pairs']})"
-                      if pairs["pairs"] > 1 else f"({pairs['pairs']})",
-                      str(row["looks"]), f"{tokens['before']:.1f} → {after}")
+                      f"{pairs['mean']:+.3f} [{pairs['lower']:+.3f}, {pairs['upper']:+.3f}] "
+                      f"({pairs['units']} prompts, {pairs['pairs']} pairs)"
+                      if pairs["lower"] is not None else f"({pairs['pairs']})",
+                      str(row["looks"]),
+                      f"{row['incumbent_best_of']} → {row['candidate_best_of']} ({row['saving']:g}×)",
+                      f"{arms['incumbent']['tokens_per_request']:.1f}, {arms['candidate']['tokens_per_request']:.1f}; "
+                      f"{tokens['before']:.1f} → {after}")
     console.print(table)

@@ -4,6 +4,7 @@ import pytest
 
 from distill.evaluate import EvalReport, PromptResult, gate, summarize
 from distill.sampling import Answer
+from gateway.sequential import SequentialPlan
 from gateway.stats import z_for
 
 Z = z_for(0.05)
@@ -59,3 +60,34 @@ def test_truncated_answers_are_counted():
     results = [PromptResult("p", 0.5, 0.7, base=answers(0.5, 0.5, ended=False), new=answers(0.6, 0.6))]
     summary = summarize(results, 2, Z, [])
     assert summary.base_truncated == 1.0 and summary.new_truncated == 0.0
+
+
+def test_best_of_k_is_the_expected_best_of_k_samples_drawn_without_replacement():
+    from itertools import combinations
+    from statistics import mean
+
+    from distill.evaluate import best_of_ks, expected_best_of
+
+    scores = [0.1, 0.9, 0.4, 0.4, 0.7]
+    for k in range(1, 6):  # against every subset, counted out
+        assert expected_best_of(scores, k) == pytest.approx(mean(max(c) for c in combinations(scores, k)))
+    assert best_of_ks(4) == [1, 2, 4] and best_of_ks(6) == [1, 2, 4] and best_of_ks(1) == [1]
+
+
+def test_the_cheapest_arm_is_the_smallest_k_the_plan_can_show_within_the_margin():
+    """N=1 answers score 0 or 1 half the time (mean 0.5); logged best-of-N is 0.8: N=1 is 0.3 short,
+    best-of-2 (0.833, +0.033) holds it, so k = 2 when the plan has the units to show it, k = 4 (+0.2)
+    when it has few; the gate then asks the rollout's question at that k."""
+    prompts = [result(0.5, 0.8, [0.5] * 4, [0.0, 1.0, 0.0, 1.0]) for _ in range(6)]
+    summary = summarize(prompts, samples=4, z=Z, logged_tokens=[80])
+    assert summary.best_of_k == pytest.approx({1: 0.5, 2: 5 / 6, 4: 1.0})
+    assert summary.best_of_k_pair_sd[1] == pytest.approx(0.5)  # one N=1 draw: 0 or 1
+    assert summary.best_of_k_pair_sd[2] == pytest.approx((5 / 6 - 25 / 36) ** 0.5)
+    big, small = (SequentialPlan(units_per_look=u, max_looks=3, alpha=0.05, margin=0.05) for u in (200, 5))
+    assert summary.chosen_best_of(big) == 2 and summary.chosen_best_of(small) == 4
+    assert summary.chosen_best_of(SequentialPlan(200, 3, 0.05, margin=0.4)) == 1  # N=1 within a wide margin
+    assert summary.as_dict()["best_of_k"]["2"]["tokens_per_answer"] == 20  # two answers of 10 tokens
+    assert not gate(summary, gate_margin=-1.0, rollout_margin=0.05, best_of=1).publish  # N=1: a sure rollback
+    assert gate(summary, gate_margin=-1.0, rollout_margin=0.05, best_of=2).publish
+    far = [result(0.5, 1.0, [0.5] * 4, [0.0, 0.0, 0.0, 0.5]) for _ in range(3)]
+    assert summarize(far, 4, Z, []).chosen_best_of(big) == 4  # none holds: the most it measured

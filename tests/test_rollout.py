@@ -44,7 +44,9 @@ def admin(gw, action: str, **body) -> httpx.Response:
 
 
 def ask(gw, user: str, **kwargs):
-    reply = gw.client.chat.completions.create(model="mock", messages=PROMPT, user=user, **kwargs)
+    """One request from `user`, on a prompt of its own (the policy's unit is a prompt)."""
+    messages = [{"role": "user", "content": f"Say something to {user}."}]
+    reply = gw.client.chat.completions.create(model="mock", messages=messages, user=user, **kwargs)
     return reply.model_extra["tao"]
 
 
@@ -69,7 +71,7 @@ def test_split_is_stable_per_user_and_near_the_canary_share(gateway, fake):
         assert {r["arm"] for r in rows} == {"base", "candidate"}
 
 
-def test_a_better_candidate_steps_up_and_is_promoted_and_serves_at_n1(gateway, fake):
+def test_a_better_candidate_is_promoted_at_the_first_crossing_and_serves_at_n1(gateway, fake):
     upstream, _ = fake
     upstream.config.texts = ["plain answer"]
     upstream.config.adapter_texts = ["WINNER answer"]
@@ -83,20 +85,19 @@ def test_a_better_candidate_steps_up_and_is_promoted_and_serves_at_n1(gateway, f
             ask(gw, f"u{i}")
         wait_for_pairs(gw, 10)
         first = admin(gw, "check").json()
-        assert first["action"] == "advance" and first["numbers"]["look"] == 1 and first["numbers"]["pairs"] == 5
+        assert first["action"] == "promote" and first["numbers"]["look"] == 1 and first["numbers"]["units"] == 5
         assert first["numbers"]["lower"] == 1.0  # every shadow reply beat its incumbent winner by 1
-        assert admin(gw, "status").json()["rollouts"][0]["share"] == 50
-        assert admin(gw, "check").json()["action"] == "promote"  # look 2, over the first 10 pairs
+        assert admin(gw, "check").json()["action"] == "hold"  # promoted: no more looks
         status = admin(gw, "status").json()["rollouts"][0]
-        assert status["state"] == "promoted" and status["share"] == 100 and status["looks"] == 2
+        assert status["state"] == "promoted" and status["share"] == 100 and status["looks"] == 1
         after = ask(gw, "anyone")
         assert after["arm"] == "promoted" and after["best_of"] == 1  # the default N dropped from 4 to 1
         gw.wait_for_rows(41)
         tokens = admin(gw, "status").json()["rollouts"][0]["tokens_per_request"]
         assert tokens["after"] < tokens["before"]
         events = list(gw.db()["rollout_events"].rows_where(order_by="id"))
-        assert [e["event"] for e in events] == ["start", "step", "promote"]
-        assert json.loads(events[-1]["details"])["pairs"] == 10
+        assert [e["event"] for e in events] == ["start", "promote"]  # from 25 %: no step needs a crossing of its own
+        assert json.loads(events[-1]["details"])["units"] == 5
         assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "promoted"
         metrics = httpx.get(gw.url + "/metrics").text
         assert 'tao_rollout_events_total{event="promote",model="mock"} 1.0' in metrics

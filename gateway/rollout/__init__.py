@@ -19,8 +19,8 @@ checkpoints may be rolled out), `manager` (the state, the policy loop and operat
 """
 
 from gateway.rollout.manager import RolloutManager
-from gateway.rollout.policy import ArmStats, Decision, arm_stats, decide, decide_at_look, look_schedule
+from gateway.rollout.policy import ArmStats, Decision, arm_stats, decide, decide_at_look, sequential_plan
 from gateway.rollout.routing import Route, adapter_name
 
 __all__ = ["ArmStats", "Decision", "RolloutManager", "Route", "adapter_name", "arm_stats", "decide",
-           "decide_at_look", "look_schedule"]
+           "decide_at_look", "sequential_plan"]

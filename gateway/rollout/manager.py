@@ -21,10 +21,10 @@ from gateway.config import ModelConfig, Settings
 from gateway.errors import APIError
 from gateway.metrics import Metrics
 from gateway.rollout.adapters import Adapters
-from gateway.rollout.policy import CANDIDATE_ARMS, INCUMBENT_ARMS, Decision, arm_stats, decide, look_schedule
+from gateway.rollout.policy import CANDIDATE_ARMS, INCUMBENT_ARMS, Decision, arm_stats, decide, sequential_plan
 from gateway.rollout.routing import Route, route, shadow_route
 from gateway.rollout.servable import servable_checkpoint
-from gateway.stats import paired_bound
+from gateway.sequential import clustered_difference
 from gateway.store import (
     Arm,
     Checkpoint,
@@ -112,9 +112,10 @@ class RolloutManager:
                            "roll it back first", code="rollout_active")
         found = await asyncio.to_thread(self._servable, checkpoint, force)
         share = canary if canary is not None else self.config.steps[0]
+        candidate_best_of, why = (best_of, "asked for") if best_of else self._candidate_best_of(found)
         now = time.time()
         rollout = Rollout(model=model, checkpoint_id=checkpoint, adapter_path=found.path, state=RolloutState.CANARY,
-                          share=share, candidate_best_of=best_of or self.config.candidate_best_of,
+                          share=share, candidate_best_of=candidate_best_of,
                           incumbent_best_of=self.settings.model_by_name(model).best_of, started_at=now,
                           step_started_at=now, updated_at=now)
         try:  # load before the arm takes any traffic
@@ -124,7 +125,21 @@ class RolloutManager:
                                     "failed", f"adapter load failed: {exc}", {})
             raise APIError(502, f"loading checkpoint {checkpoint} failed; the incumbent keeps 100 % of traffic: "
                            f"{exc}", type="upstream_error", code="adapter_load_failed") from exc
-        return await asyncio.to_thread(self._transition, rollout, "start", f"canary at {share:g}%", {"share": share})
+        saving = rollout.incumbent_best_of / candidate_best_of
+        return await asyncio.to_thread(
+            self._transition, rollout, "start", f"canary at {share:g}%, the candidate at best-of-{candidate_best_of} "
+            f"({why}; {saving:g}× fewer answers than the incumbent's best-of-{rollout.incumbent_best_of})",
+            {"share": share, "candidate_best_of": candidate_best_of})
+
+    def _candidate_best_of(self, checkpoint: Checkpoint) -> tuple[int, str]:
+        """The candidate arm's N from the config, or with `auto` the one distill chose; and why."""
+        configured = self.config.candidate_best_of
+        if configured != "auto":
+            return configured, "rollout.candidate_best_of"
+        chosen = checkpoint.metrics.get("best_of")
+        if isinstance(chosen, int) and chosen >= 1:
+            return chosen, "auto: the cheapest k the eval gate predicts within the margin"
+        return 1, "auto: the checkpoint records no choice"
 
     def promote(self, model: str, reason: str = "promoted by an operator", numbers: dict | None = None) -> dict:
         rollout = self._active(model)
@@ -154,14 +169,11 @@ class RolloutManager:
                 rollout = replace(rollout, looks=decision.look)
             if decision.action == "rollback":
                 self._rollback(db, rollout, decision.reason, decision.numbers)
-            elif decision.action == "advance":
-                higher = [s for s in cfg.steps if s > rollout.share]
-                if not higher or higher[0] >= 100:
-                    decision.action = "promote"
-                    self._promote(db, rollout, decision.reason, decision.numbers)
-                else:
-                    self._set(db, replace(rollout, share=higher[0], step_started_at=time.time()), "step",
-                              f"{rollout.share:g}% → {higher[0]:g}%: {decision.reason}", decision.numbers)
+            elif decision.action == "promote":
+                self._promote(db, rollout, decision.reason, decision.numbers)
+            elif decision.action == "climb" and (higher := [s for s in cfg.steps if rollout.share < s < 100]):
+                self._set(db, replace(rollout, share=higher[0], step_started_at=time.time()), "step",
+                          f"{rollout.share:g}% → {higher[0]:g}%: {decision.reason}", decision.numbers)
             elif decision.look is not None:
                 self._set(db, rollout, "look", decision.reason, decision.numbers)
         return decision
@@ -222,7 +234,16 @@ class RolloutManager:
         before = arm_outcomes(db, model, INCUMBENT_ARMS, 0.0)  # the incumbent at its best_of
         after = arm_outcomes(db, model, (Arm.PROMOTED,), rollout.started_at)
         pairs = shadow_pairs(db, model, since=rollout.started_at, candidate_n=rollout.candidate_best_of)
-        bound = paired_bound([p.difference for p in pairs], look_schedule(self.config).z)
-        return {**asdict(rollout), "arms_this_step": arms, "shadow_pairs": bound.as_dict(),
+        plan = sequential_plan(self.config)
+        difference = clustered_difference((p.prompt, p.difference) for p in pairs)
+        next_look = min(rollout.looks + 1, plan.max_looks)
+        boundary = plan.boundary(next_look) if difference.units > 1 else None
+        evidence = {**asdict(difference), "boundary": boundary,
+                    "lower": None if boundary is None else difference.mean - boundary * difference.se,
+                    "upper": None if boundary is None else difference.mean + boundary * difference.se,
+                    "next_look": next_look, "max_looks": plan.max_looks,
+                    "prompts_for_next_look": plan.units_for(next_look)}
+        return {**asdict(rollout), "arms_this_step": arms, "shadow_pairs": evidence,
+                "saving": rollout.incumbent_best_of / rollout.candidate_best_of,
                 "tokens_per_request": {"before": before.tokens_per_request,
                                        "after": after.tokens_per_request if after.requests else None}}

@@ -52,6 +52,7 @@ class ShadowPair:
 
     request_id: str  # the incumbent request
     created_at: float
+    prompt: str  # the scored prompt: pairs of one prompt are one unit of the test, not independent
     incumbent: float  # the best candidate's score, from more than one candidate actually generated
     candidate: float  # the shadow reply's score, at the candidate's N actually generated
 
@@ -169,7 +170,7 @@ def shadow_pairs(db: sqlite_utils.Database, model: str, *, since: float, candida
     best candidate's: the best-of-N reward, also when a consensus tie-break served another one.
     """
     sql = """
-        SELECT b.id, b.created_at,
+        SELECT b.id, b.created_at, b.prompt,
                (SELECT MAX(score) FROM candidates WHERE request_id = b.id),
                (SELECT MAX(score) FROM candidates WHERE request_id = s.id) AS shadow_score
         FROM requests b
@@ -180,8 +181,8 @@ def shadow_pairs(db: sqlite_utils.Database, model: str, *, since: float, candida
         ORDER BY b.created_at, b.id
     """
     params = [SHADOW_SUFFIX, model, Arm.BASE, RequestStatus.OK, since, Arm.SHADOW, RequestStatus.OK, candidate_n]
-    return [ShadowPair(request_id=rid, created_at=created, incumbent=incumbent, candidate=candidate)
-            for rid, created, incumbent, candidate in db.execute(sql, params)]
+    return [ShadowPair(request_id=rid, created_at=created, prompt=prompt or "", incumbent=incumbent,
+                       candidate=candidate) for rid, created, prompt, incumbent, candidate in db.execute(sql, params)]
 
 
 def feedback_verdicts(db: sqlite_utils.Database) -> list[Verdict]:

@@ -25,7 +25,7 @@ class Rollout:
     started_at: float
     step_started_at: float  # when the current share began
     updated_at: float
-    looks: int = 0  # looks the policy has taken at the shadow pairs (see gateway.stats.LookSchedule)
+    looks: int = 0  # looks the policy has taken at the shadow pairs (see gateway.sequential)
 
     @property
     def active(self) -> bool:

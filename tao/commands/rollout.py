@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rollout.add_argument("--canary", type=float,
                          help="start: initial share in percent (default: the first of the gateway's rollout.steps)")
     rollout.add_argument("--best-of", type=int,
-                         help="start: N for the candidate arm (default: the gateway's rollout.candidate_best_of)")
+                         help="start: N for the candidate arm (default: the gateway's rollout.candidate_best_of; "
+                         "with auto, the k distill chose for the checkpoint)")
     rollout.add_argument("--url")
     rollout.add_argument("--admin-key")
     rollout.set_defaults(run=run)

@@ -28,7 +28,7 @@ from gateway.config import (
     default_models,
     with_updates,
 )
-from gateway.rollout import look_schedule
+from gateway.stats import z_for
 from gateway.store import Arm, RolloutState, connection
 from tao.demo import report
 from tao.demo.config import DemoConfig
@@ -75,15 +75,18 @@ _ENDINGS = {RolloutState.PROMOTED: "the rollout policy promoted the checkpoint",
 
 
 def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console: Console) -> str:
-    """Canary the checkpoint at N=1 and send the held-out prompts round after round, each incumbent
-    request shadowed; after each round, once its shadow pairs are logged, let the policy look. Stop as
-    soon as it has decided: its last look (`opts.rounds`) always decides. A round usually brings one
-    look; one that brings fewer pairs than a look needs is followed by another, up to twice `rounds`
-    rounds (a shadow that fails never pairs). Returns how the rollout ended."""
+    """Canary the checkpoint at N=1 and send prompts round after round, each incumbent request
+    shadowed: the held-out prompts first (the report's figures), then fresh prompts of the same
+    generator, none of them in the log (the test's unit is a prompt: repeats would add pairs but no
+    units). After each round, once its shadow pairs are logged, let the policy look. Stop as soon as it
+    has decided: its last look (`opts.rounds`) always decides. A round usually brings one look; one
+    that brings fewer units than a look needs is followed by another, up to twice `rounds` rounds (a
+    shadow that fails never pairs). Returns how the rollout ended."""
     model = settings.distill.model
     with connection(settings.store.path) as db:
         logged = load_prompts(db, model)
     heldout = [p.messages[-1]["content"] for p in split(logged, settings.distill.holdout_fraction)[1]]
+    known = {p.messages[-1]["content"] for p in logged}
     most_rounds = 2 * settings.rollout.max_looks
     console.rule(f"3/4 rollout at N=1: canary {settings.rollout.steps[0]:g} %, {len(heldout)} held-out prompts a "
                  f"round, the policy looks every {settings.rollout.pairs_per_look} shadow pairs, "
@@ -95,8 +98,10 @@ def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console:
                    ).raise_for_status()
         state = httpx.get(admin, timeout=60).json()["rollouts"][0]
         for round_ in range(most_rounds):
-            results = send_workload(url + "/v1", model, heldout, best_of=None, concurrency=opts.concurrency,
-                                    desc=f"held-out round {round_ + 1} (look {state['looks'] + 1}/"
+            prompts = heldout if round_ == 0 else fresh_prompts(len(heldout), opts.seed + 1 + round_, known)
+            known.update(prompts)
+            results = send_workload(url + "/v1", model, prompts, best_of=None, concurrency=opts.concurrency,
+                                    desc=f"{'held-out' if round_ == 0 else 'fresh'} round {round_ + 1} (look {state['looks'] + 1}/"
                                     f"{settings.rollout.max_looks})", user=f"heldout-r{round_}")
             expected = state["shadow_pairs"]["pairs"] + sum(r.arm == Arm.BASE for r in results)
             wait_for_pairs(admin, expected, console)
@@ -107,6 +112,12 @@ def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console:
                 return f"{_ENDINGS.get(state['state'], state['state'])} after round {round_ + 1}"
     return (f"the rollout policy had not decided after {most_rounds} rounds ({state['looks']} looks: too few shadow "
             f"pairs were logged): the checkpoint is still a canary at {state['share']:g}%")
+
+
+def fresh_prompts(count: int, seed: int, known: set[str]) -> list[str]:
+    """`count` prompts of the demo's generator that are not in `known`."""
+    candidates = generate_prompts(count + len(known), seed=seed)
+    return [p for p in candidates if p not in known][:count]
 
 
 def wait_for_pairs(admin_url: str, expected: int, console: Console, timeout_s: float = 120.0) -> None:
@@ -153,7 +164,7 @@ def run_demo(opts: DemoConfig) -> int:
 
     console.rule("4/4 report (computed from the log)")
     data = report.compute(settings.store.path, model, outcome.checkpoint_id, settings.distill.holdout_fraction,
-                          z=look_schedule(settings.rollout).z)
+                          z=z_for(settings.rollout.alpha))
     meta = {**opts.model_dump(mode="json"), "database": settings.store.path, "outcome": result,
             "seconds": round(time.time() - started)}
     html_path = report.write(data, meta, opts.out)
