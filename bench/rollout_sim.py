@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 from gateway.config import RolloutConfig
 from gateway.rollout import ArmStats, decide, sequential_plan
 from gateway.store import ShadowPair
+from tao.demo.config import DemoConfig
 
-# issue 27's simulation of the previous rule: P(promote) at -margin, parity, +0.05
-BEFORE = {"demo": (0.071, 0.15, 0.29), "default": (0.009, 0.31, 0.93)}
+# issue 27's simulation of the previous rule on the same schedules: P(promote) at -margin, parity, +0.05
+BEFORE = {"default": (0.009, 0.31, 0.93), "old demo": (0.071, 0.15, 0.29)}
 NO_ERRORS = ArmStats(requests=10_000, errors=0, scored=10_000, mean=0.5, variance=0.1, tokens_per_request=20.0)
 
 
@@ -42,10 +43,13 @@ class Schedule:
 
 
 def schedules() -> list[Schedule]:
-    """The product's default plan, and the demo's (`tao demo`: a look every ~6 prompts, 3 looks)."""
+    """The product's default plan, the demo's, and the demo's before issue 27 (3 looks of 6 pairs)."""
     default = RolloutConfig()
+    demo = DemoConfig()
     return [Schedule("default", default),
-            Schedule("demo", default.model_copy(update={"pairs_per_look": 6, "max_looks": 3}))]
+            Schedule("demo", default.model_copy(update={"pairs_per_look": demo.prompts_per_look,
+                                                        "max_looks": demo.rounds})),
+            Schedule("old demo", default.model_copy(update={"pairs_per_look": 6, "max_looks": 3}))]
 
 
 def run_canary(rng: random.Random, config: RolloutConfig, true: float, sd: float) -> tuple[str, int]:
@@ -83,11 +87,10 @@ def main() -> None:
             cells.append(sum(o == "promote" for o, _ in outcomes) / args.runs)
             if true == 0.0:
                 used = sum(n for _, n in outcomes) / args.runs
-        before = BEFORE[schedule.name]
+        before = [f"{b:.1%}" for b in BEFORE[schedule.name]] if schedule.name in BEFORE else ["-"] * 3
         error = (cells[0] * (1 - cells[0]) / args.runs) ** 0.5  # Monte Carlo error of the first cell
         table.add_row(schedule.name, f"{config.max_looks} × {config.pairs_per_look}", f"{cells[0]:.1%} ± {error:.1%}",
-                      f"{before[0]:.1%}", f"{cells[1]:.1%}", f"{before[1]:.1%}", f"{cells[2]:.1%}",
-                      f"{before[2]:.1%}", f"{used:.0f}")
+                      before[0], f"{cells[1]:.1%}", before[1], f"{cells[2]:.1%}", before[2], f"{used:.0f}")
     console.print(table)
 
 

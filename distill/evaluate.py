@@ -19,9 +19,9 @@ interval is the first bound divided by the logged uplift.
 **The cheapest arm.** The `eval_samples` answers per prompt also say what the checkpoint would
 score at best-of-k: the expected maximum of k of them, drawn without replacement (an unbiased
 estimate from the same samples, scored by the same scorer). For k = 1, 2, 4, … up to the samples,
-each is compared per prompt with the logged best-of-N; the rollout serves at the smallest k whose
-mean difference is at least −`rollout.margin` (`chosen_best_of`), and the gate's second bound is
-taken at that k: the rollout's hypothesis is about the arm it will serve.
+each is compared per prompt with the logged best-of-N; the rollout serves at the smallest k the
+rollout's plan has the power to show within `rollout.margin` (`chosen_best_of`), and the gate's
+second bound is taken at that k: the rollout's hypothesis is about the arm it will serve.
 """
 
 from __future__ import annotations
@@ -115,12 +115,15 @@ class EvalReport:
 
     def chosen_best_of(self, plan: SequentialPlan) -> int:
         """The cheapest arm: the smallest k predicted to hold the logged best-of-N within the plan's
-        margin with power to show it (≥ 80 % by `plan.power`); else the smallest k predicted within
-        the margin at all; else the largest k estimated."""
+        margin with the power to show it (≥ 80 % by `plan.power`). When no k has that power, the k
+        with the most (the cheaper on a tie): an arm the plan cannot decide is rolled back at its last
+        look, however good it is."""
         bounds = sorted(self.best_of_k_versus_best_of_n.items())
-        shown = [k for k, b in bounds if plan.power(b.mean, self.best_of_k_pair_sd.get(k, b.sd)) >= 0.8]
-        held = [k for k, b in bounds if b.mean >= -plan.margin]
-        return (shown or held or [max(self.best_of_k_versus_best_of_n, default=1)])[0]
+        if not bounds:
+            return 1
+        power = {k: plan.power(b.mean, self.best_of_k_pair_sd.get(k, b.sd)) for k, b in bounds}
+        shown = [k for k, _ in bounds if power[k] >= 0.8]
+        return shown[0] if shown else max(power, key=lambda k: (power[k], -k))
 
     @property
     def uplift(self) -> float:

@@ -284,6 +284,10 @@ class RolloutConfig(BaseModel):
                                    "candidate in the background: the same-prompt pairs the policy compares.")
     check_interval_s: float = Field(5.0, gt=0, description="How often the policy looks for a new look's worth of "
                                                            "pairs.")
+    explore_fraction: float = Field(0.1, ge=0, le=1, description="After promotion, the share of the promoted "
+                                    "checkpoint's requests served at the incumbent's best-of-N (arm explore) and "
+                                    "logged as training data, so the next distill has something new to learn from. "
+                                    "0: the loop stops learning.")
     candidate_best_of: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="N the candidate arm serves at. auto: the smallest k the eval gate's samples predict "
         "within the margin of the incumbent's best-of-N (distill records it with the checkpoint; 1 for a "

@@ -18,7 +18,7 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     out = tmp_path / "demo"
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     run = subprocess.run([sys.executable, "-m", "gateway", "demo", "--prompts", "24", "--best-of", "4", "--max-steps",
-                          "3", "--max-tokens", "64", "--rounds", "2", "--distill-rounds", "1", "--gate-margin", "-1",
+                          "3", "--max-tokens", "64", "--rounds", "1", "--prompts-per-look", "3", "--distill-rounds", "1", "--gate-margin", "-1",
                           "--rollout-margin", "3",
                           "--seed", "5",
                           "--out", str(out)], capture_output=True, text=True, timeout=1200, env=env)
@@ -43,17 +43,17 @@ def test_demo_runs_the_loop_and_reports_numbers_from_the_log(tmp_path: Path):
     assert report["means"]["base_best_of_n"] == pytest.approx(mean(r[2] for r in logged if r[3]))
     served = db.execute("SELECT c.score, r.completion_tokens FROM requests r JOIN candidates c ON c.request_id = r.id "
                         "AND c.won = 1 WHERE r.arm IN ('candidate', 'shadow', 'promoted') AND r.status = 'ok'").fetchall()
-    assert report["means"]["distilled_n1"] == pytest.approx(mean(s for s, _ in served))
-    assert report["tokens_per_answer"]["distilled_n1"] == pytest.approx(mean(t for _, t in served))
+    assert report["means"]["distilled"] == pytest.approx(mean(s for s, _ in served))
+    assert report["tokens_per_answer"]["distilled"] == pytest.approx(mean(t for _, t in served))
     events = db.execute("SELECT event, share FROM rollout_events ORDER BY id").fetchall()
     assert [(e["event"], e["share"]) for e in report["rollout_events"]] == [tuple(e) for e in events]
-    assert events[0] == ("start", 50.0)
-    # Rewards lie in [0, 1], so a difference's bound at the first look (2 or more pairs, z 1.96) stays above
-    # -3: with a margin of 3 the policy must promote there, whatever the pairs; no round is sent after it.
+    assert events[0] == ("start", 10.0)
+    # Rewards lie in [0, 1]: over 3 or more prompts (t boundary 2.92 at most, one planned look) a difference's lower
+    # bound stays above -3, so with a margin of 3 the policy promotes at that look; no round is sent after it.
     assert events[-1] == ("promote", 100.0) and report["rollout"]["looks"][-1]["look"] == 1
-    assert report["meta"]["outcome"].endswith("the rollout policy promoted the checkpoint after round 1")
+    assert report["meta"]["outcome"].endswith("the rollout policy promoted the checkpoint (best-of-1) after round 1")
     promoted_at = db.execute("SELECT created_at FROM rollout_events WHERE event = 'promote'").fetchone()[0]
-    assert not db.execute("SELECT COUNT(*) FROM requests WHERE arm = 'base' AND user LIKE 'heldout-%' "
+    assert not db.execute("SELECT COUNT(*) FROM requests WHERE arm = 'base' AND user LIKE 'rollout-%' "
                           "AND created_at > ?", [promoted_at]).fetchone()[0]
     pairs = db.execute("SELECT COUNT(*) FROM requests WHERE arm = 'shadow'").fetchone()[0]
     assert report["rollout"]["paired_difference"]["pairs"] == len(report["rollout"]["pairs"]) <= pairs

@@ -76,8 +76,8 @@ def test_best_of_k_is_the_expected_best_of_k_samples_drawn_without_replacement()
 
 def test_the_cheapest_arm_is_the_smallest_k_the_plan_can_show_within_the_margin():
     """N=1 answers score 0 or 1 half the time (mean 0.5); logged best-of-N is 0.8: N=1 is 0.3 short,
-    best-of-2 (0.833, +0.033) holds it, so k = 2 when the plan has the units to show it, k = 4 (+0.2)
-    when it has few; the gate then asks the rollout's question at that k."""
+    best-of-2 (0.833, +0.033) holds it, so k = 2 when the plan has the units to show it; with few units
+    no k has 80 % power and k = 4 (+0.2) has the most; the gate then asks the rollout's question at k."""
     prompts = [result(0.5, 0.8, [0.5] * 4, [0.0, 1.0, 0.0, 1.0]) for _ in range(6)]
     summary = summarize(prompts, samples=4, z=Z, logged_tokens=[80])
     assert summary.best_of_k == pytest.approx({1: 0.5, 2: 5 / 6, 4: 1.0})
@@ -90,4 +90,4 @@ def test_the_cheapest_arm_is_the_smallest_k_the_plan_can_show_within_the_margin(
     assert not gate(summary, gate_margin=-1.0, rollout_margin=0.05, best_of=1).publish  # N=1: a sure rollback
     assert gate(summary, gate_margin=-1.0, rollout_margin=0.05, best_of=2).publish
     far = [result(0.5, 1.0, [0.5] * 4, [0.0, 0.0, 0.0, 0.5]) for _ in range(3)]
-    assert summarize(far, 4, Z, []).chosen_best_of(big) == 4  # none holds: the most it measured
+    assert summarize(far, 4, Z, []).chosen_best_of(big) == 1  # no k comes near: the cheapest (the gate rejects it)

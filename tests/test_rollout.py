@@ -76,7 +76,7 @@ def test_a_better_candidate_is_promoted_at_the_first_crossing_and_serves_at_n1(g
     upstream.config.texts = ["plain answer"]
     upstream.config.adapter_texts = ["WINNER answer"]
     rollout = {"steps": [25, 50, 100], "pairs_per_look": 5, "max_looks": 3, "shadow_fraction": 1.0,
-               "check_interval_s": 3600}
+               "check_interval_s": 3600, "explore_fraction": 0.0, "candidate_best_of": 1}
     with gateway(reward=PREFERS_WINNER, rollout=rollout) as gw:
         register(gw.db_path)
         admin(gw, "start", checkpoint=CHECKPOINT, canary=25)
@@ -101,6 +101,27 @@ def test_a_better_candidate_is_promoted_at_the_first_crossing_and_serves_at_n1(g
         assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "promoted"
         metrics = httpx.get(gw.url + "/metrics").text
         assert 'tao_rollout_events_total{event="promote",model="mock"} 1.0' in metrics
+
+
+def test_after_promotion_the_explore_share_serves_best_of_n_from_the_checkpoint_as_training_data(gateway, fake):
+    """explore_fraction 1: every request after the promotion is the promoted adapter at the incumbent's N,
+    logged on arm explore, and it is what the next distill reads (with the incumbent's, not the promoted N=1)."""
+    from gateway.store import scored_chat_candidates
+
+    upstream, _ = fake
+    rollout = {"pairs_per_look": 5, "max_looks": 1, "shadow_fraction": 1.0, "check_interval_s": 3600,
+               "explore_fraction": 1.0, "candidate_best_of": 1}
+    with gateway(reward=PREFERS_WINNER, rollout=rollout) as gw:
+        register(gw.db_path)
+        admin(gw, "start", checkpoint=CHECKPOINT)
+        admin(gw, "promote")
+        tao = [ask(gw, f"later-{i}") for i in range(3)]
+        assert all(t["arm"] == "explore" and t["best_of"] == 4 and t["model_version"] == CHECKPOINT for t in tao)
+        assert sum(b["model"] == CHECKPOINT for b in upstream.bodies) == 3  # the adapter generated them
+        gw.wait_for_rows(3)
+        with connection(gw.db_path) as db:
+            learned = {c.request_id for c in scored_chat_candidates(db, "mock")}
+        assert learned == {t["request_id"] for t in tao}
 
 
 def test_a_worse_candidate_is_rolled_back_automatically(gateway, fake):

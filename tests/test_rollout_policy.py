@@ -101,7 +101,8 @@ def test_a_candidate_that_fails_more_often_is_rolled_back_without_any_pairs():
     assert decide([], 0, arm(requests=9, errors=9), arm(), CONFIG).action == "hold"
 
 
-@pytest.mark.parametrize("config", [CONFIG, RolloutConfig(pairs_per_look=6, max_looks=3)], ids=["4x20", "demo 3x6"])
+@pytest.mark.parametrize("config", [CONFIG, RolloutConfig(pairs_per_look=12, max_looks=3),
+                                    RolloutConfig(pairs_per_look=6, max_looks=3)], ids=["4x20", "3x12", "3x6"])
 def test_a_candidate_exactly_at_the_margin_is_promoted_at_most_alpha_of_the_time(config):
     """Neither conclusion is true at true difference = -margin; a promotion there is the error the
     plan bounds by alpha across all its looks, also with 6 prompts a look (where z bounds gave 7 %)."""

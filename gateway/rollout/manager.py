@@ -94,7 +94,10 @@ class RolloutManager:
 
     # ---- routing ------------------------------------------------------------------------------
     def route(self, model: ModelConfig, key: str, pinned: str | None) -> Route:
-        return route(model, self.rollouts.get(model.name), key, pinned)
+        """Where a request goes; after a promotion `explore_fraction` of requests, drawn at random,
+        are served at the incumbent's best-of-N as the next cycle's training data."""
+        explore = self._rng.random() < self.config.explore_fraction
+        return route(model, self.rollouts.get(model.name), key, pinned, explore)
 
     def shadow(self, model: str) -> Route | None:
         """For an incumbent request: a candidate route to answer it in the background, if sampled."""
@@ -232,7 +235,7 @@ class RolloutManager:
         arms = {name: asdict(arm_stats(arm_outcomes(db, model, arms, since))) for name, arms in
                 (("incumbent", INCUMBENT_ARMS), ("candidate", CANDIDATE_ARMS))}
         before = arm_outcomes(db, model, INCUMBENT_ARMS, 0.0)  # the incumbent at its best_of
-        after = arm_outcomes(db, model, (Arm.PROMOTED,), rollout.started_at)
+        after = arm_outcomes(db, model, (Arm.PROMOTED, Arm.EXPLORE), rollout.started_at)
         pairs = shadow_pairs(db, model, since=rollout.started_at, candidate_n=rollout.candidate_best_of)
         plan = sequential_plan(self.config)
         difference = clustered_difference((p.prompt, p.difference) for p in pairs)

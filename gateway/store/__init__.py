@@ -52,6 +52,7 @@ from gateway.store.runs import distill_run_counts, record_distill_run
 from gateway.store.schema import (
     REWARD_MODEL_METHOD,
     SHADOW_SUFFIX,
+    TRAINING_ARMS,
     Arm,
     CheckpointStatus,
     FeedbackKind,
@@ -68,7 +69,7 @@ from gateway.store.store import Store
 from gateway.store.writer import StoreHealth
 
 __all__ = [
-    "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint",
+    "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "TRAINING_ARMS", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint",
     "CheckpointStatus", "FeedbackKind", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
     "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes",
     "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "copy_database", "ensure_schema", "exclusive",

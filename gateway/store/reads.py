@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import sqlite_utils
 
-from gateway.store.schema import SHADOW_SUFFIX, Arm, RequestStatus
+from gateway.store.schema import SHADOW_SUFFIX, TRAINING_ARMS, Arm, RequestStatus
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,14 @@ class ServedReply:
 def _candidate_rows(db: sqlite_utils.Database, columns: str, conditions: dict[str, Any], *,
                     scored: bool = False) -> list[tuple]:
     """`columns` of requests `r` joined with their candidates `c` where every condition holds (each has
-    one `?`; one whose value is None is left out), and only scored candidates if `scored`; oldest
-    request first, its candidates in generation order."""
+    one `?`, or a tuple value one `?` per item; one whose value is None is left out), and only scored
+    candidates if `scored`; oldest request first, its candidates in generation order."""
     kept = {condition: value for condition, value in conditions.items() if value is not None}
     where = [*kept, *(["c.score IS NOT NULL"] if scored else [])]
+    params = [item for value in kept.values() for item in (value if isinstance(value, tuple) else (value,))]
     sql = (f"SELECT {columns} FROM requests r JOIN candidates c ON c.request_id = r.id "
            f"WHERE {' AND '.join(where)} ORDER BY r.created_at, r.id, c.idx")
-    return db.execute(sql, list(kept.values())).fetchall()
+    return db.execute(sql, params).fetchall()
 
 
 def candidate_count_and_winner(db: sqlite_utils.Database, request_id: str) -> tuple[int, int | None] | None:
@@ -130,15 +131,16 @@ def scored_chat_candidates(db: sqlite_utils.Database, model: str, *, since: floa
     """Scored candidates of `model`'s best-of-N chat requests created in [since, until), oldest first.
 
     The one definition of what distillation learns from and measures against: `ok` chat requests
-    served by the base arm that generated more than one candidate. Left out: failed and degraded
-    requests (no answer, or no scores), N=1 replies (no best-of-N happened; an N=1 reply logs
-    won=1 and would pass for a winner), and every reply of a rollout checkpoint (arms candidate,
-    shadow, promoted: the adapter's own outputs are never a reference nor training data).
+    of the training arms (the incumbent `base`, and `explore`: a promoted checkpoint's best-of-N)
+    that generated more than one candidate. Left out: failed and degraded requests (no answer, or
+    no scores), N=1 replies (no best-of-N happened; an N=1 reply logs won=1 and would pass for a
+    winner), and a rollout checkpoint's own served replies (arms candidate, shadow, promoted).
     """
     rows = _candidate_rows(db, "r.id, r.messages, r.prompt, r.completion_tokens, c.idx, c.text, c.score, c.won, "
                                "c.finish_reason, c.tokens", {
-        "r.model = ?": model, "r.status = ?": RequestStatus.OK, "r.endpoint = ?": "chat", "r.arm = ?": Arm.BASE,
-        "r.n_generated > ?": 1, "r.created_at >= ?": since, "r.created_at < ?": until}, scored=True)
+        "r.model = ?": model, "r.status = ?": RequestStatus.OK, "r.endpoint = ?": "chat",
+        f"r.arm IN ({', '.join('?' * len(TRAINING_ARMS))})": tuple(TRAINING_ARMS), "r.n_generated > ?": 1,
+        "r.created_at >= ?": since, "r.created_at < ?": until}, scored=True)
     return [ScoredCandidate(request_id=rid, messages=orjson.loads(messages), prompt=prompt, completion_tokens=tokens,
                             idx=idx, text=text, score=float(score), won=bool(won), finish_reason=finish,
                             tokens=candidate_tokens)

@@ -31,6 +31,12 @@ class Arm(StrEnum):
     CANDIDATE = "candidate"  # the canary checkpoint
     SHADOW = "shadow"  # the canary answering an incumbent request in the background (never returned)
     PROMOTED = "promoted"  # the checkpoint after promotion
+    EXPLORE = "explore"  # the promoted checkpoint at the incumbent's best-of-N: the next cycle's training data
+
+
+# Requests whose best-of-N candidates are what distill learns from and measures against: the incumbent's,
+# and after a promotion the promoted checkpoint's own best-of-N (TAO's continuous improvement).
+TRAINING_ARMS = (Arm.BASE, Arm.EXPLORE)
 
 
 class FeedbackKind(StrEnum):

@@ -27,10 +27,11 @@ class DemoConfig(BaseModel):
     out: Path = Field(Path("tao-demo"), description="Directory for the log, checkpoints and report.")
     max_steps: int | None = Field(None, ge=1, description="Cap on training steps; unset, distill.epochs decide.")
     max_tokens: int = Field(48, ge=1, description="Tokens per generated answer.")
-    rounds: int = Field(3, ge=2, description="The rollout policy's looks at most (the last one decides: promote, "
-                        "or roll back what was not shown within the margin). The demo sends the held-out prompts "
-                        "round after round (~6 shadow pairs and ~25 s each) until the policy decides, twice this "
-                        "many rounds at most.")
+    rounds: int = Field(3, ge=1, description="The rollout policy's looks at most (the last one decides: promote, "
+                        "or roll back what was not shown within the margin). Each round of prompts brings one look; "
+                        "the demo stops at the first decision.")
+    prompts_per_look: int = Field(12, ge=2, description="Prompts with a shadow pair between two looks of the "
+                                  "rollout policy.")
     concurrency: int = Field(8, ge=1, description="Requests in flight at once (queued ones share the local model's "
                              "generate calls).")
     verbose: bool = Field(DistillConfig.model_fields["verbose"].default,

@@ -6,7 +6,8 @@ On those:
 - base N=1: every candidate of the logged best-of-N requests (each an N=1 draw of the base model;
   `LoggedPrompt.n1_samples`);
 - base best-of-N: each request's winner;
-- distilled N=1: the checkpoint's replies during the rollout (arms candidate, shadow, promoted).
+- distilled: the checkpoint's replies during the rollout (arms candidate, shadow, promoted), at the
+  k its rollout served (best-of-k; N=1 when k is 1).
 Tokens per served answer: completion tokens per request (all candidates) on each side.
 Beside them: the eval gate's figures (from the checkpoint's registry row) and the rollout
 policy's (the shadow pairs and every look, from `rollout_events`), so the two can be compared.
@@ -43,8 +44,13 @@ def _checks(prompt: str, text: str) -> list[dict[str, Any]]:
     return [{"instruction": c.kind, "met": c.satisfied_by(text)} for c in detect(prompt)]
 
 
-def _examples(heldout: list[LoggedPrompt], served: list[ServedReply]) -> list[dict[str, Any]]:
-    """A handful of held-out prompts with base N=1, the best-of-N winner and the distilled N=1 answer."""
+def distilled_label(k: int) -> str:
+    """How the report names the checkpoint's served answers."""
+    return "distilled N=1" if k == 1 else f"distilled best-of-{k}"
+
+
+def _examples(heldout: list[LoggedPrompt], served: list[ServedReply], k: int) -> list[dict[str, Any]]:
+    """A handful of held-out prompts with base N=1, the best-of-N winner and the distilled answer."""
     distilled = {prompt_key(r.messages): r for r in served}
     rows = []
     for p in heldout:
@@ -56,7 +62,7 @@ def _examples(heldout: list[LoggedPrompt], served: list[ServedReply]) -> list[di
             {"label": label, "text": text, "score": score, "checks": _checks(p.prompt_text, text)}
             for label, text, score in (("base N=1", first.text, first.score),
                                        ("best-of-N winner", winner.text, winner.score),
-                                       ("distilled N=1", reply.text or "", reply.score))]})
+                                       (distilled_label(k), reply.text or "", reply.score))]})
         if len(rows) == EXAMPLES:
             break
     return rows
@@ -72,8 +78,9 @@ def compute(db_path: Path, model: str, checkpoint_id: str | None, holdout_fracti
         _, heldout = split(load_prompts(db, model, until=until), holdout_fraction)
         served = served_replies(db, model, CHECKPOINT_ARMS)
         events = rollout_events(db, model)
-        started = next((e.created_at for e in events if e.event == "start"), None)
-        pairs = shadow_pairs(db, model, since=started, candidate_n=1) if started is not None else []
+        start = next((e for e in events if e.event == "start"), None)
+        k = int(start.details.get("candidate_best_of", 1)) if start else 1
+        pairs = shadow_pairs(db, model, since=start.created_at, candidate_n=k) if start else []
     keys = {p.key for p in heldout}
     base_n1 = [c.score for p in heldout for c in p.n1_samples()]
     base_best = [c.score for p in heldout for c in p.winners()]
@@ -83,19 +90,20 @@ def compute(db_path: Path, model: str, checkpoint_id: str | None, holdout_fracti
     distilled_tokens = [r.completion_tokens for r in served]
 
     means = {"base_n1": mean(base_n1) if base_n1 else None, "base_best_of_n": mean(base_best) if base_best else None,
-             "distilled_n1": mean(distilled) if distilled else None}
-    recovered = (share_recovered(means["distilled_n1"] - means["base_n1"], means["base_best_of_n"] - means["base_n1"])
+             "distilled": mean(distilled) if distilled else None}
+    recovered = (share_recovered(means["distilled"] - means["base_n1"], means["base_best_of_n"] - means["base_n1"])
                  if distilled and base_n1 and base_best else None)
     looks = [{"at": e.created_at, "event": e.event, **{k: e.details.get(k) for k in
                                                          ("look", "pairs", "mean", "lower", "upper", "margin")}}
              for e in events if "look" in e.details]
     return {
         "heldout_prompts": len(heldout),
-        "rewards": {"base_n1": base_n1, "base_best_of_n": base_best, "distilled_n1": distilled},
+        "distilled_best_of": k,
+        "rewards": {"base_n1": base_n1, "base_best_of_n": base_best, "distilled": distilled},
         "means": means,
         "gain_recovered": recovered,
         "tokens_per_answer": {"base_best_of_n": mean(base_tokens) if base_tokens else None,
-                              "distilled_n1": mean(distilled_tokens) if distilled_tokens else None},
+                              "distilled": mean(distilled_tokens) if distilled_tokens else None},
         "rollout_events": [{"at": e.created_at, "event": e.event, "share": e.share} for e in events],
         "rollout": {"pairs": [{"at": p.created_at, "incumbent": p.incumbent, "candidate": p.candidate}
                               for p in pairs],
@@ -104,7 +112,7 @@ def compute(db_path: Path, model: str, checkpoint_id: str | None, holdout_fracti
         "checkpoint": ({"id": checkpoint.id, "method": checkpoint.method, "status": checkpoint.status,
                         "path": checkpoint.path} if checkpoint else None),
         "gate": checkpoint.metrics.get("eval") if checkpoint else None,
-        "examples": _examples(heldout, served),
+        "examples": _examples(heldout, served, k),
     }
 
 
@@ -115,8 +123,8 @@ def _plots(data: dict[str, Any], out: Path, best_of: int) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-    labels = ["base N=1", f"base best-of-{best_of}", "distilled N=1"]
-    groups = [data["rewards"][k] for k in ("base_n1", "base_best_of_n", "distilled_n1")]
+    labels = ["base N=1", f"base best-of-{best_of}", distilled_label(data["distilled_best_of"])]
+    groups = [data["rewards"][k] for k in ("base_n1", "base_best_of_n", "distilled")]
 
     fig, ax = plt.subplots(figsize=(7, 4))
     present = [(label, values) for label, values in zip(labels, groups) if values]
@@ -131,8 +139,8 @@ def _plots(data: dict[str, Any], out: Path, best_of: int) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(5, 4))
     tokens = data["tokens_per_answer"]
-    values = [tokens["base_best_of_n"] or 0, tokens["distilled_n1"] or 0]
-    ax.bar([f"base best-of-{best_of}", "distilled N=1"], values, color=["#888", "#2a7"])
+    values = [tokens["base_best_of_n"] or 0, tokens["distilled"] or 0]
+    ax.bar([f"base best-of-{best_of}", distilled_label(data["distilled_best_of"])], values, color=["#888", "#2a7"])
     ax.set_ylabel("tokens generated per served answer")
     fig.tight_layout()
     fig.savefig(out / "tokens.png", dpi=110)
@@ -153,7 +161,8 @@ def _plots(data: dict[str, Any], out: Path, best_of: int) -> list[str]:
             lows.append(bound.lower)
             highs.append(bound.upper)
         if xs:
-            label = f"base best-of-{best_of}" if arm == "incumbent" else "distilled N=1 (shadow)"
+            label = (f"base best-of-{best_of}" if arm == "incumbent"
+                     else f"{distilled_label(data['distilled_best_of'])} (shadow)")
             rewards_ax.plot(xs, means, color=colour, label=label)
             rewards_ax.fill_between(xs, lows, highs, color=colour, alpha=0.2)
     for look in rollout["looks"]:
@@ -186,7 +195,7 @@ def table_rows(data: dict[str, Any], best_of: int) -> list[tuple[str, str, str]]
     return [
         ("base N=1", _fmt(means["base_n1"]), ""),
         (f"base best-of-{best_of}", _fmt(means["base_best_of_n"]), _fmt(tokens["base_best_of_n"], "{:.1f}")),
-        ("distilled N=1", _fmt(means["distilled_n1"]), _fmt(tokens["distilled_n1"], "{:.1f}")),
+        (distilled_label(data["distilled_best_of"]), _fmt(means["distilled"]), _fmt(tokens["distilled"], "{:.1f}")),
         (f"share of the best-of-{best_of} gain recovered", _fmt(data["gain_recovered"], "{:.0%}"), ""),
     ]
 
@@ -217,7 +226,10 @@ def _gate_vs_rollout(data: dict[str, Any]) -> str:
         ("gate: new N=1 − base N=1 (paired per prompt, sampled)", _bound(gate.get("versus_base"))),
         ("gate: new N=1 − logged best-of-N (paired per prompt)", _bound(gate.get("versus_best_of_n"))),
         ("gate: share of the gain recovered", _fmt(gate.get("gain_recovered"), "{:.0%}")),
-        ("rollout: distilled N=1 − best-of-N on shadow pairs", _bound(rollout["paired_difference"])),
+        *((f"gate: new best-of-{k} (estimated from its samples) − logged best-of-N", _bound(row["versus_best_of_n"]))
+          for k, row in (gate.get("best_of_k") or {}).items() if k != "1"),
+        (f"rollout: {distilled_label(data['distilled_best_of'])} − best-of-N on shadow pairs",
+         _bound(rollout["paired_difference"])),
         ("rollout: share of the gain recovered (its replies, above)", _fmt(data["gain_recovered"], "{:.0%}")),
     ]
     return "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in rows)
@@ -239,7 +251,7 @@ pre{{white-space:pre-wrap;font-size:90%}}.met{{color:#174;margin-right:6px}}.mis
 text-decoration:line-through}}.prompt{{margin-top:1.5em;font-style:italic}}</style></head><body>
 <h1>TAO demo report</h1>
 <p>{meta['prompts']} generated prompts (seed {meta['seed']}) served at best-of-{best_of} by the embedded model,
-distilled with <b>{html.escape(meta['method'])}</b>, rolled out at N=1. Every figure below is computed from
+distilled with <b>{html.escape(meta['method'])}</b>, rolled out as {html.escape(distilled_label(data['distilled_best_of']))}. Every figure below is computed from
 <code>{html.escape(str(meta['database']))}</code>, on the {data['heldout_prompts']} held-out prompts.</p>
 <table><tr><th></th><th>mean reward</th><th>tokens / served answer</th></tr>{rows}</table>
 <h2>Outcome</h2><p>{html.escape(meta['outcome'])}</p>
