@@ -45,27 +45,33 @@ def _bounded(bound: PairedBound) -> tuple[str, str]:
 
 
 def print_rollouts(rows: list[dict[str, Any]], console: Console | None = None) -> None:
-    """`GET /admin/rollout`'s rollouts (or one `start`/`promote`/`rollback` reply) as one table."""
+    """`GET /admin/rollout`'s rollouts (or one `start`/`promote`/`rollback` reply): one line for a model
+    without a rollout, a two-column table for each one with (it fits a terminal of any width)."""
     console = console or Console()
-    table = Table(title="rollouts")
-    for column in ("model", "checkpoint", "state", "candidate share", "incumbent reward (n)",
-                   "candidate reward (n)", "shadow pairs: candidate − incumbent [bounds at the next look]", "looks",
-                   "N → k (answers saved)", "tokens/request: incumbent, candidate (this step); before → after"):
-        table.add_column(column)
     for row in rows:
         if not row.get("state"):
-            table.add_row(row["model"], "-", "no rollout", "0%", "", "", "", "", "", "")
+            console.print(f"{row['model']}: no rollout (the incumbent has 100 %)")
             continue
         arms, tokens, pairs = row["arms_this_step"], row["tokens_per_request"], row["shadow_pairs"]
         after = "-" if tokens["after"] is None else f"{tokens['after']:.1f}"
-        table.add_row(row["model"], row["checkpoint_id"], row["state"], f"{row['share']:g}%",
-                      f"{arms['incumbent']['mean']:.3f} ({arms['incumbent']['scored']})",
-                      f"{arms['candidate']['mean']:.3f} ({arms['candidate']['scored']})",
-                      f"{pairs['mean']:+.3f} [{pairs['lower']:+.3f}, {pairs['upper']:+.3f}] "
-                      f"({pairs['units']} prompts, {pairs['pairs']} pairs)"
-                      if pairs["lower"] is not None else f"({pairs['pairs']})",
-                      str(row["looks"]),
-                      f"{row['incumbent_best_of']} → {row['candidate_best_of']} ({row['saving']:g}×)",
-                      f"{arms['incumbent']['tokens_per_request']:.1f}, {arms['candidate']['tokens_per_request']:.1f}; "
-                      f"{tokens['before']:.1f} → {after}")
-    console.print(table)
+        evidence = (f"{pairs['mean']:+.3f} [{pairs['lower']:+.3f}, {pairs['upper']:+.3f}]"
+                    if pairs["lower"] is not None else "too few")
+        table = Table(title=f"rollout of {row['model']}", show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for name, value in (
+            ("checkpoint", row["checkpoint_id"]),
+            ("state", f"{row['state']}, candidate share {row['share']:g}%"),
+            ("arms", f"incumbent best-of-{row['incumbent_best_of']}, candidate best-of-{row['candidate_best_of']} "
+                     f"({row['saving']:g}× fewer answers)"),
+            ("reward this step (n)", f"incumbent {arms['incumbent']['mean']:.3f} ({arms['incumbent']['scored']}), "
+                                     f"candidate {arms['candidate']['mean']:.3f} ({arms['candidate']['scored']})"),
+            ("shadow pairs", f"candidate − incumbent {evidence} over {pairs['units']} prompts ({pairs['pairs']} pairs); "
+                             f"look {row['looks']}/{pairs['max_looks']} taken, the next at "
+                             f"{pairs['prompts_for_next_look']} prompts"),
+            ("tokens per request", f"this step: incumbent {arms['incumbent']['tokens_per_request']:.1f}, candidate "
+                                   f"{arms['candidate']['tokens_per_request']:.1f}; before → after promotion: "
+                                   f"{tokens['before']:.1f} → {after}"),
+        ):
+            table.add_row(name, value)
+        console.print(table)

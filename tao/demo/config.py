@@ -13,7 +13,8 @@ from gateway.config import DistillConfig, DistillMethod, RolloutConfig
 
 
 class DemoConfig(BaseModel):
-    """Sized to about 12 minutes on 2 CPU cores with the embedded SmolLM2 (served in bf16 there)."""
+    """About 22 minutes on 2 CPU cores with the embedded SmolLM2 (served in bf16 there); each distill round past
+    the first adds about 6 (docs/benchmarks/index.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
