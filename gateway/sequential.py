@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from statistics import fmean, stdev
 from typing import Literal
@@ -147,7 +147,7 @@ def clustered_difference(pairs: Iterable[tuple[Hashable, float]]) -> ClusteredDi
                                sd=stdev(means) if len(means) > 1 else 0.0)
 
 
-Verdict = Literal["promote", "rollback", "continue", "undecided"]
+LookVerdict = Literal["promote", "rollback", "continue", "undecided"]
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ class LookOutcome:
     difference: ClusteredDifference
     margin: float
     boundary: float  # on the t scale, for this look's planned units
-    verdict: Verdict
+    verdict: LookVerdict
 
     @property
     def statistic(self) -> float:
@@ -207,9 +207,9 @@ class SequentialPlan:
         boundary = self.boundary(look)
         outcome = LookOutcome(look, self.max_looks, difference, self.margin, boundary, "continue")
         statistic = outcome.statistic
-        verdict: Verdict = ("promote" if statistic >= boundary else "rollback" if statistic <= -boundary
-                            else "undecided" if look >= self.max_looks else "continue")
-        return LookOutcome(look, self.max_looks, difference, self.margin, boundary, verdict)
+        verdict: LookVerdict = ("promote" if statistic >= boundary else "rollback" if statistic <= -boundary
+                                else "undecided" if look >= self.max_looks else "continue")
+        return replace(outcome, verdict=verdict)
 
     def power(self, mean: float, sd: float) -> float:
         """About how likely the plan promotes a candidate whose paired differences have this mean and sd:
