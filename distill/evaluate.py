@@ -56,11 +56,6 @@ def best_of_law(scores: Sequence[float], k: int) -> tuple[float, float]:
     return mean_, max(sum(w * x * x for w, x in zip(weights, ordered)) - mean_ * mean_, 0.0)
 
 
-def expected_best_of(scores: Sequence[float], k: int) -> float:
-    """The expected best of k answers drawn without replacement from `scores`."""
-    return best_of_law(scores, k)[0]
-
-
 def best_of_ks(samples: int) -> list[int]:
     """The k a gate with `samples` answers per prompt can estimate: 1, 2, 4, … up to `samples`."""
     return [2 ** i for i in range(samples.bit_length()) if 2 ** i <= samples]

@@ -94,10 +94,7 @@ class RolloutManager:
 
     # ---- routing ------------------------------------------------------------------------------
     def route(self, model: ModelConfig, key: str, pinned: str | None) -> Route:
-        """Where a request goes; after a promotion `explore_fraction` of requests, drawn at random,
-        are served at the incumbent's best-of-N as the next cycle's training data."""
-        explore = self._rng.random() < self.config.explore_fraction
-        return route(model, self.rollouts.get(model.name), key, pinned, explore)
+        return route(model, self.rollouts.get(model.name), key, pinned, self.config.explore_fraction, self._rng)
 
     def shadow(self, model: str) -> Route | None:
         """For an incumbent request: a candidate route to answer it in the background, if sampled."""
@@ -240,12 +237,11 @@ class RolloutManager:
         plan = sequential_plan(self.config)
         difference = clustered_difference((p.prompt, p.difference) for p in pairs)
         next_look = min(rollout.looks + 1, plan.max_looks)
-        boundary = plan.boundary(next_look) if difference.units > 1 else None
-        evidence = {**asdict(difference), "boundary": boundary,
-                    "lower": None if boundary is None else difference.mean - boundary * difference.se,
-                    "upper": None if boundary is None else difference.mean + boundary * difference.se,
-                    "next_look": next_look, "max_looks": plan.max_looks,
-                    "prompts_for_next_look": plan.units_for(next_look)}
+        at_next_look = plan.look(next_look, difference) if difference.units > 1 else None  # its boundary, its bounds
+        evidence = {**asdict(difference), "next_look": next_look, "max_looks": plan.max_looks,
+                    "prompts_for_next_look": plan.units_for(next_look),
+                    **{key: None if at_next_look is None else getattr(at_next_look, key)
+                       for key in ("boundary", "lower", "upper")}}
         return {**asdict(rollout), "arms_this_step": arms, "shadow_pairs": evidence,
                 "saving": rollout.incumbent_best_of / rollout.candidate_best_of,
                 "tokens_per_request": {"before": before.tokens_per_request,

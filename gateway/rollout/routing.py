@@ -31,10 +31,12 @@ def _candidate(rollout: Rollout, arm: Arm) -> Route:
     return Route(arm, adapter_name(rollout.checkpoint_id), rollout.candidate_best_of, rollout.checkpoint_id)
 
 
-def route(model: ModelConfig, rollout: Rollout | None, key: str, pinned: str | None, explore: bool = False) -> Route:
+def route(model: ModelConfig, rollout: Rollout | None, key: str, pinned: str | None, explore_fraction: float,
+          rng: random.Random) -> Route:
     """The arm of a request: by a stable hash of `key` into the canary share (a user stays on one
     arm), unless the caller pinned one (X-TAO-Arm); everything goes to a promoted checkpoint, at its
-    k, or at the incumbent's best-of-N where `explore` drew this request for the next cycle's data."""
+    k, except `explore_fraction` of requests, drawn at random, served at the incumbent's best-of-N as
+    the next cycle's training data."""
     base = Route(Arm.BASE, None, model.best_of, None)
     if rollout is None:
         if pinned == Arm.CANDIDATE:
@@ -42,7 +44,7 @@ def route(model: ModelConfig, rollout: Rollout | None, key: str, pinned: str | N
         return base
     candidate = _candidate(rollout, Arm.CANDIDATE)
     if rollout.state == RolloutState.PROMOTED:
-        if explore:
+        if rng.random() < explore_fraction:
             return replace(candidate, arm=Arm.EXPLORE, default_best_of=rollout.incumbent_best_of)
         return replace(candidate, arm=Arm.PROMOTED)
     if pinned is not None:

@@ -98,8 +98,8 @@ def _roll_out(settings: Settings, opts: DemoConfig, checkpoint_id: str, console:
                      f"{state['incumbent_best_of']}, canary {plan.steps[0]:g} %, a look every "
                      f"{plan.pairs_per_look} prompts, {plan.max_looks} looks at most")
         for round_ in range(most_rounds):
-            units = state["shadow_pairs"]["units"]
-            wanted = max(plan.pairs_per_look * (state["looks"] + 1) - units, 1)
+            pairs = state["shadow_pairs"]
+            wanted = max(pairs["prompts_for_next_look"] - pairs["units"], 1)
             # the canary's share brings no pairs, and users hash onto arms unevenly: a quarter to spare
             count = math.ceil(1.25 * wanted / (1 - state["share"] / 100)) + 2
             prompts = heldout if round_ == 0 else fresh_prompts(count, opts.seed + 1 + round_, known)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from gateway.backends.base import Generation, GenerationRequest, StreamDelta
 from gateway.backends.local.batching import GenerationQueue
@@ -17,6 +18,8 @@ from gateway.backends.local.model import LocalModel, default_version
 from gateway.backends.local.streaming import stream_answer
 from gateway.config import ModelConfig
 from gateway.errors import UpstreamError
+
+T = TypeVar("T")
 
 
 class LocalBackend:
@@ -28,7 +31,7 @@ class LocalBackend:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{config.name}")
         self.queue = GenerationQueue(self.model, self.worker, config.max_batch_sequences, on_batch)
 
-    async def _on_worker(self, function: Callable[..., object], *args: object) -> object:
+    async def _on_worker(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
 
     def _require_loaded(self) -> None:
@@ -62,7 +65,7 @@ class LocalBackend:
         self._require_loaded()
         if len({self.model.call_settings(r) for r in requests}) != 1:
             raise ValueError("generate_batch needs requests with one adapter and one set of sampling settings")
-        return await asyncio.get_running_loop().run_in_executor(self.worker, self.model.generate, requests, seed)
+        return await self._on_worker(self.model.generate, requests, seed)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         return stream_answer(self.model, self.worker, request)
