@@ -21,11 +21,12 @@ PROMPT = [{"role": "user", "content": "Say something."}]
 PREFERS_WINNER = {"kind": "python", "function": "tests.scorers:prefers_keyword"}
 
 
-def register(db_path, checkpoint_id: str = CHECKPOINT, method: str = "dpo") -> None:
+def register(db_path, checkpoint_id: str = CHECKPOINT, method: str = "dpo", **metrics) -> None:
     with connection(db_path) as db:
         register_checkpoint(db, Checkpoint(
             id=checkpoint_id, created_at=time.time(), model="mock", base_model="base", method=method, data_since=0,
-            data_until=time.time(), metrics={}, path="/adapters/" + checkpoint_id, status=CheckpointStatus.CANDIDATE))
+            data_until=time.time(), metrics=metrics, path="/adapters/" + checkpoint_id,
+            status=CheckpointStatus.CANDIDATE))
 
 
 def wait_for_pairs(gw, count: int, timeout_s: float = 10.0) -> None:
@@ -122,6 +123,47 @@ def test_after_promotion_the_explore_share_serves_best_of_n_from_the_checkpoint_
         with connection(gw.db_path) as db:
             learned = {c.request_id for c in scored_chat_candidates(db, "mock")}
         assert learned == {t["request_id"] for t in tao}
+
+
+def test_the_next_candidate_is_tested_against_the_promoted_checkpoint_which_a_rollback_restores(gateway, fake):
+    """The loop's second cycle: the incumbent arm is the promoted checkpoint at its k (not the base
+    weights); a rollback gives it everything back, a promotion retires it; a restart reloads both."""
+    upstream, _ = fake
+    rollout = {"shadow_fraction": 1.0, "check_interval_s": 3600, "explore_fraction": 0.0}
+    second = "smollm2-dpo-20261201-000000-123456"
+    with gateway(rollout=rollout) as gw:
+        register(gw.db_path, best_of=2)
+        admin(gw, "start", checkpoint=CHECKPOINT)
+        admin(gw, "promote")
+        register(gw.db_path, "gated-against-base")  # distilled while the base weights still served
+        stale = admin(gw, "start", checkpoint="gated-against-base")
+        assert stale.status_code == 409 and stale.json()["error"]["code"] == "incumbent_changed"
+        assert "gated against the base weights" in stale.json()["error"]["message"]
+        register(gw.db_path, second, incumbent=CHECKPOINT, best_of=1)
+        started = admin(gw, "start", checkpoint=second, canary=50)
+        assert started.status_code == 200, started.text
+        assert started.json()["incumbent_checkpoint_id"] == CHECKPOINT and started.json()["incumbent_best_of"] == 2
+        incumbent = ask(gw, "a", extra_headers={"X-TAO-Arm": "base"})
+        assert (incumbent["arm"], incumbent["best_of"], incumbent["model_version"]) == ("base", 2, CHECKPOINT)
+        assert any(body["model"] == CHECKPOINT for body in upstream.bodies)  # the promoted adapter answered
+        wait_for_pairs(gw, 1)  # its best-of-2 against the candidate's shadow N=1
+        rolled_back = admin(gw, "rollback").json()
+        assert (rolled_back["state"], rolled_back["checkpoint_id"], rolled_back["share"]) == ("promoted", CHECKPOINT, 100)
+        assert ask(gw, "b")["model_version"] == CHECKPOINT
+        wait_until(lambda: second not in upstream.adapters, "the rolled-back adapter was not unloaded")
+        assert gw.db()["checkpoints"].get(second)["status"] == "rolled_back"
+        assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "promoted"
+        assert admin(gw, "start", checkpoint=second, canary=50).status_code == 200  # tried again
+    upstream.adapters.clear()  # a restarted upstream: the gateway loads both adapters again
+    with gateway(rollout=rollout) as gw:
+        assert set(upstream.adapters) == {CHECKPOINT, second}
+        assert ask(gw, "c", extra_headers={"X-TAO-Arm": "base"})["model_version"] == CHECKPOINT
+        promoted = admin(gw, "promote").json()
+        assert (promoted["checkpoint_id"], promoted["incumbent_checkpoint_id"]) == (second, None)
+        assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "retired"
+        wait_until(lambda: CHECKPOINT not in upstream.adapters, "the retired adapter was not unloaded")
+        events = [e["event"] for e in gw.db()["rollout_events"].rows_where(order_by="id")]
+        assert events == ["start", "promote", "start", "rollback", "restore", "start", "promote"]
 
 
 def test_a_worse_candidate_is_rolled_back_automatically(gateway, fake):

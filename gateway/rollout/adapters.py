@@ -7,7 +7,6 @@ import logging
 
 from gateway.backends import Backend
 from gateway.rollout.routing import adapter_name
-from gateway.store import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +23,21 @@ class Adapters:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    async def load(self, rollout: Rollout) -> None:
-        """Make the rollout's checkpoint servable on its model's backend; raises what the backend raised."""
-        await self.backends[rollout.model].load_adapter(adapter_name(rollout.checkpoint_id), rollout.adapter_path)
+    async def load(self, model: str, checkpoint_id: str, path: str) -> None:
+        """Make a checkpoint servable on its model's backend; raises what the backend raised."""
+        await self.backends[model].load_adapter(adapter_name(checkpoint_id), path)
 
-    def unload_later(self, rollout: Rollout) -> None:
-        """Free the rolled-back adapter (from any thread). A failure only costs the server memory, so
+    def unload_later(self, model: str, checkpoint_id: str) -> None:
+        """Free an adapter no longer served (from any thread). A failure only costs the server memory, so
         it is logged, not raised."""
         if self._loop is None:
             return
 
         async def unload() -> None:
             try:
-                await self.backends[rollout.model].unload_adapter(adapter_name(rollout.checkpoint_id))
+                await self.backends[model].unload_adapter(adapter_name(checkpoint_id))
             except Exception as exc:  # noqa: BLE001
-                log.warning("unloading adapter of %s from %s failed: %s", rollout.checkpoint_id, rollout.model, exc)
+                log.warning("unloading adapter of %s from %s failed: %s", checkpoint_id, model, exc)
 
         def schedule() -> None:
             task = self._loop.create_task(unload())

@@ -43,6 +43,18 @@ from gateway.store import (
 log = logging.getLogger(__name__)
 
 
+def _check_gated_against(checkpoint: Checkpoint, incumbent: Rollout | None, force: bool) -> None:
+    """Refuse a checkpoint whose eval gate compared it with another incumbent than the one serving now
+    (a promotion happened while it was distilled): its gate says nothing about this rollout."""
+    gated_against = checkpoint.metrics.get("incumbent")
+    serving = incumbent.checkpoint_id if incumbent else None
+    if gated_against != serving and not force:
+        raise APIError(409, f"checkpoint {checkpoint.id} was gated against "
+                       f"{gated_against or 'the base weights'}, but {serving or 'the base weights'} serves now; "
+                       "distill again, or start it anyway with \"force\": true", param="checkpoint",
+                       code="incumbent_changed")
+
+
 class RolloutManager:
     """The rollouts of every model: routing per request, the policy loop, and operator control."""
 
@@ -59,21 +71,31 @@ class RolloutManager:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def resume(self) -> None:
-        """Reload active rollouts from the store (after a restart) and their adapters."""
+        """Reload active rollouts from the store (after a restart) and their adapters. A rollout whose
+        adapter no longer loads (its files gone) fails: the base weights serve the model again."""
         self.adapters.bind(asyncio.get_running_loop())
         for rollout in await asyncio.to_thread(self._stored_active):
             if rollout.model not in self.backends:
                 continue
             try:
-                await self.adapters.load(rollout)
-            except Exception as exc:  # noqa: BLE001 - the incumbent keeps serving
+                await self._load(rollout)
+            except Exception as exc:  # noqa: BLE001 - the base weights serve instead
                 await asyncio.to_thread(self._transition, replace(rollout, state=RolloutState.FAILED, share=0.0),
-                                        "failed", f"adapter reload failed: {exc}", {})
+                                        "failed", f"adapter reload failed, the base weights serve {rollout.model} at "
+                                        f"best-of-{self.settings.model_by_name(rollout.model).best_of}: {exc}", {})
+                log.error("rollout of %s on %s failed at restart: its adapter did not load: %s",
+                          rollout.checkpoint_id, rollout.model, exc)
                 continue
             self.rollouts[rollout.model] = rollout
             self.metrics.rollout_share.labels(rollout.model).set(rollout.share)
             log.info("resumed rollout of %s on %s: %s at %g%%", rollout.checkpoint_id, rollout.model, rollout.state,
                      rollout.share)
+
+    async def _load(self, rollout: Rollout) -> None:
+        """Load the adapters the rollout serves: its checkpoint's and, in a canary, a promoted incumbent's."""
+        await self.adapters.load(rollout.model, rollout.checkpoint_id, rollout.adapter_path)
+        if rollout.state == RolloutState.CANARY and rollout.incumbent_checkpoint_id:
+            await self.adapters.load(rollout.model, rollout.incumbent_checkpoint_id, rollout.incumbent_adapter_path)
 
     def start_policy(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._policy_loop())
@@ -110,26 +132,38 @@ class RolloutManager:
         if current is not None and current.state == RolloutState.CANARY:
             raise APIError(409, f"model {model} already has a canary of {current.checkpoint_id}; promote or "
                            "roll it back first", code="rollout_active")
+        incumbent = current  # None, or the promoted checkpoint the candidate would replace
+        if incumbent is not None and incumbent.checkpoint_id == checkpoint:
+            raise APIError(409, f"checkpoint {checkpoint} is already promoted on {model}", param="checkpoint",
+                           code="already_promoted")
         found = await asyncio.to_thread(self._servable, checkpoint, force)
+        _check_gated_against(found, incumbent, force)
         share = canary if canary is not None else self.config.steps[0]
         candidate_best_of, why = (best_of, "asked for") if best_of else self._candidate_best_of(found)
         now = time.time()
-        rollout = Rollout(model=model, checkpoint_id=checkpoint, adapter_path=found.path, state=RolloutState.CANARY,
-                          share=share, candidate_best_of=candidate_best_of,
-                          incumbent_best_of=self.settings.model_by_name(model).best_of, started_at=now,
-                          step_started_at=now, updated_at=now)
+        rollout = Rollout(
+            model=model, checkpoint_id=checkpoint, adapter_path=found.path, state=RolloutState.CANARY, share=share,
+            candidate_best_of=candidate_best_of,
+            incumbent_best_of=incumbent.candidate_best_of if incumbent else self.settings.model_by_name(model).best_of,
+            started_at=now, step_started_at=now, updated_at=now,
+            incumbent_checkpoint_id=incumbent.checkpoint_id if incumbent else None,
+            incumbent_adapter_path=incumbent.adapter_path if incumbent else None)
         try:  # load before the arm takes any traffic
-            await self.adapters.load(rollout)
+            await self.adapters.load(model, checkpoint, found.path)
         except Exception as exc:  # noqa: BLE001
-            await asyncio.to_thread(self._transition, replace(rollout, state=RolloutState.FAILED, share=0.0),
-                                    "failed", f"adapter load failed: {exc}", {})
+            failed = replace(rollout, state=RolloutState.FAILED, share=0.0)
+            await asyncio.to_thread(self._transition, failed, "failed", f"adapter load failed: {exc}", {})
+            if incumbent is not None:  # the promoted checkpoint still serves
+                await asyncio.to_thread(self._transition, incumbent, "restore",
+                                        f"{incumbent.checkpoint_id} serves again: {checkpoint} did not load", {})
             raise APIError(502, f"loading checkpoint {checkpoint} failed; the incumbent keeps 100 % of traffic: "
                            f"{exc}", type="upstream_error", code="adapter_load_failed") from exc
         saving = rollout.incumbent_best_of / candidate_best_of
+        against = f"promoted {incumbent.checkpoint_id}" if incumbent else "base"
         return await asyncio.to_thread(
             self._transition, rollout, "start", f"canary at {share:g}%, the candidate at best-of-{candidate_best_of} "
-            f"({why}; {saving:g}× fewer answers than the incumbent's best-of-{rollout.incumbent_best_of})",
-            {"share": share, "candidate_best_of": candidate_best_of})
+            f"({why}; {saving:g}× fewer answers than the incumbent's ({against}) best-of-{rollout.incumbent_best_of})",
+            {"share": share, "candidate_best_of": candidate_best_of, "incumbent": rollout.incumbent_checkpoint_id})
 
     def _candidate_best_of(self, checkpoint: Checkpoint) -> tuple[int, str]:
         """The candidate arm's N from the config, or with `auto` the one distill chose; and why."""
@@ -205,14 +239,32 @@ class RolloutManager:
             return self._describe(db, rollout.model)
 
     def _promote(self, db: sqlite_utils.Database, rollout: Rollout, reason: str, numbers: dict[str, Any]) -> None:
-        self._set(db, replace(rollout, state=RolloutState.PROMOTED, share=100.0), "promote", reason, numbers)
+        """The candidate serves everything; a promoted checkpoint it replaced is retired and freed."""
+        promoted = replace(rollout, state=RolloutState.PROMOTED, share=100.0, incumbent_checkpoint_id=None,
+                           incumbent_adapter_path=None)
+        self._set(db, promoted, "promote", reason, numbers)
         set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.PROMOTED)
+        if rollout.incumbent_checkpoint_id:
+            set_checkpoint_status(db, rollout.incumbent_checkpoint_id, CheckpointStatus.RETIRED)
+            self.adapters.unload_later(rollout.model, rollout.incumbent_checkpoint_id)
 
     def _rollback(self, db: sqlite_utils.Database, rollout: Rollout, reason: str, numbers: dict[str, Any]) -> None:
+        """The candidate stops serving and is freed; the incumbent it was tested against serves
+        everything again: a promoted checkpoint (restored, at its k) or the base weights."""
         self._set(db, replace(rollout, state=RolloutState.ROLLED_BACK, share=0.0), "rollback", reason, numbers)
         self.rollouts.pop(rollout.model, None)
         set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.ROLLED_BACK)
-        self.adapters.unload_later(rollout)
+        self.adapters.unload_later(rollout.model, rollout.checkpoint_id)
+        if rollout.state == RolloutState.CANARY and rollout.incumbent_checkpoint_id:
+            now = time.time()
+            restored = Rollout(
+                model=rollout.model, checkpoint_id=rollout.incumbent_checkpoint_id,
+                adapter_path=rollout.incumbent_adapter_path, state=RolloutState.PROMOTED, share=100.0,
+                candidate_best_of=rollout.incumbent_best_of,
+                incumbent_best_of=self.settings.model_by_name(rollout.model).best_of, started_at=now,
+                step_started_at=now, updated_at=now)
+            self._set(db, restored, "restore", f"{restored.checkpoint_id} serves again: {rollout.checkpoint_id} "
+                      "was rolled back", {})
 
     def _set(self, db: sqlite_utils.Database, rollout: Rollout, event: str, reason: str,
              numbers: dict[str, Any]) -> None:

@@ -31,13 +31,22 @@ def _candidate(rollout: Rollout, arm: Arm) -> Route:
     return Route(arm, adapter_name(rollout.checkpoint_id), rollout.candidate_best_of, rollout.checkpoint_id)
 
 
+def incumbent_route(model: ModelConfig, rollout: Rollout | None) -> Route:
+    """The incumbent arm: the base weights at the model's best_of, or, while a canary would replace a
+    promoted checkpoint, that checkpoint at the k it was promoted at."""
+    if rollout is not None and rollout.state == RolloutState.CANARY and rollout.incumbent_checkpoint_id:
+        return Route(Arm.BASE, adapter_name(rollout.incumbent_checkpoint_id), rollout.incumbent_best_of,
+                     rollout.incumbent_checkpoint_id)
+    return Route(Arm.BASE, None, model.best_of, None)
+
+
 def route(model: ModelConfig, rollout: Rollout | None, key: str, pinned: str | None, explore_fraction: float,
           rng: random.Random) -> Route:
     """The arm of a request: by a stable hash of `key` into the canary share (a user stays on one
     arm), unless the caller pinned one (X-TAO-Arm); everything goes to a promoted checkpoint, at its
-    k, except `explore_fraction` of requests, drawn at random, served at the incumbent's best-of-N as
+    k, except `explore_fraction` of requests, drawn at random, served at the model's best-of-N as
     the next cycle's training data."""
-    base = Route(Arm.BASE, None, model.best_of, None)
+    base = incumbent_route(model, rollout)
     if rollout is None:
         if pinned == Arm.CANDIDATE:
             raise APIError(400, f"model {model.name} has no rollout to pin", param="X-TAO-Arm")
@@ -45,7 +54,7 @@ def route(model: ModelConfig, rollout: Rollout | None, key: str, pinned: str | N
     candidate = _candidate(rollout, Arm.CANDIDATE)
     if rollout.state == RolloutState.PROMOTED:
         if rng.random() < explore_fraction:
-            return replace(candidate, arm=Arm.EXPLORE, default_best_of=rollout.incumbent_best_of)
+            return replace(candidate, arm=Arm.EXPLORE, default_best_of=model.best_of)
         return replace(candidate, arm=Arm.PROMOTED)
     if pinned is not None:
         return candidate if pinned == Arm.CANDIDATE else base

@@ -21,11 +21,15 @@ class Rollout:
     state: RolloutState
     share: float  # percent of traffic on the candidate arm
     candidate_best_of: int
-    incumbent_best_of: int
+    incumbent_best_of: int  # N the incumbent arm serves at
     started_at: float
     step_started_at: float  # when the current share began
     updated_at: float
     looks: int = 0  # looks the policy has taken at the shadow pairs (see gateway.sequential)
+    # The incumbent while this checkpoint is a canary: a promoted checkpoint it would replace (served at
+    # incumbent_best_of on the incumbent arm, restored by a rollback), or None for the base weights.
+    incumbent_checkpoint_id: str | None = None
+    incumbent_adapter_path: str | None = None
 
     @property
     def active(self) -> bool:

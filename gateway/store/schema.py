@@ -27,7 +27,8 @@ class RequestStatus(StrEnum):
 class Arm(StrEnum):
     """`requests.arm`: which side of a rollout served the request."""
 
-    BASE = "base"  # the incumbent (base weights at the model's best_of); every request without a rollout
+    BASE = "base"  # the incumbent: the base weights at the model's best_of, or during a canary that follows a
+    # promotion the promoted checkpoint at its k; every request without a rollout
     CANDIDATE = "candidate"  # the canary checkpoint
     SHADOW = "shadow"  # the canary answering an incumbent request in the background (never returned)
     PROMOTED = "promoted"  # the checkpoint after promotion
@@ -145,6 +146,8 @@ ROLLOUTS_COLUMNS: dict[str, type] = {
     "step_started_at": float,  # when the current share began
     "updated_at": float,
     "looks": int,  # looks the policy has taken at the shadow pairs
+    "incumbent_checkpoint_id": str,  # during a canary: the promoted checkpoint it would replace (null: base)
+    "incumbent_adapter_path": str,
 }
 LOCKS_COLUMNS: dict[str, type] = {
     "name": str,
