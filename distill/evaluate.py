@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import math
 from math import comb
 from pathlib import Path
@@ -45,6 +45,7 @@ from gateway.sequential import SequentialPlan
 from gateway.stats import PairedBound, paired_bound
 
 EVAL_ADAPTER = "evaluated"
+INCUMBENT_ADAPTER = "incumbent"
 
 
 def best_of_law(scores: Sequence[float], k: int) -> tuple[float, float]:
@@ -107,6 +108,8 @@ class EvalReport:
     # sd of one rollout pair at k (one best-of-k reply against one logged best-of-N winner): the spread of
     # the per-prompt differences plus the spread of a best-of-k draw within its prompt
     best_of_k_pair_sd: dict[int, float] = field(default_factory=dict)
+    # what the base arm sampled: the base weights, or a promoted checkpoint the new one would replace
+    reference: str = "base"
 
     def chosen_best_of(self, plan: SequentialPlan) -> int:
         """The cheapest arm: the smallest k predicted to hold the logged best-of-N within the plan's
@@ -134,7 +137,7 @@ class EvalReport:
         return None if lower is None else (lower, share_recovered(self.versus_base.upper, self.uplift))
 
     def as_dict(self) -> dict[str, Any]:
-        scalars = {k: getattr(self, k) for k in ("prompts", "samples_per_prompt", "base_n1_logged",
+        scalars = {k: getattr(self, k) for k in ("reference", "prompts", "samples_per_prompt", "base_n1_logged",
                                                  "base_best_of_n_logged", "base_n1", "new_n1",
                                                  "base_tokens_per_answer_logged", "new_tokens_per_answer",
                                                  "base_truncated", "new_truncated")}
@@ -154,29 +157,32 @@ class GateVerdict:
 
 
 def gate(report: EvalReport, gate_margin: float, rollout_margin: float, best_of: int = 1) -> GateVerdict:
-    """Publish when the checkpoint is shown better than the base at N=1 by more than `gate_margin`,
-    and not shown worse than best-of-N by more than the rollout's margin when it serves at `best_of`."""
+    """Publish when the checkpoint is shown better than the base (or the promoted incumbent) at N=1 by
+    more than `gate_margin`, and not shown worse than best-of-N by more than the rollout's margin when
+    it serves at `best_of`."""
+    reference = "base" if report.reference == "base" else "incumbent"
     vs_base = report.versus_base
     vs_bon = report.best_of_k_versus_best_of_n.get(best_of, report.versus_best_of_n)
     arm = f"new best-of-{best_of}" if best_of > 1 else "new N=1"
     if vs_base.lower <= gate_margin:
-        return GateVerdict(False, f"new N=1 − base N=1 is {vs_base.mean:+.4f} (lower bound {vs_base.lower:+.4f} "
+        return GateVerdict(False, f"new N=1 − {reference} N=1 is {vs_base.mean:+.4f} (lower bound {vs_base.lower:+.4f} "
                            f"over {vs_base.pairs} prompts): not shown above {gate_margin:g}")
     if vs_bon.pairs and vs_bon.upper < -rollout_margin:
         return GateVerdict(False, f"{arm} − logged best-of-N is {vs_bon.mean:+.4f} (upper bound "
                            f"{vs_bon.upper:+.4f}): the rollout policy would roll it back (margin {rollout_margin:g})")
-    return GateVerdict(True, f"new N=1 − base N=1 {vs_base.mean:+.4f} (lower bound {vs_base.lower:+.4f}); "
+    return GateVerdict(True, f"new N=1 − {reference} N=1 {vs_base.mean:+.4f} (lower bound {vs_base.lower:+.4f}); "
                        f"{arm} − best-of-N {vs_bon.mean:+.4f} [{vs_bon.lower:+.4f}, {vs_bon.upper:+.4f}]")
 
 
-async def _evaluate(sampler: PolicySampler, heldout: list[LoggedPrompt], samples: int,
-                    seed: int) -> list[PromptResult]:
+async def _evaluate(sampler: PolicySampler, heldout: list[LoggedPrompt], samples: int, seed: int,
+                    reference: str | None) -> list[PromptResult]:
     async with sampler:
         results = []
-        with tqdm(total=len(heldout), desc=f"eval: base and new N=1 × {samples}", unit="prompt") as progress:
+        with tqdm(total=len(heldout), desc=f"eval: {reference or 'base'} and new N=1 × {samples}",
+                  unit="prompt") as progress:
             for i, chunk in enumerate(sampler.chunks(heldout, samples)):
                 # The same seed for both arms: common random numbers for the paired comparison.
-                base = await sampler.answers(chunk, samples, seed + i, None)
+                base = await sampler.answers(chunk, samples, seed + i, reference)
                 new = await sampler.answers(chunk, samples, seed + i, EVAL_ADAPTER)
                 results += [PromptResult(prompt=p.prompt_text, logged_n1=p.n1_score,
                                          logged_best_of_n=p.best_of_n_score, base=b, new=n)
@@ -186,11 +192,16 @@ async def _evaluate(sampler: PolicySampler, heldout: list[LoggedPrompt], samples
 
 
 def evaluate(base_dir: Path, adapter_dir: Path, heldout: list[LoggedPrompt], scorer: Scorer,
-             sampling: ModelConfig, samples: int, seed: int, z: float) -> EvalReport:
-    """Sample, score and compare; `z` is the one-sided quantile of both bounds."""
-    sampler = PolicySampler(base_dir, sampling, scorer, {EVAL_ADAPTER: adapter_dir})
-    results = asyncio.run(_evaluate(sampler, heldout, samples, seed))
-    return summarize(results, samples, z, logged_tokens=[t for p in heldout for t in p.completion_tokens])
+             sampling: ModelConfig, samples: int, seed: int, z: float,
+             incumbent: tuple[str, Path] | None = None) -> EvalReport:
+    """Sample, score and compare; `z` is the one-sided quantile of both bounds. With `incumbent`
+    (a promoted checkpoint's id and adapter), the base arm is that checkpoint: the new one must
+    improve on what serves now, not on the weights it once started from."""
+    adapters = {EVAL_ADAPTER: adapter_dir, **({INCUMBENT_ADAPTER: incumbent[1]} if incumbent else {})}
+    sampler = PolicySampler(base_dir, sampling, scorer, adapters)
+    results = asyncio.run(_evaluate(sampler, heldout, samples, seed, INCUMBENT_ADAPTER if incumbent else None))
+    report = summarize(results, samples, z, logged_tokens=[t for p in heldout for t in p.completion_tokens])
+    return replace(report, reference=incumbent[0]) if incumbent else report
 
 
 def summarize(results: list[PromptResult], samples: int, z: float, logged_tokens: list[int]) -> EvalReport:

@@ -1,7 +1,11 @@
 """One distill run, end to end: lock → window → dataset → train → eval gate → publish or reject.
 
 Exit codes (also `DistillOutcome.exit_code`): 0 published, 2 too little data, 3 rejected by the
-gate, 4 another run holds the lock.
+gate, 4 another run holds the lock, 5 the promoted checkpoint it would start from or be judged
+against has lost its adapter files.
+
+After a promotion the run learns from the promoted checkpoint's own best-of-N traffic (arm explore)
+and is judged against that checkpoint, not the base weights (`distill.start_from` says what it trains).
 """
 
 from __future__ import annotations
@@ -27,12 +31,21 @@ from gateway.config import EMBEDDED_MODEL, DistillConfig, ModelConfig, Settings,
 from gateway.rewards import Scorer, build_scorer
 from gateway.rollout import sequential_plan
 from gateway.stats import z_for
-from gateway.store import CheckpointStatus, LockHeld, Store, exclusive, last_distilled_until, record_distill_run
+from gateway.store import (
+    CheckpointStatus,
+    LockHeld,
+    Store,
+    exclusive,
+    last_distilled_until,
+    promoted_incumbent,
+    record_distill_run,
+)
 
 log = logging.getLogger(__name__)
 
-PUBLISHED, TOO_LITTLE_DATA, REJECTED, LOCKED = 0, 2, 3, 4
-OUTCOMES = {PUBLISHED: "published", TOO_LITTLE_DATA: "too_little_data", REJECTED: "rejected", LOCKED: "locked"}
+PUBLISHED, TOO_LITTLE_DATA, REJECTED, LOCKED, INCUMBENT_MISSING = 0, 2, 3, 4, 5
+OUTCOMES = {PUBLISHED: "published", TOO_LITTLE_DATA: "too_little_data", REJECTED: "rejected", LOCKED: "locked",
+            INCUMBENT_MISSING: "incumbent_missing"}
 
 
 @dataclass
@@ -68,12 +81,14 @@ def stages(cfg: DistillConfig) -> list[str]:
 
 
 def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[LoggedPrompt], base_dir: Path,
-                 staging: Path, scorer: Scorer, sampling: ModelConfig, counts: dict[str, Any]) -> TrainResult:
-    """Each stage of `method` on one adapter; then `rounds - 1` iterated rounds: sample
+                 staging: Path, scorer: Scorer, sampling: ModelConfig, counts: dict[str, Any],
+                 start_adapter: Path | None = None) -> TrainResult:
+    """Each stage of `method` on one adapter (a new one, or `start_adapter` trained further; its files
+    are never written); then `rounds - 1` iterated rounds: sample
     `round.best_of` answers per training prompt from the adapter (through the local backend, with
     serving's sampling settings), score them, pair them with the logged candidates (`round.rejected`),
     and train the adapter again. A round whose samples give no rows leaves the adapter as it is."""
-    adapter: Path | None = None
+    adapter: Path | None = start_adapter
     result: TrainResult | None = None
     data, run_stages = train, stages(cfg)
     grpo_sampling = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
@@ -177,17 +192,26 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
     for stale in remove_stale_staging(checkpoints_dir):
         log.warning("removed %s left by an interrupted run", stale)
 
+    incumbent = promoted_incumbent(db, cfg.model)
+    if incumbent is not None and not (Path(incumbent.adapter_path) / "adapter_config.json").is_file():
+        return DistillOutcome(
+            INCUMBENT_MISSING,
+            f"the promoted checkpoint {incumbent.checkpoint_id} of {cfg.model} has no adapter at "
+            f"{incumbent.adapter_path}: a new checkpoint can be neither trained from it nor judged against it. "
+            f"Restore its files, or go back to the base weights with `tao rollout rollback {cfg.model}`.")
+    from_incumbent = incumbent is not None and cfg.start_from == "incumbent"
     until = until or time.time()
-    if since is None:
-        since = last_distilled_until(db, cfg.model)
+    if since is None:  # training from base weights that a promotion has replaced: the whole log
+        since = last_distilled_until(db, cfg.model) if from_incumbent or incumbent is None else 0.0
     prompts = [p for p in load_prompts(db, cfg.model, since=since, until=until) if not (exclude and exclude(p))]
     train, heldout = split(prompts, cfg.holdout_fraction)
     rows = build_rows(stages(cfg)[0], train, cfg)
     counts = {"prompts": len(prompts), "train_prompts": len(train), "heldout_prompts": len(heldout),
               "train_rows": len(rows)}
     window = f"since {time.ctime(since)}" if since else "from the start of the log"
-    log.info("data %s: %d prompts (%d train, %d held out) → %d %s rows", window, len(prompts), len(train),
-             len(heldout), len(rows), cfg.method)
+    log.info("data %s: %d prompts (%d train, %d held out) → %d %s rows; training %s", window, len(prompts),
+             len(train), len(heldout), len(rows), cfg.method,
+             f"promoted {incumbent.checkpoint_id} further" if from_incumbent else "a new adapter on the base weights")
     if len(rows) < cfg.min_train_prompts or len(heldout) < cfg.min_heldout_prompts:
         return DistillOutcome(
             TOO_LITTLE_DATA,
@@ -202,12 +226,16 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
     checkpoint_id = new_checkpoint_id(cfg.model, cfg.method)
     staging = staging_dir(checkpoints_dir, checkpoint_id)
     try:
-        result = train_rounds(cfg, train, heldout, base_dir, staging, scorer, model_config, counts)
+        result = train_rounds(cfg, train, heldout, base_dir, staging, scorer, model_config, counts,
+                              start_adapter=Path(incumbent.adapter_path) if from_incumbent else None)
         report = evaluate(base_dir, result.adapter_dir, heldout, scorer, model_config, cfg.eval_samples, cfg.seed,
-                          z=z_for(settings.rollout.alpha))
+                          z=z_for(settings.rollout.alpha),
+                          incumbent=(incumbent.checkpoint_id, Path(incumbent.adapter_path)) if incumbent else None)
         best_of = serving_best_of(settings, report)
         verdict = gate(report, cfg.gate_margin, settings.rollout.margin, best_of)
-        metrics = {"eval": report.as_dict(), "best_of": best_of, "counts": counts, "train": result.metrics, "steps": result.steps,
+        metrics = {"eval": report.as_dict(), "best_of": best_of, "counts": counts,
+                   "incumbent": incumbent.checkpoint_id if incumbent else None,
+                   "started_from": incumbent.checkpoint_id if from_incumbent else "base", "train": result.metrics, "steps": result.steps,
                    "config": cfg.model_dump(mode="json"), "reward": settings.reward.model_dump(mode="json")}
         row = {"id": checkpoint_id, "created_at": time.time(), "model": cfg.model, "base_model": str(base_dir),
                "method": cfg.method, "data_since": since, "data_until": until, "metrics": metrics}

@@ -381,6 +381,11 @@ class DistillConfig(BaseModel):
     method: DistillMethod = Field(
         "dpo", description="dpo: logged preference pairs; grpo: online RL with the gateway's own scorer; "
         "sft: the winners (rejection-sampling fine-tuning); sft+dpo: SFT, then DPO on the same adapter.")
+    start_from: Literal["incumbent", "base"] = Field(
+        "incumbent", description="Once a checkpoint is promoted, what the next run trains: incumbent, that "
+        "checkpoint's adapter, further, on the log since its data ended; base, a new adapter on the base weights, "
+        "on the whole log. Either way the gate and the rollout judge it against the promoted checkpoint. The "
+        "comparison behind the default: docs/benchmarks (Flywheel).")
     rounds: int = Field(6, ge=1, description="Iterated rounds (ReST-EM / BOND style): after each, sample "
                         "round.best_of answers per training prompt from the new adapter through the local backend, "
                         "score them with the gateway's scorer, pair them (round.rejected) and train the same "

@@ -24,9 +24,10 @@ def print_outcome(outcome: DistillOutcome, console: Console | None = None) -> No
         table.add_row("base N=1 (logged)", f"{report.base_n1_logged:.4f}", "", "")
         table.add_row("base best-of-N (logged)", f"{report.base_best_of_n_logged:.4f}", "",
                       f"{report.base_tokens_per_answer_logged:.1f}")
-        table.add_row("base N=1 (eval)", f"{report.base_n1:.4f}", "", "")
+        reference = "base" if report.reference == "base" else f"incumbent {report.reference}"
+        table.add_row(f"{reference} N=1 (eval)", f"{report.base_n1:.4f}", "", "")
         table.add_row("new N=1 (eval)", f"{report.new_n1:.4f}", "", f"{report.new_tokens_per_answer:.1f}")
-        table.add_row("new − base N=1", *_bounded(report.versus_base), "")
+        table.add_row(f"new − {reference.split()[0]} N=1", *_bounded(report.versus_base), "")
         table.add_row("new N=1 − best-of-N", *_bounded(report.versus_best_of_n), "")
         recovered, interval = report.gain_recovered, report.gain_recovered_interval
         table.add_row("best-of-N gain recovered", "n/a" if recovered is None else f"{recovered:.0%}",

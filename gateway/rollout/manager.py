@@ -197,7 +197,8 @@ class RolloutManager:
             since = rollout.started_at
             candidate = arm_stats(arm_outcomes(db, model, CANDIDATE_ARMS, since))
             incumbent = arm_stats(arm_outcomes(db, model, INCUMBENT_ARMS, since))
-            pairs = shadow_pairs(db, model, since=since, candidate_n=rollout.candidate_best_of)
+            pairs = shadow_pairs(db, model, since=since, candidate_n=rollout.candidate_best_of,
+                                 incumbent_n=rollout.incumbent_best_of)
             decision = decide(pairs, rollout.looks, candidate, incumbent, cfg)
             if decision.look is not None:
                 rollout = replace(rollout, looks=decision.look)
@@ -240,20 +241,22 @@ class RolloutManager:
 
     def _promote(self, db: sqlite_utils.Database, rollout: Rollout, reason: str, numbers: dict[str, Any]) -> None:
         """The candidate serves everything; a promoted checkpoint it replaced is retired and freed."""
-        promoted = replace(rollout, state=RolloutState.PROMOTED, share=100.0, incumbent_checkpoint_id=None,
-                           incumbent_adapter_path=None)
-        self._set(db, promoted, "promote", reason, numbers)
-        set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.PROMOTED)
+        set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.PROMOTED)  # before the state: see _rollback
         if rollout.incumbent_checkpoint_id:
             set_checkpoint_status(db, rollout.incumbent_checkpoint_id, CheckpointStatus.RETIRED)
             self.adapters.unload_later(rollout.model, rollout.incumbent_checkpoint_id)
+        promoted = replace(rollout, state=RolloutState.PROMOTED, share=100.0, incumbent_checkpoint_id=None,
+                           incumbent_adapter_path=None)
+        self._set(db, promoted, "promote", reason, numbers)
 
     def _rollback(self, db: sqlite_utils.Database, rollout: Rollout, reason: str, numbers: dict[str, Any]) -> None:
         """The candidate stops serving and is freed; the incumbent it was tested against serves
-        everything again: a promoted checkpoint (restored, at its k) or the base weights."""
+        everything again: a promoted checkpoint (restored, at its k) or the base weights. The checkpoint's
+        status is written before the rollout's state, so whoever sees the canary ended (`tao loop`)
+        reads how."""
+        set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.ROLLED_BACK)
         self._set(db, replace(rollout, state=RolloutState.ROLLED_BACK, share=0.0), "rollback", reason, numbers)
         self.rollouts.pop(rollout.model, None)
-        set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.ROLLED_BACK)
         self.adapters.unload_later(rollout.model, rollout.checkpoint_id)
         if rollout.state == RolloutState.CANARY and rollout.incumbent_checkpoint_id:
             now = time.time()
@@ -285,7 +288,8 @@ class RolloutManager:
                 (("incumbent", INCUMBENT_ARMS), ("candidate", CANDIDATE_ARMS))}
         before = arm_outcomes(db, model, INCUMBENT_ARMS, 0.0)  # the incumbent at its best_of
         after = arm_outcomes(db, model, (Arm.PROMOTED, Arm.EXPLORE), rollout.started_at)
-        pairs = shadow_pairs(db, model, since=rollout.started_at, candidate_n=rollout.candidate_best_of)
+        pairs = shadow_pairs(db, model, since=rollout.started_at, candidate_n=rollout.candidate_best_of,
+                             incumbent_n=rollout.incumbent_best_of)
         plan = sequential_plan(self.config)
         difference = clustered_difference((p.prompt, p.difference) for p in pairs)
         next_look = min(rollout.looks + 1, plan.max_looks)

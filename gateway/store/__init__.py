@@ -8,7 +8,7 @@ Everything that touches it goes through this package, as sqlite-utils keeps its 
 - `feedback`: writing a person's verdict;
 - `reads`: the reads over requests, candidates and feedback, as typed rows;
 - `checkpoints`: the checkpoint registry; `rollouts`: rollout state and events;
-- `locks`: named locks (one distill run per database);
+- `locks`: named locks (one distill run, one `tao loop` per database);
 - `retention`: pruning old requests and giving the space back;
 - `runs`: distill runs and how each ended.
 No other module holds SQL: ask for a new read here rather than writing a query elsewhere.
@@ -21,6 +21,7 @@ from gateway.store.checkpoints import (
     newest_published_adapter,
     register_checkpoint,
     set_checkpoint_status,
+    unstarted_candidate,
 )
 from gateway.store.locks import LockHeld, exclusive
 from gateway.store.reads import (
@@ -41,10 +42,12 @@ from gateway.store.reads import (
 )
 from gateway.store.retention import Pruned, checkpoint_wal, copy_database, prune, vacuum
 from gateway.store.rollouts import (
+    Incumbent,
     Rollout,
     RolloutEvent,
     active_rollouts,
     get_rollout,
+    promoted_incumbent,
     rollout_events,
     save_rollout,
 )
@@ -70,11 +73,11 @@ from gateway.store.writer import StoreHealth
 
 __all__ = [
     "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "TRAINING_ARMS", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint",
-    "CheckpointStatus", "FeedbackKind", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
+    "CheckpointStatus", "FeedbackKind", "Incumbent", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
     "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes",
     "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "copy_database", "ensure_schema", "exclusive",
     "distill_run_counts", "feedback_verdicts", "record_feedback", "get_checkpoint", "get_rollout", "last_distilled_until", "newest_published_adapter",
-    "open_database", "prune",
+    "open_database", "promoted_incumbent", "prune",
     "record_distill_run", "register_checkpoint", "request_caller", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",
-    "set_checkpoint_status", "shadow_pairs", "vacuum",
+    "set_checkpoint_status", "shadow_pairs", "unstarted_candidate", "vacuum",
 ]

@@ -78,3 +78,14 @@ def newest_published_adapter(db: sqlite_utils.Database) -> str | None:
     row = db.execute("SELECT id FROM checkpoints WHERE path IS NOT NULL AND method IS NOT ? "
                      "ORDER BY created_at DESC LIMIT 1", [REWARD_MODEL_METHOD]).fetchone()
     return row[0] if row else None
+
+
+def unstarted_candidate(db: sqlite_utils.Database, model: str) -> Checkpoint | None:
+    """`model`'s newest published adapter that no rollout has taken up: still a candidate, and newer
+    than the model's last rollout event (an older one was passed over by a decision since)."""
+    row = db.execute(
+        "SELECT id FROM checkpoints WHERE model = ? AND status = ? AND path IS NOT NULL AND method IS NOT ? "
+        "AND created_at > COALESCE((SELECT MAX(created_at) FROM rollout_events WHERE model = ?), 0) "
+        "ORDER BY created_at DESC LIMIT 1",
+        [model, CheckpointStatus.CANDIDATE, REWARD_MODEL_METHOD, model]).fetchone()
+    return get_checkpoint(db, row[0]) if row else None

@@ -163,12 +163,15 @@ def arm_outcomes(db: sqlite_utils.Database, model: str, arms: Iterable[Arm], sin
                        rewards=rewards)
 
 
-def shadow_pairs(db: sqlite_utils.Database, model: str, *, since: float, candidate_n: int) -> list[ShadowPair]:
+def shadow_pairs(db: sqlite_utils.Database, model: str, *, since: float, candidate_n: int,
+                 incumbent_n: int = 2) -> list[ShadowPair]:
     """`model`'s scored (incumbent, shadow) pairs since `since`, oldest first.
 
     Only pairs that test what the rollout claims: the incumbent request generated more than one
-    candidate (best-of-N really ran; a client may ask the base arm for N=1), and the shadow reply
-    generated exactly `candidate_n` (the N the candidate arm serves at). Each side's reward is its
+    candidate when its arm serves at best-of-N (`incumbent_n` > 1; best-of-N really ran: a client
+    may ask the incumbent arm for N=1), and the shadow reply generated exactly `candidate_n` (the N
+    the candidate arm serves at). A promoted checkpoint serving at N=1 is an incumbent whose every
+    reply pairs. Each side's reward is its
     best candidate's: the best-of-N reward, also when a consensus tie-break served another one.
     """
     sql = """
@@ -177,12 +180,13 @@ def shadow_pairs(db: sqlite_utils.Database, model: str, *, since: float, candida
                (SELECT MAX(score) FROM candidates WHERE request_id = s.id) AS shadow_score
         FROM requests b
         JOIN requests s ON s.id = b.id || ?
-        WHERE b.model = ? AND b.arm = ? AND b.status = ? AND b.n_generated > 1 AND b.created_at >= ?
+        WHERE b.model = ? AND b.arm = ? AND b.status = ? AND b.n_generated >= ? AND b.created_at >= ?
           AND s.arm = ? AND s.status = ? AND s.n_generated = ?
           AND (SELECT MAX(score) FROM candidates WHERE request_id = b.id) IS NOT NULL AND shadow_score IS NOT NULL
         ORDER BY b.created_at, b.id
     """
-    params = [SHADOW_SUFFIX, model, Arm.BASE, RequestStatus.OK, since, Arm.SHADOW, RequestStatus.OK, candidate_n]
+    params = [SHADOW_SUFFIX, model, Arm.BASE, RequestStatus.OK, min(incumbent_n, 2), since, Arm.SHADOW,
+              RequestStatus.OK, candidate_n]
     return [ShadowPair(request_id=rid, created_at=created, prompt=prompt or "", incumbent=incumbent,
                        candidate=candidate) for rid, created, prompt, incumbent, candidate in db.execute(sql, params)]
 

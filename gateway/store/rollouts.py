@@ -66,6 +66,27 @@ def get_rollout(db: sqlite_utils.Database, model: str) -> Rollout | None:
     return _rollout(rows[0]) if rows else None
 
 
+@dataclass(frozen=True)
+class Incumbent:
+    """A promoted checkpoint that serves a model: what its next candidate is trained from and judged against."""
+
+    checkpoint_id: str
+    adapter_path: str
+
+
+def promoted_incumbent(db: sqlite_utils.Database, model: str) -> Incumbent | None:
+    """The promoted checkpoint serving `model` (also while a canary would replace it); None when the
+    base weights serve it."""
+    rollout = get_rollout(db, model)
+    if rollout is None:
+        return None
+    if rollout.state == RolloutState.PROMOTED:
+        return Incumbent(rollout.checkpoint_id, rollout.adapter_path)
+    if rollout.state == RolloutState.CANARY and rollout.incumbent_checkpoint_id:
+        return Incumbent(rollout.incumbent_checkpoint_id, rollout.incumbent_adapter_path)
+    return None
+
+
 def save_rollout(db: sqlite_utils.Database, rollout: Rollout, event: str, details: dict[str, Any]) -> None:
     """Store the rollout's new state and append the event that led to it (at `rollout.updated_at`)."""
     db["rollouts"].insert(asdict(rollout), replace=True)

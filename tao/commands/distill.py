@@ -20,9 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "distill", help="fine-tune the model on its best-of-N logs and publish a checkpoint",
         description="Read scored best-of-N logs from the store (since the last published checkpoint unless "
         "--since), build a dataset, train a LoRA adapter with TRL, evaluate it at N=1 against the base model "
-        "on held-out prompts, and publish it only if it wins. Exit codes: 0 published, 1 an error (a bad "
-        "config), 2 too little data (or, from argparse, a bad flag), 3 rejected by the eval gate, 4 another "
-        "run holds the lock.",
+        "on held-out prompts, and publish it only if it wins. After a promotion it learns from the promoted "
+        "checkpoint's own best-of-N traffic and is judged against that checkpoint (distill.start_from). Exit codes: "
+        "0 published, 1 an error (a bad config), 2 too little data (or, from argparse, a bad flag), 3 rejected by "
+        "the eval gate, 4 another run holds the lock, 5 the promoted checkpoint has lost its adapter files.",
     )
     config_flag(distill)
     add_field_flags(distill, DistillConfig, "distill", only=FLAGS, overrides=True)
