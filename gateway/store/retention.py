@@ -47,6 +47,6 @@ def vacuum(db: sqlite_utils.Database) -> None:
 
 def copy_database(source: str | Path, target: str | Path) -> None:
     """A consistent copy of the log at `source` (its WAL included) written to `target`, while the
-    source stays in use: for an experiment on a copy (bench.rollout_power)."""
+    source stays in use: for an experiment on a copy (bench.flywheel goes on from a demo's log)."""
     with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
         src.backup(dst)
