@@ -30,6 +30,7 @@ class FakeConfig:
     token_gap_s: float = 0.0  # streams: pause this long before each chunk after the first
     adapter_texts: list[str] = field(default_factory=lambda: ["Hello from a LoRA adapter."])
     fail_lora_load: bool = False
+    refused_adapters: list[str] = field(default_factory=list)  # names whose load fails (their files are gone)
     known_models: list[str] | None = None  # as vLLM: other model names (not loaded adapters) get 404; None: any
 
 
@@ -66,7 +67,7 @@ class FakeUpstream:
             return await self._send_json(send, 200, {"object": "list", "data": [{"id": "mock", "object": "model"}]})
         if path.endswith("/load_lora_adapter"):  # vLLM's runtime LoRA API, with its answers
             request = orjson.loads(body)
-            if self.config.fail_lora_load:
+            if self.config.fail_lora_load or request["lora_name"] in self.config.refused_adapters:
                 return await self._send_json(send, 400, {"error": {"message": "no such adapter path"}})
             if request["lora_name"] in self.adapters:
                 return await self._send_json(send, 400, {"error": {

@@ -166,6 +166,26 @@ def test_the_next_candidate_is_tested_against_the_promoted_checkpoint_which_a_ro
         assert events == ["start", "promote", "start", "rollback", "restore", "start", "promote"]
 
 
+def test_a_canary_that_fails_at_restart_hands_back_to_the_promoted_checkpoint(gateway, fake):
+    upstream, _ = fake
+    rollout = {"shadow_fraction": 0.0, "check_interval_s": 3600, "explore_fraction": 0.0}
+    second = "smollm2-dpo-20261201-000000-123456"
+    with gateway(rollout=rollout) as gw:
+        register(gw.db_path, best_of=2)
+        admin(gw, "start", checkpoint=CHECKPOINT)
+        admin(gw, "promote")
+        register(gw.db_path, second, incumbent=CHECKPOINT)
+        assert admin(gw, "start", checkpoint=second, canary=50).status_code == 200
+    upstream.adapters.clear()
+    upstream.config.refused_adapters = [second]  # its files went missing while the gateway was down
+    with gateway(rollout=rollout) as gw:
+        status = admin(gw, "status").json()["rollouts"][0]
+        assert (status["state"], status["checkpoint_id"], status["candidate_best_of"]) == ("promoted", CHECKPOINT, 2)
+        assert {ask(gw, f"u{i}")["model_version"] for i in range(10)} == {CHECKPOINT}
+        events = [e["event"] for e in gw.db()["rollout_events"].rows_where(order_by="id")]
+        assert events[-2:] == ["failed", "restore"]
+
+
 def test_a_worse_candidate_is_rolled_back_automatically(gateway, fake):
     upstream, _ = fake
     upstream.config.texts = ["WINNER answer"]

@@ -79,17 +79,32 @@ class RolloutManager:
                 continue
             try:
                 await self._load(rollout)
-            except Exception as exc:  # noqa: BLE001 - the base weights serve instead
+            except Exception as exc:  # noqa: BLE001 - the incumbent serves instead
                 await asyncio.to_thread(self._transition, replace(rollout, state=RolloutState.FAILED, share=0.0),
-                                        "failed", f"adapter reload failed, the base weights serve {rollout.model} at "
-                                        f"best-of-{self.settings.model_by_name(rollout.model).best_of}: {exc}", {})
+                                        "failed", f"adapter reload failed: {exc}", {})
                 log.error("rollout of %s on %s failed at restart: its adapter did not load: %s",
                           rollout.checkpoint_id, rollout.model, exc)
+                if rollout.state == RolloutState.CANARY and rollout.incumbent_checkpoint_id:
+                    await self._restore_after_failed_canary(rollout)
                 continue
             self.rollouts[rollout.model] = rollout
             self.metrics.rollout_share.labels(rollout.model).set(rollout.share)
             log.info("resumed rollout of %s on %s: %s at %g%%", rollout.checkpoint_id, rollout.model, rollout.state,
                      rollout.share)
+
+    async def _restore_after_failed_canary(self, canary: Rollout) -> None:
+        """A canary that failed at restart hands back to the promoted checkpoint it was tested
+        against, if that one still loads (else the base weights serve)."""
+        restored = self._restored_incumbent(canary)
+        try:
+            await self._load(restored)
+        except Exception as exc:  # noqa: BLE001
+            log.error("the promoted %s does not load either; the base weights serve %s: %s", restored.checkpoint_id,
+                      canary.model, exc)
+            return
+        await asyncio.to_thread(self._transition, restored, "restore",
+                                f"{restored.checkpoint_id} serves again: {canary.checkpoint_id} failed at restart", {})
+        self.metrics.rollout_share.labels(canary.model).set(restored.share)
 
     async def _load(self, rollout: Rollout) -> None:
         """Load the adapters the rollout serves: its checkpoint's and, in a canary, a promoted incumbent's."""
@@ -259,15 +274,17 @@ class RolloutManager:
         self.rollouts.pop(rollout.model, None)
         self.adapters.unload_later(rollout.model, rollout.checkpoint_id)
         if rollout.state == RolloutState.CANARY and rollout.incumbent_checkpoint_id:
-            now = time.time()
-            restored = Rollout(
-                model=rollout.model, checkpoint_id=rollout.incumbent_checkpoint_id,
-                adapter_path=rollout.incumbent_adapter_path, state=RolloutState.PROMOTED, share=100.0,
-                candidate_best_of=rollout.incumbent_best_of,
-                incumbent_best_of=self.settings.model_by_name(rollout.model).best_of, started_at=now,
-                step_started_at=now, updated_at=now)
-            self._set(db, restored, "restore", f"{restored.checkpoint_id} serves again: {rollout.checkpoint_id} "
-                      "was rolled back", {})
+            self._set(db, self._restored_incumbent(rollout), "restore",
+                      f"{rollout.incumbent_checkpoint_id} serves again: {rollout.checkpoint_id} was rolled back", {})
+
+    def _restored_incumbent(self, canary: Rollout) -> Rollout:
+        """The promoted rollout a canary was tested against, serving everything again at its k."""
+        now = time.time()
+        return Rollout(model=canary.model, checkpoint_id=canary.incumbent_checkpoint_id,
+                       adapter_path=canary.incumbent_adapter_path, state=RolloutState.PROMOTED, share=100.0,
+                       candidate_best_of=canary.incumbent_best_of,
+                       incumbent_best_of=self.settings.model_by_name(canary.model).best_of, started_at=now,
+                       step_started_at=now, updated_at=now)
 
     def _set(self, db: sqlite_utils.Database, rollout: Rollout, event: str, reason: str,
              numbers: dict[str, Any]) -> None:
