@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = base.model_copy(update={
         "rollout": with_updates(base.rollout, explore_fraction=args.explore_fraction),
         "distill": with_updates(base.distill, start_from=args.start_from)})
-    console = Console()
+    console = Console(width=160)  # the tables' checkpoint ids stay whole
     started = time.time()
     before, first = first_cycle(settings, opts, args.source, console)
     phases, cycles = [before], [first]
