@@ -17,6 +17,7 @@ from gateway.store import (
 from tests.waiting import wait_until
 
 CHECKPOINT = "smollm2-dpo-20261130-000000-abcdef"
+SECOND = "smollm2-dpo-20261201-000000-123456"  # the next cycle's checkpoint
 PROMPT = [{"role": "user", "content": "Say something."}]
 PREFERS_WINNER = {"kind": "python", "function": "tests.scorers:prefers_keyword"}
 
@@ -27,6 +28,13 @@ def register(db_path, checkpoint_id: str = CHECKPOINT, method: str = "dpo", **me
             id=checkpoint_id, created_at=time.time(), model="mock", base_model="base", method=method, data_since=0,
             data_until=time.time(), metrics=metrics, path="/adapters/" + checkpoint_id,
             status=CheckpointStatus.CANDIDATE))
+
+
+def promote_first(gw) -> None:
+    """CHECKPOINT rolled out and promoted, serving at k = 2 (as distill chose it): a second cycle's incumbent."""
+    register(gw.db_path, best_of=2)
+    admin(gw, "start", checkpoint=CHECKPOINT)
+    admin(gw, "promote")
 
 
 def wait_for_pairs(gw, count: int, timeout_s: float = 10.0) -> None:
@@ -130,17 +138,14 @@ def test_the_next_candidate_is_tested_against_the_promoted_checkpoint_which_a_ro
     weights); a rollback gives it everything back, a promotion retires it; a restart reloads both."""
     upstream, _ = fake
     rollout = {"shadow_fraction": 1.0, "check_interval_s": 3600, "explore_fraction": 0.0}
-    second = "smollm2-dpo-20261201-000000-123456"
     with gateway(rollout=rollout) as gw:
-        register(gw.db_path, best_of=2)
-        admin(gw, "start", checkpoint=CHECKPOINT)
-        admin(gw, "promote")
+        promote_first(gw)
         register(gw.db_path, "gated-against-base")  # distilled while the base weights still served
         stale = admin(gw, "start", checkpoint="gated-against-base")
         assert stale.status_code == 409 and stale.json()["error"]["code"] == "incumbent_changed"
         assert "gated against the base weights" in stale.json()["error"]["message"]
-        register(gw.db_path, second, incumbent=CHECKPOINT, best_of=1)
-        started = admin(gw, "start", checkpoint=second, canary=50)
+        register(gw.db_path, SECOND, incumbent=CHECKPOINT, best_of=1)
+        started = admin(gw, "start", checkpoint=SECOND, canary=50)
         assert started.status_code == 200, started.text
         assert started.json()["incumbent_checkpoint_id"] == CHECKPOINT and started.json()["incumbent_best_of"] == 2
         incumbent = ask(gw, "a", extra_headers={"X-TAO-Arm": "base"})
@@ -150,16 +155,16 @@ def test_the_next_candidate_is_tested_against_the_promoted_checkpoint_which_a_ro
         rolled_back = admin(gw, "rollback").json()
         assert (rolled_back["state"], rolled_back["checkpoint_id"], rolled_back["share"]) == ("promoted", CHECKPOINT, 100)
         assert ask(gw, "b")["model_version"] == CHECKPOINT
-        wait_until(lambda: second not in upstream.adapters, "the rolled-back adapter was not unloaded")
-        assert gw.db()["checkpoints"].get(second)["status"] == "rolled_back"
+        wait_until(lambda: SECOND not in upstream.adapters, "the rolled-back adapter was not unloaded")
+        assert gw.db()["checkpoints"].get(SECOND)["status"] == "rolled_back"
         assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "promoted"
-        assert admin(gw, "start", checkpoint=second, canary=50).status_code == 200  # tried again
+        assert admin(gw, "start", checkpoint=SECOND, canary=50).status_code == 200  # tried again
     upstream.adapters.clear()  # a restarted upstream: the gateway loads both adapters again
     with gateway(rollout=rollout) as gw:
-        assert set(upstream.adapters) == {CHECKPOINT, second}
+        assert set(upstream.adapters) == {CHECKPOINT, SECOND}
         assert ask(gw, "c", extra_headers={"X-TAO-Arm": "base"})["model_version"] == CHECKPOINT
         promoted = admin(gw, "promote").json()
-        assert (promoted["checkpoint_id"], promoted["incumbent_checkpoint_id"]) == (second, None)
+        assert (promoted["checkpoint_id"], promoted["incumbent_checkpoint_id"]) == (SECOND, None)
         assert gw.db()["checkpoints"].get(CHECKPOINT)["status"] == "retired"
         wait_until(lambda: CHECKPOINT not in upstream.adapters, "the retired adapter was not unloaded")
         events = [e["event"] for e in gw.db()["rollout_events"].rows_where(order_by="id")]
@@ -169,15 +174,12 @@ def test_the_next_candidate_is_tested_against_the_promoted_checkpoint_which_a_ro
 def test_a_canary_that_fails_at_restart_hands_back_to_the_promoted_checkpoint(gateway, fake):
     upstream, _ = fake
     rollout = {"shadow_fraction": 0.0, "check_interval_s": 3600, "explore_fraction": 0.0}
-    second = "smollm2-dpo-20261201-000000-123456"
     with gateway(rollout=rollout) as gw:
-        register(gw.db_path, best_of=2)
-        admin(gw, "start", checkpoint=CHECKPOINT)
-        admin(gw, "promote")
-        register(gw.db_path, second, incumbent=CHECKPOINT)
-        assert admin(gw, "start", checkpoint=second, canary=50).status_code == 200
+        promote_first(gw)
+        register(gw.db_path, SECOND, incumbent=CHECKPOINT)
+        assert admin(gw, "start", checkpoint=SECOND, canary=50).status_code == 200
     upstream.adapters.clear()
-    upstream.config.refused_adapters = [second]  # its files went missing while the gateway was down
+    upstream.config.refused_adapters = [SECOND]  # its files went missing while the gateway was down
     with gateway(rollout=rollout) as gw:
         status = admin(gw, "status").json()["rollouts"][0]
         assert (status["state"], status["checkpoint_id"], status["candidate_best_of"]) == ("promoted", CHECKPOINT, 2)
