@@ -189,8 +189,9 @@ def plot(phases: list[Phase], path: Path) -> None:
     axes[1].set_title("tokens per answer")
     axes[2].bar(x, [p.k for p in phases])
     axes[2].set_title("k served")
+    labels = [f"{p.label}\n{p.serving[-6:]} at k={p.k}" for p in phases]  # the phase, then what served it
     for ax in axes:
-        ax.set_xticks(list(x), [p.label.replace("after ", "") for p in phases], rotation=20, fontsize=8)
+        ax.set_xticks(list(x), labels, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
