@@ -13,9 +13,9 @@ import logging
 import sys
 
 from gateway import __version__
-from tao.commands import demo, distill, logs, loop, model, reward, rollout, serve
+from tao.commands import demo, distill, logs, loop, model, reward, rollout, serve, vllm
 
-COMMANDS = (serve, distill, rollout, loop, demo, reward, model, logs)  # in the order `tao --help` lists them
+COMMANDS = (serve, distill, rollout, loop, demo, reward, model, vllm, logs)  # in the order `tao --help` lists them
 
 
 def _setup_logging(level: str) -> None:

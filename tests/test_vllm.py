@@ -1,0 +1,183 @@
+"""The production path for real: the gateway in front of a real vLLM server (the CPU build here)
+serving the embedded SmolLM2 with runtime LoRA.
+
+vLLM runs from its own environment ($TAO_VLLM_PYTHON; `.ci/run` installs it, see
+docs/operations/vllm.md). Without one these tests are skipped and say so; CI always has one. One
+vLLM server is started for the module (about a minute on 2 cores) and restarted once, on purpose.
+"""
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway.app import create_app
+from gateway.config import ModelConfig, RolloutConfig, Settings, StoreConfig
+from gateway.embedded import embedded_model_dir
+from gateway.store import Checkpoint, CheckpointStatus, connection, register_checkpoint
+from tao.vllm_server import VLLM_PYTHON_ENV, VllmServer, VllmUnavailable, vllm_python
+from tests.servers import free_port, running
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+CHECKPOINT = "smollm2-lora-test"
+PROMPT = [{"role": "user", "content": "Name three colours."}]
+
+
+def _vllm_available() -> str | None:
+    try:
+        vllm_python()
+    except VllmUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory) -> Iterator[VllmServer]:
+    if (why := _vllm_available()) is not None and not os.environ.get(VLLM_PYTHON_ENV):
+        pytest.skip(f"no vLLM to test against: {why}")
+    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    server = VllmServer(embedded_model_dir(), free_port(), served_name="smollm2", max_lora_rank=16, log_path=log,
+                        extra_args=["--max-model-len", "2048", "--max-num-seqs", "16"])
+    server.start()
+    try:
+        server.wait_ready(timeout_s=600)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory) -> Path:
+    """A real LoRA adapter for SmolLM2 whose B weights are not zero, so it changes the answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(embedded_model_dir()),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    path = tmp_path_factory.mktemp("adapter") / CHECKPOINT
+    model.save_pretrained(path)
+    return path
+
+
+@contextmanager
+def gateway(vllm: VllmServer, db: Path, **rollout) -> Iterator[tuple[str, openai.OpenAI]]:
+    model = ModelConfig(name="smollm2", backend="litellm", model="hosted_vllm/smollm2", api_base=f"{vllm.url}/v1",
+                        api_key="none", best_of=4, max_best_of=8, max_tokens=24, num_retries=1)
+    settings = Settings(models=[model], store=StoreConfig(path=db),
+                        rollout=RolloutConfig(**{"shadow_fraction": 0.0, "check_interval_s": 3600, **rollout}))
+    with running(create_app(settings), server_config=settings.server) as url:
+        yield url, openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+
+
+def rows(db: Path, count: int) -> list[dict]:
+    def written() -> list[dict] | None:
+        with connection(db) as conn:
+            found = list(conn["requests"].rows_where(order_by="created_at")) if conn["requests"].exists() else []
+        return found if len(found) >= count else None
+
+    return wait_until(written, f"{count} requests were not logged", timeout_s=30)
+
+
+def loaded_adapters(vllm: VllmServer) -> set[str]:
+    return {m["id"] for m in httpx.get(f"{vllm.url}/v1/models", timeout=10).json()["data"]} - {"smollm2"}
+
+
+def test_best_of_n_is_one_native_n_call_with_usage_and_streaming_at_n1(vllm, tmp_path: Path):
+    with gateway(vllm, tmp_path / "tao.db") as (_, client):
+        reply = client.chat.completions.create(model="smollm2", messages=PROMPT, extra_body={"best_of": 4})
+        tao = reply.model_extra["tao"]
+        assert tao["best_of"] == 4 and len(tao["scores"]) == 4 and reply.choices[0].message.content
+        [row] = rows(tmp_path / "tao.db", 1)
+        assert row["upstream_calls"] == 1 and row["n_generated"] == 4  # vLLM's own n, not 4 calls
+        with connection(tmp_path / "tao.db") as db:
+            tokens = [c["tokens"] for c in db["candidates"].rows_where("request_id = ?", [tao["request_id"]])]
+        assert reply.usage.completion_tokens == sum(tokens) > 0 and reply.usage.prompt_tokens > 0
+
+        chunks = list(client.chat.completions.create(model="smollm2", messages=PROMPT, stream=True,
+                                                     extra_body={"best_of": 1}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text and any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+        seeded = [client.chat.completions.create(model="smollm2", messages=PROMPT, temperature=1.0, seed=11,
+                                                 extra_body={"best_of": 1}).choices[0].message.content
+                  for _ in range(2)]
+        assert seeded[0] == seeded[1]  # the seed reached vLLM
+        stopped = client.chat.completions.create(model="smollm2", messages=PROMPT, temperature=0, stop=[","],
+                                                 extra_body={"best_of": 1})
+        assert "," not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
+
+
+def register(db: Path, adapter: Path) -> None:
+    with connection(db) as conn:
+        register_checkpoint(conn, Checkpoint(id=CHECKPOINT, created_at=time.time(), model="smollm2", base_model="base",
+                                             method="dpo", data_since=0, data_until=time.time(), metrics={},
+                                             path=str(adapter), status=CheckpointStatus.CANDIDATE))
+
+
+def answer(client: openai.OpenAI, arm: str) -> tuple[str, str | None]:
+    """The arm's answer at temperature 0, and the model version that gave it."""
+    reply = client.chat.completions.create(model="smollm2", messages=PROMPT, temperature=0,
+                                           extra_headers={"X-TAO-Arm": arm}, extra_body={"best_of": 1})
+    return reply.choices[0].message.content, reply.model_extra["tao"]["model_version"]
+
+
+def test_a_rollout_loads_the_adapter_into_vllm_survives_both_restarts_and_a_rollback_unloads_it(vllm, adapter,
+                                                                                                tmp_path: Path):
+    db = tmp_path / "tao.db"
+    with gateway(vllm, db) as (url, client):
+        register(db, adapter)
+        started = httpx.post(f"{url}/admin/rollout/smollm2/start", json={"checkpoint": CHECKPOINT, "best_of": 1},
+                             timeout=300)
+        assert started.status_code == 200, started.text
+        assert loaded_adapters(vllm) == {CHECKPOINT}  # loaded before any traffic
+
+        base, candidate = answer(client, "base"), answer(client, "candidate")
+        assert candidate[1] == CHECKPOINT and base[1] != CHECKPOINT
+        assert candidate[0] != base[0]  # the adapter, not the base weights, answered
+
+    # The gateway restarts while vLLM still holds the adapter: it resumes ("already loaded" is loaded).
+    with gateway(vllm, db) as (url, client):
+        assert answer(client, "candidate") == candidate
+
+        # vLLM restarts under the running gateway: it forgets runtime adapters; the gateway loads it again.
+        vllm.stop()
+        vllm.start()
+        vllm.wait_ready(timeout_s=600)
+        assert loaded_adapters(vllm) == set()
+        assert answer(client, "candidate") == candidate
+        assert loaded_adapters(vllm) == {CHECKPOINT}
+
+        rolled_back = httpx.post(f"{url}/admin/rollout/smollm2/rollback", timeout=60).json()
+        assert rolled_back["state"] == "rolled_back"
+        wait_until(lambda: loaded_adapters(vllm) == set(), "the rolled-back adapter is still loaded in vLLM", 30)
+        assert answer(client, "base") == base
+
+
+def test_an_adapter_vllm_refuses_answers_502_with_its_reason_and_the_incumbent_keeps_everything(vllm, tmp_path: Path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(embedded_model_dir()),
+                           LoraConfig(r=32, target_modules=["q_proj"]))  # above --max-lora-rank 16
+    too_big = tmp_path / "rank32"
+    model.save_pretrained(too_big)
+    db = tmp_path / "tao.db"
+    with gateway(vllm, db) as (url, client):
+        register(db, too_big)
+        refused = httpx.post(f"{url}/admin/rollout/smollm2/start", json={"checkpoint": CHECKPOINT}, timeout=300)
+        assert refused.status_code == 502, refused.text
+        assert "rank" in refused.json()["error"]["message"].lower()
+        reply = client.chat.completions.create(model="smollm2", messages=PROMPT, extra_body={"best_of": 2})
+        assert reply.model_extra["tao"]["arm"] == "base"
