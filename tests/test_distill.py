@@ -24,7 +24,7 @@ from tests.servers import running
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
-PROMPTS = generate_prompts(20, seed=3)
+PROMPTS = generate_prompts(14, seed=3)
 
 
 def write_config(path: Path, db: Path, checkpoints: Path, **distill) -> Path:
@@ -162,8 +162,8 @@ def test_an_iterated_round_samples_from_the_adapter_and_trains_it_again(logged: 
 
 
 def test_grpo_trains_with_the_gateway_scorer(logged: Path, tmp_path: Path):
-    config = fresh_copy(logged, tmp_path, gate_margin=-1.0, max_new_tokens=16)
-    run = tao("distill", "--config", str(config), "--method", "grpo", "--max-steps", "2", "--since", "all")
+    config = fresh_copy(logged, tmp_path, gate_margin=-1.0, max_new_tokens=8)
+    run = tao("distill", "--config", str(config), "--method", "grpo", "--max-steps", "1", "--since", "all")
     assert run.returncode == 0, run.stdout + run.stderr
     [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
     train = json.loads(row["metrics"])["train"]

@@ -53,7 +53,7 @@ def test_reward_model_from_feedback_beats_chance_on_held_out_pairs(tmp_path: Pat
     preference_store(tmp_path / "tao.db", 120)
     config = tmp_path / "tao.yaml"
     config.write_text(yaml.safe_dump({"store": {"path": str(tmp_path / "tao.db")}}))
-    run = tao(config, "--max-steps", "30", "--out", str(tmp_path / "rm"))
+    run = tao(config, "--max-steps", "12", "--out", str(tmp_path / "rm"))
     assert run.returncode == 0, run.stdout + run.stderr
     [row] = sqlite_utils.Database(tmp_path / "tao.db")["checkpoints"].rows
     metrics = json.loads(row["metrics"])
