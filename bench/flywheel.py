@@ -38,7 +38,16 @@ from distill.job import PUBLISHED, run_distill
 from gateway.app import create_app
 from gateway.config import Settings, with_updates
 from gateway.stats import paired_bound
-from gateway.store import Arm, connection, copy_database, get_checkpoint, get_rollout, served_replies
+from gateway.store import (
+    Arm,
+    RolloutState,
+    connection,
+    copy_database,
+    get_checkpoint,
+    get_rollout,
+    newest_published_adapter,
+    served_replies,
+)
 from tao.demo.config import DemoConfig
 from tao.demo.run import _roll_out, demo_settings, fresh_prompts, run_demo
 from tao.demo.workload import send_workload
@@ -82,8 +91,9 @@ def phase_from_log(settings: Settings, label: str, since: float, until: float) -
                    if since <= r.created_at < until]
     served = [r for r in replies if r.arm != Arm.EXPLORE]
     explore = [r for r in replies if r.arm == Arm.EXPLORE]
-    promoted = rollout is not None and rollout.state == "promoted" and any(r.arm == Arm.PROMOTED for r in served)
-    k = rollout.candidate_best_of if promoted else next(m.best_of for m in settings.models if m.name == model)
+    promoted = (rollout is not None and rollout.state == RolloutState.PROMOTED
+                and any(r.arm == Arm.PROMOTED for r in served))
+    k = rollout.candidate_best_of if promoted else settings.model_by_name(model).best_of
     rewards = [r.score for r in served]
     bound = paired_bound(rewards, 1.96)  # mean ± 1.96 se: the two-sided 95 % interval
     low, high = (bound.lower, bound.upper) if len(rewards) > 1 else (float("nan"), float("nan"))
@@ -112,8 +122,8 @@ def first_cycle(settings: Settings, opts: DemoConfig, source: Path | None, conso
     else:
         run_demo(opts)
     with connection(settings.store.path) as db:
-        rows = list(db.execute("SELECT id FROM checkpoints WHERE path IS NOT NULL ORDER BY created_at"))
-        checkpoint = get_checkpoint(db, rows[0][0]) if rows else None
+        first = newest_published_adapter(db)  # cycle 1's: the only one published so far
+        checkpoint = get_checkpoint(db, first) if first else None
     until = checkpoint.data_until if checkpoint else time.time()
     before = phase_from_log(settings, "before cycle 1", 0.0, until)
     eval_ = checkpoint.metrics.get("eval", {}) if checkpoint else {}

@@ -43,6 +43,7 @@ from gateway.config import ModelConfig
 from gateway.rewards import Scorer
 from gateway.sequential import SequentialPlan
 from gateway.stats import PairedBound, paired_bound
+from gateway.store import Incumbent
 
 EVAL_ADAPTER = "evaluated"
 INCUMBENT_ADAPTER = "incumbent"
@@ -111,6 +112,11 @@ class EvalReport:
     # what the base arm sampled: the base weights, or a promoted checkpoint the new one would replace
     reference: str = "base"
 
+    @property
+    def reference_arm(self) -> str:
+        """The base arm's name in a sentence: "base", or "incumbent" for a promoted checkpoint."""
+        return "base" if self.reference == "base" else "incumbent"
+
     def chosen_best_of(self, plan: SequentialPlan) -> int:
         """The cheapest arm: the smallest k predicted to hold the logged best-of-N within the plan's
         margin with the power to show it (≥ 80 % by `plan.power`). When no k has that power, the k
@@ -160,7 +166,7 @@ def gate(report: EvalReport, gate_margin: float, rollout_margin: float, best_of:
     """Publish when the checkpoint is shown better than the base (or the promoted incumbent) at N=1 by
     more than `gate_margin`, and not shown worse than best-of-N by more than the rollout's margin when
     it serves at `best_of`."""
-    reference = "base" if report.reference == "base" else "incumbent"
+    reference = report.reference_arm
     vs_base = report.versus_base
     vs_bon = report.best_of_k_versus_best_of_n.get(best_of, report.versus_best_of_n)
     arm = f"new best-of-{best_of}" if best_of > 1 else "new N=1"
@@ -193,15 +199,15 @@ async def _evaluate(sampler: PolicySampler, heldout: list[LoggedPrompt], samples
 
 def evaluate(base_dir: Path, adapter_dir: Path, heldout: list[LoggedPrompt], scorer: Scorer,
              sampling: ModelConfig, samples: int, seed: int, z: float,
-             incumbent: tuple[str, Path] | None = None) -> EvalReport:
+             incumbent: Incumbent | None = None) -> EvalReport:
     """Sample, score and compare; `z` is the one-sided quantile of both bounds. With `incumbent`
-    (a promoted checkpoint's id and adapter), the base arm is that checkpoint: the new one must
-    improve on what serves now, not on the weights it once started from."""
-    adapters = {EVAL_ADAPTER: adapter_dir, **({INCUMBENT_ADAPTER: incumbent[1]} if incumbent else {})}
+    (a promoted checkpoint), the base arm is that checkpoint: the new one must improve on what
+    serves now, not on the weights it once started from."""
+    adapters = {EVAL_ADAPTER: adapter_dir, **({INCUMBENT_ADAPTER: Path(incumbent.adapter_path)} if incumbent else {})}
     sampler = PolicySampler(base_dir, sampling, scorer, adapters)
     results = asyncio.run(_evaluate(sampler, heldout, samples, seed, INCUMBENT_ADAPTER if incumbent else None))
     report = summarize(results, samples, z, logged_tokens=[t for p in heldout for t in p.completion_tokens])
-    return replace(report, reference=incumbent[0]) if incumbent else report
+    return replace(report, reference=incumbent.checkpoint_id) if incumbent else report
 
 
 def summarize(results: list[PromptResult], samples: int, z: float, logged_tokens: list[int]) -> EvalReport:

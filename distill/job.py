@@ -230,7 +230,7 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
                               start_adapter=Path(incumbent.adapter_path) if from_incumbent else None)
         report = evaluate(base_dir, result.adapter_dir, heldout, scorer, model_config, cfg.eval_samples, cfg.seed,
                           z=z_for(settings.rollout.alpha),
-                          incumbent=(incumbent.checkpoint_id, Path(incumbent.adapter_path)) if incumbent else None)
+                          incumbent=incumbent)
         best_of = serving_best_of(settings, report)
         verdict = gate(report, cfg.gate_margin, settings.rollout.margin, best_of)
         metrics = {"eval": report.as_dict(), "best_of": best_of, "counts": counts,

@@ -27,7 +27,7 @@ def print_outcome(outcome: DistillOutcome, console: Console | None = None) -> No
         reference = "base" if report.reference == "base" else f"incumbent {report.reference}"
         table.add_row(f"{reference} N=1 (eval)", f"{report.base_n1:.4f}", "", "")
         table.add_row("new N=1 (eval)", f"{report.new_n1:.4f}", "", f"{report.new_tokens_per_answer:.1f}")
-        table.add_row(f"new − {reference.split()[0]} N=1", *_bounded(report.versus_base), "")
+        table.add_row(f"new − {report.reference_arm} N=1", *_bounded(report.versus_base), "")
         table.add_row("new N=1 − best-of-N", *_bounded(report.versus_best_of_n), "")
         recovered, interval = report.gain_recovered, report.gain_recovered_interval
         table.add_row("best-of-N gain recovered", "n/a" if recovered is None else f"{recovered:.0%}",

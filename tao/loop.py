@@ -103,11 +103,11 @@ class Loop:
         self.poll_s = poll_s
         self.retry_s = retry_s
         self.watching: str | None = None  # the canary this loop is waiting on
+        Store(settings().store.path)  # the schema (and its locks table), on a store no gateway has written yet
 
     def advance(self) -> Step:
         settings = self.settings()
         model = settings.distill.model
-        Store(settings.store.path)  # the schema, on a store no gateway has written yet
         with connection(settings.store.path) as db:
             rollout = get_rollout(db, model)
             if rollout is not None and rollout.state == RolloutState.CANARY:

@@ -72,7 +72,8 @@ class RolloutManager:
     # ---- lifecycle ----------------------------------------------------------------------------
     async def resume(self) -> None:
         """Reload active rollouts from the store (after a restart) and their adapters. A rollout whose
-        adapter no longer loads (its files gone) fails: the base weights serve the model again."""
+        adapter no longer loads (its files gone) fails: a canary hands back to the promoted checkpoint
+        it was tested against (if that one loads), otherwise the base weights serve the model again."""
         self.adapters.bind(asyncio.get_running_loop())
         for rollout in await asyncio.to_thread(self._stored_active):
             if rollout.model not in self.backends:

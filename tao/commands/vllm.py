@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         server.start()
-        print(" ".join(server.command()), flush=True)
+        print(" ".join(server.process.args), flush=True)
         server.wait_ready(timeout_s=900)
         print(f"vLLM is ready at {server.url}/v1. In the gateway's config:\n"
               f"  models:\n    - name: {args.name}\n      backend: litellm\n      model: hosted_vllm/{args.name}\n"
