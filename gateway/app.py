@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.server = settings.server
     app.state.completions = ServingCompletions(settings, engine, rollouts, auth)
     app.state.feedback = ServingFeedback(store, auth)
-    app.state.info = ServingInfo(settings, store, metrics)
+    app.state.info = ServingInfo(settings, store, metrics, backends)
     app.state.rollouts = rollouts
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,7 +56,12 @@ class ModelConfig(BaseModel):
         description="LiteLLM model string (`openai/gpt-4o-mini`, `hosted_vllm/x`), or for the local "
         f"backend a transformers directory or `{EMBEDDED_MODEL}`."
     )
-    api_base: str | None = None
+    api_base: str | list[str] | None = Field(
+        None, description="The server's OpenAI-compatible base URL (`http://vllm:8000/v1`), or a list of servers "
+        "of the same weights (replicas): each call goes to the one with the fewest calls outstanding, and a failing "
+        "one is taken out until it answers again (docs/operations/vllm.md).")
+    replica_cooldown_s: float = Field(5.0, gt=0, description="How often a server that failed (or was down at start) "
+                                      "is probed; it takes traffic again once it answers.")
     api_key: str | None = None
     adapter: str | None = Field(None, description="Local backend: a PEFT LoRA adapter directory.")
     version: str | None = Field(None, description="Label logged as model_version; derived if unset.")
@@ -102,6 +107,23 @@ class ModelConfig(BaseModel):
         if self.best_of > self.max_best_of:
             raise ValueError(f"best_of {self.best_of} exceeds max_best_of {self.max_best_of}")
         return self
+
+    @field_validator("api_base")
+    @classmethod
+    def _replicas_listed_once(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("api_base is an empty list: give one server URL or several")
+            if len(set(value)) != len(value):
+                raise ValueError(f"api_base lists a server twice: {value}")
+        return value
+
+    @property
+    def api_bases(self) -> list[str]:
+        """The model's servers: none for a provider LiteLLM knows by name, one or more (replicas) otherwise."""
+        if self.api_base is None:
+            return []
+        return [self.api_base] if isinstance(self.api_base, str) else list(self.api_base)
 
 
 class ReadWindow(BaseModel):

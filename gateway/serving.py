@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from dataclasses import asdict
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -19,6 +20,8 @@ from fastapi import Request
 
 from gateway import sse
 from gateway.auth import Auth, bearer
+from gateway.backends import Backend
+from gateway.backends.replicas import ReplicatedBackend
 from gateway.bestofn import Engine, Failure, Outcome
 from gateway.config import Settings
 from gateway.errors import APIError, UpstreamError, from_upstream
@@ -198,10 +201,11 @@ class ServingFeedback:
 class ServingInfo:
     """The read-only endpoints: GET /v1/models, /healthz and /metrics."""
 
-    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics, backends: dict[str, Backend]) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.backends = backends
         self.started_at = int(time.time())
 
     def list_models(self) -> ModelList:
@@ -209,11 +213,18 @@ class ServingInfo:
                                          max_best_of=m.max_best_of) for m in self.settings.models])
 
     def health(self) -> tuple[dict[str, Any], int]:
-        """The health body and its status: 503 (with the reason) while the log cannot take records."""
+        """The health body and its status: 503 (with the reason) while the log cannot take records;
+        "degraded" (still 200: the gateway serves, and answers 502 for a model none of whose servers
+        answer) while a model's server is out, named in `replicas_down`."""
         store = self.store.health()
-        body = {"status": "ok" if store.ok else "unavailable", "models": [m.name for m in self.settings.models],
+        replicas = {name: [asdict(r) for r in backend.health()] for name, backend in self.backends.items()
+                    if isinstance(backend, ReplicatedBackend)}
+        down = [f"{name} api_base[{r['api_base_index']}]" for name, listed in replicas.items() for r in listed
+                if not r["up"]]
+        body = {"status": "unavailable" if not store.ok else "degraded" if down else "ok",
+                "models": [m.name for m in self.settings.models],
                 "store_queue_depth": store.queue_depth, "store_max_queue": store.max_queue,
-                "store_last_error": store.last_error}
+                "store_last_error": store.last_error, "replicas": replicas, "replicas_down": down}
         if not store.ok:
             body["reason"] = store.reason
         return body, 200 if store.ok else 503

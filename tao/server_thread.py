@@ -27,10 +27,11 @@ def free_port() -> int:
 
 @contextmanager
 def serve_in_thread(app: Any, *, server_config: ServerConfig | None = None,
-                    startup_timeout_s: float = 120.0) -> Iterator[str]:
-    """Serve `app` on 127.0.0.1:<free port>; yields the base URL; shuts down gracefully after.
-    A gateway passes its `server_config` to run with the limits `tao serve` has."""
-    port = free_port()
+                    startup_timeout_s: float = 120.0, port: int | None = None) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1:`port` (default: a free one); yields the base URL; shuts down gracefully
+    after. A gateway passes its `server_config` to run with the limits `tao serve` has; a test restarts
+    a server on its old port to bring it back."""
+    port = port or free_port()
     options = {"log_level": "warning", "access_log": False, "lifespan": "on"}
     config = (uvicorn_config(app, "127.0.0.1", port, server_config, **options) if server_config
               else uvicorn.Config(app, host="127.0.0.1", port=port, **options))

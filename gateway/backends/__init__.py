@@ -14,6 +14,10 @@ def build_backend(config: ModelConfig, on_retry: Callable[[], None] | None = Non
     `on_retry` counts the upstream retries of a remote model; `on_batch` sees how many requests
     shared each generate call of a local one."""
     if config.backend == "litellm":  # the config's name for every remote model (LiteLLM or direct HTTP)
+        if config.api_bases:  # servers we can name, probe and load adapters on: one or more replicas
+            from gateway.backends.replicas import ReplicatedBackend
+
+            return ReplicatedBackend(config, on_retry)
         from gateway.backends.upstream import UpstreamBackend
 
         return UpstreamBackend(config, on_retry)

@@ -131,7 +131,8 @@ class UpstreamBackend:
         loaded" for it."""
         response = await self._lora_call("load_lora_adapter", {"lora_name": name, "lora_path": path}, name)
         if response.status_code != 200 and not (response.status_code == 400 and "already been loaded" in response.text):
-            raise UpstreamError(f"loading adapter {name} failed: HTTP {response.status_code}: {response.text[:300]}")
+            raise UpstreamError(f"loading adapter {name} failed: HTTP {response.status_code}: {response.text[:300]}",
+                                upstream_status=response.status_code)
         if response.status_code != 200:
             log.info("adapter %s was already loaded on %s; using it", name, self.config.name)
         self._adapters[name] = path
