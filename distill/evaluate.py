@@ -1,7 +1,7 @@
 """The eval gate: on held-out prompts, the new checkpoint at N=1 against the base, paired per prompt.
 
 Samples come from the path the gateway serves with: the local backend, the checkpoint loaded as
-the rollout loads it (a LoRA adapter beside the base weights), the model's temperature, top_p and
+the rollout loads it (merged into a copy of the base weights), the model's temperature, top_p and
 max_tokens, `eval_samples` answers per prompt for each of base and new with the same seeds, each
 answer scored alone as an N=1 reply is. Two paired comparisons, each a one-sided bound from
 `gateway.stats` (the statistic the rollout policy uses):

@@ -1,9 +1,8 @@
 """Answers from the policy being distilled, through the path the gateway serves with.
 
 The gate and the iterated rounds both sample here: the local backend, the served model's
-temperature, top_p and max_tokens, and each answer scored alone by the gateway's scorer, as an N=1
-reply is. The gate loads the adapter beside the base weights, as a rollout does; the rounds sample
-the adapter merged into the weights (the same model, faster on CPU: `distill.job._round_samples`).
+temperature, top_p and max_tokens, each adapter loaded as a rollout loads it, and each answer
+scored alone by the gateway's scorer, as an N=1 reply is.
 """
 
 from __future__ import annotations

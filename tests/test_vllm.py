@@ -7,6 +7,8 @@ vLLM server is started for the module (about a minute on 2 cores) and restarted 
 """
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,9 +74,11 @@ def adapter(tmp_path_factory) -> Path:
 
 
 @contextmanager
-def gateway(vllm: VllmServer, db: Path, **rollout) -> Iterator[tuple[str, openai.OpenAI]]:
-    model = ModelConfig(name="smollm2", backend="litellm", model="hosted_vllm/smollm2", api_base=f"{vllm.url}/v1",
-                        api_key="none", best_of=4, max_best_of=8, max_tokens=24, num_retries=1)
+def gateway(vllm: VllmServer | list[VllmServer], db: Path, **rollout) -> Iterator[tuple[str, openai.OpenAI]]:
+    servers = vllm if isinstance(vllm, list) else [vllm]
+    model = ModelConfig(name="smollm2", backend="litellm", model="hosted_vllm/smollm2",
+                        api_base=[f"{server.url}/v1" for server in servers], api_key="none", best_of=4, max_best_of=8,
+                        max_tokens=24, num_retries=1, replica_cooldown_s=1.0)
     settings = Settings(models=[model], store=StoreConfig(path=db),
                         rollout=RolloutConfig(**{"shadow_fraction": 0.0, "check_interval_s": 3600, **rollout}))
     with running(create_app(settings), server_config=settings.server) as url:
@@ -148,16 +152,9 @@ def test_a_rollout_loads_the_adapter_into_vllm_survives_both_restarts_and_a_roll
         assert candidate[0] != base[0]  # the adapter, not the base weights, answered
 
     # The gateway restarts while vLLM still holds the adapter: it resumes ("already loaded" is loaded).
+    # (vLLM restarting under a running gateway is the replica test's, below.)
     with gateway(vllm, db) as (url, client):
         assert answer(client, "candidate") == candidate
-
-        # vLLM restarts under the running gateway: it forgets runtime adapters; the gateway loads it again.
-        vllm.stop()
-        vllm.start()
-        vllm.wait_ready(timeout_s=600)
-        assert loaded_adapters(vllm) == set()
-        assert answer(client, "candidate") == candidate
-        assert loaded_adapters(vllm) == {CHECKPOINT}
 
         rolled_back = httpx.post(f"{url}/admin/rollout/smollm2/rollback", timeout=60).json()
         assert rolled_back["state"] == "rolled_back"
@@ -181,3 +178,60 @@ def test_an_adapter_vllm_refuses_answers_502_with_its_reason_and_the_incumbent_k
         assert "rank" in refused.json()["error"]["message"].lower()
         reply = client.chat.completions.create(model="smollm2", messages=PROMPT, extra_body={"best_of": 2})
         assert reply.model_extra["tao"]["arm"] == "base"
+
+
+def test_two_replicas_one_killed_under_best_of_8_traffic_fails_no_request_and_comes_back_with_the_adapter(
+        vllm, adapter, tmp_path: Path):
+    """A second vLLM beside the module's; the rollout's adapter on both. The module's server is killed
+    (SIGKILL) under best-of-8 traffic: every request is answered by the other. Restarted, it is probed
+    back in with the adapter loaded again (vLLM keeps none across a restart) and takes traffic."""
+    second = VllmServer(embedded_model_dir(), free_port(), served_name="smollm2", max_lora_rank=16,
+                        log_path=tmp_path / "vllm-2.log", extra_args=["--max-model-len", "2048", "--max-num-seqs", "16"])
+    second.start()
+    try:
+        second.wait_ready(timeout_s=600)
+        db = tmp_path / "tao.db"
+        with gateway([vllm, second], db) as (url, client):
+            register(db, adapter)
+            started = httpx.post(f"{url}/admin/rollout/smollm2/start", timeout=300,
+                                 json={"checkpoint": CHECKPOINT, "best_of": 1, "canary": 50})
+            assert started.status_code == 200, started.text
+            assert loaded_adapters(vllm) == loaded_adapters(second) == {CHECKPOINT}  # on every replica
+
+            served, errors, stop = [], [], threading.Event()
+
+            def traffic() -> None:
+                while not stop.is_set():
+                    try:
+                        client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=8,
+                                                       extra_body={"best_of": 8})
+                        served.append(1)
+                    except openai.APIError as exc:
+                        errors.append(exc)
+
+            senders = [threading.Thread(target=traffic) for _ in range(4)]
+            for sender in senders:
+                sender.start()
+            wait_until(lambda: len(served) >= 4, "no best-of-8 traffic was served", timeout_s=120)
+            vllm.stop(signal.SIGKILL)  # mid-traffic: its calls in flight fail and are made again on the other
+            killed_at = len(served)
+            wait_until(lambda: len(served) >= killed_at + 8, "traffic stopped after a replica was killed", 120)
+            stop.set()
+            for sender in senders:
+                sender.join(120)
+            assert errors == [], errors[:3]
+            assert httpx.get(url + "/healthz").json()["replicas_down"] == ["smollm2 api_base[0]"]
+
+            vllm.start()
+            vllm.wait_ready(timeout_s=600)
+            wait_until(lambda: httpx.get(url + "/healthz").json()["status"] == "ok",
+                       "the restarted vLLM was not probed back into service", timeout_s=60)
+            assert loaded_adapters(vllm) == {CHECKPOINT}  # loaded again before it took traffic
+            calls = httpx.get(url + "/healthz").json()["replicas"]["smollm2"][0]["calls"]
+            for _ in range(4):
+                assert answer(client, "candidate")[1] == CHECKPOINT
+                client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=8, extra_body={"best_of": 2})
+            health = httpx.get(url + "/healthz").json()
+            assert health["replicas"]["smollm2"][0]["calls"] > calls and health["status"] == "ok"
+    finally:
+        second.stop()

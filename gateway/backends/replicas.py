@@ -49,6 +49,7 @@ class ReplicaHealth:
     api_base_index: int
     up: bool
     outstanding: int
+    calls: int  # sent to it by this gateway since start, failed ones included
     last_error: str | None
 
 
@@ -72,7 +73,7 @@ class Replica:
             self.outstanding -= 1
 
     def health(self, index: int) -> ReplicaHealth:
-        return ReplicaHealth(index, self.out_since is None, self.outstanding,
+        return ReplicaHealth(index, self.out_since is None, self.outstanding, self.routed,
                              client_safe(self.last_error) if self.last_error else None)
 
 

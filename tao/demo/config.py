@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config import DistillConfig, DistillMethod, RolloutConfig
+from gateway.config import DistillConfig, DistillMethod, RolloutConfig, RoundSettings
 
 
 class DemoConfig(BaseModel):
@@ -24,6 +24,9 @@ class DemoConfig(BaseModel):
     distill_rounds: int = Field(3, ge=1, description="Iterated distill rounds (the job's default is "
                                 f"{DistillConfig.model_fields['rounds'].default}; fewer here to fit the demo's "
                                 "time on 2 cores).")
+    round_best_of: int = Field(4, ge=2, description="Samples per training prompt in each iterated round (the job's "
+                               f"default is {RoundSettings.model_fields['best_of'].default}; fewer here to fit the "
+                               "demo's time on 2 cores).")
     seed: int = Field(0, description="Prompt generator and training seed.")
     out: Path = Field(Path("tao-demo"), description="Directory for the log, checkpoints and report.")
     max_steps: int | None = Field(None, ge=1, description="Cap on training steps; unset, distill.epochs decide.")

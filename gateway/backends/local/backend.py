@@ -46,7 +46,7 @@ class LocalBackend:
         self.queue.fail_waiting()  # their drains were cancelled with the worker
 
     async def load_adapter(self, name: str, path: str) -> None:
-        """Load a LoRA adapter beside the base weights (several can share one base)."""
+        """Make a LoRA adapter servable by name, as its own merged copy of the weights (model.py says why)."""
         self._require_loaded()
         await self._on_worker(self.model.load_adapter, name, path)
 

@@ -2,13 +2,21 @@
 
 Every method here runs on the backend's worker thread (the one thread that touches the model); none
 knows about queues, event loops or HTTP.
+
+An adapter is served as its own copy of the weights with the adapter merged in, not as LoRA layers
+beside the base: on this 2-core CPU, best-of-4 batches of 64 rows generated 140 tokens/s through
+PEFT's LoRA layers against 250 merged, and once PEFT wraps the model even the base weights (adapter
+disabled) fell to 165. The price is one more copy of the weights per loaded adapter (270 MB for the
+embedded SmolLM2 in bf16); a rollout holds at most two. The copy is built by loading the merged state
+into a copy of the base: PEFT's `merge_and_unload` result itself generated at 170 tokens/s here.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +35,18 @@ log = logging.getLogger(__name__)
 _LOADING = threading.Lock()
 
 CONFIGURED_ADAPTER = "configured"  # the adapter name of `ModelConfig.adapter`, served when a request names none
+
+
+def merged_copy(base: Any, adapter_dir: str) -> Any:
+    """A copy of `base` with the LoRA adapter at `adapter_dir` merged into its weights (`base` is unchanged)."""
+    import copy
+
+    from peft import PeftModel
+
+    merged_state = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).merge_and_unload().state_dict()
+    weights = copy.deepcopy(base)
+    weights.load_state_dict(merged_state)
+    return weights.eval()
 
 
 def generation_failed(exc: Exception) -> UpstreamError:
@@ -64,6 +84,7 @@ class LocalModel:
         self.context_tokens: int | None = None
         self._longest_token_chars = 1
         self._configured_adapter: str | None = None
+        self._adapters: dict[str, Any] = {}  # name -> the weights with that adapter merged in
 
     @property
     def loaded(self) -> bool:
@@ -96,12 +117,10 @@ class LocalModel:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, resolve_dtype(self.config.dtype)))
-        if self.config.adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, self.config.adapter, adapter_name=CONFIGURED_ADAPTER)
-            self._configured_adapter = CONFIGURED_ADAPTER
         model.eval()
+        if self.config.adapter:  # kept apart from the base, which a rollout's adapters are merged into
+            self._adapters[CONFIGURED_ADAPTER] = merged_copy(model, self.config.adapter)
+            self._configured_adapter = CONFIGURED_ADAPTER
         self.context_tokens = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
         # byte-level BPE: a token's vocabulary entry has one character per byte, so no token covers more
         self._longest_token_chars = max(map(len, tokenizer.get_vocab()), default=1)
@@ -110,30 +129,18 @@ class LocalModel:
 
     def load_adapter(self, name: str, path: str) -> None:
         with _LOADING:
-            from peft import PeftModel
-
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(path, adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+            self._adapters[name] = merged_copy(self.model, path)
 
     def unload_adapter(self, name: str) -> None:
-        from peft import PeftModel
+        self._adapters.pop(name, None)
 
-        if isinstance(self.model, PeftModel) and name in self.model.peft_config:
-            self.model.delete_adapter(name)
-
-    def generating_with(self, adapter: str | None) -> AbstractContextManager[Any]:
-        """Activate the adapter a request asks for (or the configured one, or none) for one generate."""
-        from peft import PeftModel
-
+    @contextmanager
+    def weights_for(self, adapter: str | None) -> Iterator[Any]:
+        """The weights that answer a request for `adapter` (or the configured one, or the base)."""
         wanted = adapter or self._configured_adapter
-        if not isinstance(self.model, PeftModel):
-            return nullcontext()
-        if wanted is None:
-            return self.model.disable_adapter()
-        self.model.set_adapter(wanted)
-        return nullcontext()
+        if wanted is not None and wanted not in self._adapters:
+            raise ValueError(f"adapter {wanted!r} is not loaded on {self.config.name}")
+        yield self._adapters[wanted] if wanted is not None else self.model
 
     def refuse_if_too_long_to_read(self, request: GenerationRequest) -> None:
         """400 at once, before tokenizing, for a prompt with more characters than the context could
@@ -204,8 +211,8 @@ class LocalModel:
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
         if seed is not None:
             torch.manual_seed(seed)
-        with torch.inference_mode(), self.generating_with(requests[0].adapter):
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+        with torch.inference_mode(), self.weights_for(requests[0].adapter) as weights:
+            output = weights.generate(input_ids=input_ids, attention_mask=attention_mask,
                                          **self.generate_kwargs(requests[0]))
         sequences = iter(output[:, width:].tolist())
         return [self._generation(request, [next(sequences) for _ in range(request.n)], len(ids))

@@ -40,8 +40,8 @@ async def stream_answer(model: LocalModel, worker: Executor, request: Generation
             prompt_tokens = inputs["input_ids"].shape[1]
             model.check_context(single, prompt_tokens)
             streamer = QueueStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
-            with torch.inference_mode(), model.generating_with(single.adapter):
-                out = model.model.generate(**inputs, **model.generate_kwargs(single), streamer=streamer)
+            with torch.inference_mode(), model.weights_for(single.adapter) as weights:
+                out = weights.generate(**inputs, **model.generate_kwargs(single), streamer=streamer)
             generated = out[0, prompt_tokens:].tolist()
             ended = answer_length(generated, model.tokenizer)
             put(StreamDelta(finish_reason="stop" if ended is not None else "length", prompt_tokens=prompt_tokens,
