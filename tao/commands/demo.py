@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Serve the embedded SmolLM2, send generated instruction-following prompts at best-of-N, "
         "distill the log, roll the checkpoint out at the cheapest best-of-k distill chose (held-out, then fresh "
         "prompts) and let the policy decide, then write a report (table, report.html, report.json, PNG plots) "
-        "computed from the SQLite log. Offline, on this CPU: about 22 minutes with the defaults on 2 cores.")
+        "computed from the SQLite log. Offline, on this CPU: about 13 minutes with the defaults on 2 cores.")
     add_field_flags(demo, DemoConfig, "demo")
     demo.set_defaults(run=run)
 

@@ -13,8 +13,8 @@ from gateway.config import DistillConfig, DistillMethod, RolloutConfig, RoundSet
 
 
 class DemoConfig(BaseModel):
-    """About 22 minutes on 2 CPU cores with the embedded SmolLM2 (served in bf16 there); each distill round past
-    the first adds about 6 (docs/benchmarks/index.md)."""
+    """About 13 minutes on 2 CPU cores with the embedded SmolLM2 (served in bf16 there); each distill round past
+    the first adds about 3 (docs/benchmarks/index.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
