@@ -199,12 +199,12 @@ async def _evaluate(sampler: PolicySampler, heldout: list[LoggedPrompt], samples
 
 def evaluate(base_dir: Path, adapter_dir: Path, heldout: list[LoggedPrompt], scorer: Scorer,
              sampling: ModelConfig, samples: int, seed: int, z: float,
-             incumbent: Incumbent | None = None) -> EvalReport:
+             incumbent: Incumbent | None = None, on_serving: bool = False) -> EvalReport:
     """Sample, score and compare; `z` is the one-sided quantile of both bounds. With `incumbent`
     (a promoted checkpoint), the base arm is that checkpoint: the new one must improve on what
     serves now, not on the weights it once started from."""
     adapters = {EVAL_ADAPTER: adapter_dir, **({INCUMBENT_ADAPTER: Path(incumbent.adapter_path)} if incumbent else {})}
-    sampler = PolicySampler(base_dir, sampling, scorer, adapters)
+    sampler = PolicySampler(base_dir, sampling, scorer, adapters, on_serving=on_serving)
     results = asyncio.run(_evaluate(sampler, heldout, samples, seed, INCUMBENT_ADAPTER if incumbent else None))
     report = summarize(results, samples, z, logged_tokens=[t for p in heldout for t in p.completion_tokens])
     return replace(report, reference=incumbent.checkpoint_id) if incumbent else report

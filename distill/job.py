@@ -139,7 +139,8 @@ def _round_samples(base_dir: Path, adapter: Path, prompts: list[LoggedPrompt], s
     sampling = with_updates(sampling, dtype="bfloat16" if uses_bf16(cfg) else "float32")
 
     async def sample() -> list[list[Answer]]:
-        async with PolicySampler(base_dir, sampling, scorer, {ROUND_ADAPTER: adapter}) as sampler:
+        async with PolicySampler(base_dir, sampling, scorer, {ROUND_ADAPTER: adapter},
+                                 on_serving=cfg.sample_on == "serving") as sampler:
             answers: list[list[Answer]] = []
             with tqdm(total=len(prompts), desc=f"round {round_no}: best-of-{cfg.round.best_of} from the adapter",
                       unit="prompt") as progress:
@@ -226,7 +227,7 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
                               start_adapter=Path(incumbent.adapter_path) if from_incumbent else None)
         report = evaluate(base_dir, result.adapter_dir, heldout, scorer, model_config, cfg.eval_samples, cfg.seed,
                           z=z_for(settings.rollout.alpha),
-                          incumbent=incumbent)
+                          incumbent=incumbent, on_serving=cfg.sample_on == "serving")
         best_of = serving_best_of(settings, report)
         verdict = gate(report, cfg.gate_margin, settings.rollout.margin, best_of)
         metrics = {"eval": report.as_dict(), "best_of": best_of, "counts": counts,

@@ -435,6 +435,12 @@ class DistillConfig(BaseModel):
     max_new_tokens: int = Field(96, ge=1, description="GRPO completion length when the model sets none "
                                 "(GRPO samples with the served model's temperature, top_p and max_tokens).")
     max_length: int = Field(512, ge=16, description="Prompt + completion tokens kept for SFT/DPO.")
+    sample_on: Literal["local", "serving"] = Field(
+        "local", description="Where the iterated rounds and the eval gate sample the adapter: `local`, a local backend "
+        "over the base weights on the distill machine; `serving`, the served model's own backend (its vLLM servers, "
+        "the adapter loaded at runtime and freed after; they must read the checkpoints directory). Local is the "
+        "default: on 2 CPU cores it sampled an adapter faster than vLLM's CPU build (docs/benchmarks, Engines); "
+        "on a GPU, serving gives vLLM's speed and gates the engine the rollout serves with.")
     eval_samples: int = Field(4, ge=1, description="N=1 samples per held-out prompt, for base and new, at the gate.")
     gate_margin: float = Field(0.0, description="Publish only if the lower bound of new − base N=1 reward "
                                "(paired per prompt, at rollout.alpha) is above this.")

@@ -1,5 +1,7 @@
 """The eval report and the gate over per-prompt results (no model: the sampling is tested in test_distill)."""
 
+from pathlib import Path
+
 import pytest
 
 from distill.evaluate import EvalReport, PromptResult, gate, summarize
@@ -91,3 +93,12 @@ def test_the_cheapest_arm_is_the_smallest_k_the_plan_can_show_within_the_margin(
     assert gate(summary, gate_margin=-1.0, rollout_margin=0.05, best_of=2).publish
     far = [result(0.5, 1.0, [0.5] * 4, [0.0, 0.0, 0.0, 0.5]) for _ in range(3)]
     assert summarize(far, 4, Z, []).chosen_best_of(big) == 1  # no k comes near: the cheapest (the gate rejects it)
+
+
+def test_sampling_on_the_serving_engine_needs_a_server_to_load_the_adapter_on():
+    from distill.sampling import PolicySampler
+    from gateway.config import ModelConfig
+
+    provider = ModelConfig(name="m", model="openai/gpt-4o-mini")  # LiteLLM by name: no server of ours
+    with pytest.raises(ValueError, match="no api_base"):
+        PolicySampler(Path("base"), provider, scorer=None, adapters={}, on_serving=True)

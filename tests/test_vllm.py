@@ -180,6 +180,40 @@ def test_an_adapter_vllm_refuses_answers_502_with_its_reason_and_the_incumbent_k
         assert reply.model_extra["tao"]["arm"] == "base"
 
 
+def test_distill_samples_an_adapter_on_the_serving_vllm_and_frees_it(vllm, adapter):
+    """`distill.sample_on: serving`: the gate's and the rounds' sampler loads the adapter into the
+    running vLLM under a name of its own, samples base and adapter with the same seeds, and frees it."""
+    import asyncio
+
+    from distill.dataset import LoggedPrompt
+    from distill.sampling import PolicySampler
+    from gateway.rewards import build_scorer
+
+    served = ModelConfig(name="smollm2", backend="litellm", model="hosted_vllm/smollm2", api_base=f"{vllm.url}/v1",
+                         api_key="none", max_tokens=16, temperature=1.0)
+    prompts = [LoggedPrompt(key=str(i), messages=[{"role": "user", "content": text}], prompt_text=text)
+               for i, text in enumerate(["Name three colours.", "Say hello in French."])]
+    during: set[str] = set()
+
+    async def sample() -> tuple[list, list, list]:
+        async with PolicySampler(embedded_model_dir(), served, build_scorer(Settings().reward), {"new": adapter},
+                                 on_serving=True) as sampler:
+            during.update(loaded_adapters(vllm))
+            base = await sampler.answers(prompts, 2, seed=3, adapter=None)
+            again = await sampler.answers(prompts, 2, seed=3, adapter=None)
+            new = await sampler.answers(prompts, 2, seed=3, adapter="new")
+            return base, again, new
+
+    base, again, new = asyncio.run(sample())
+    [name] = during
+    assert name.startswith("distill-") and name.endswith("-new")  # its own name on a shared server
+    assert loaded_adapters(vllm) == set()  # freed on the way out
+    texts = [[a.text for a in answers] for answers in base]
+    assert texts == [[a.text for a in answers] for answers in again]  # seeded: the paired samples repeat
+    assert texts != [[a.text for a in answers] for answers in new]  # the adapter answered
+    assert all(a.tokens > 0 and 0 <= a.score <= 1 for answers in base + new for a in answers)
+
+
 def test_two_replicas_one_killed_under_best_of_8_traffic_fails_no_request_and_comes_back_with_the_adapter(
         vllm, adapter, tmp_path: Path):
     """A second vLLM beside the module's; the rollout's adapter on both. The module's server is killed

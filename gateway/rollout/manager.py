@@ -272,7 +272,6 @@ class RolloutManager:
         reads how."""
         set_checkpoint_status(db, rollout.checkpoint_id, CheckpointStatus.ROLLED_BACK)
         self._set(db, replace(rollout, state=RolloutState.ROLLED_BACK, share=0.0), "rollback", reason, numbers)
-        self.rollouts.pop(rollout.model, None)
         self.adapters.unload_later(rollout.model, rollout.checkpoint_id)
         if rollout.state == RolloutState.CANARY and rollout.incumbent_checkpoint_id:
             self._set(db, self._restored_incumbent(rollout), "restore",
@@ -290,9 +289,14 @@ class RolloutManager:
     def _set(self, db: sqlite_utils.Database, rollout: Rollout, event: str, reason: str,
              numbers: dict[str, Any]) -> None:
         rollout = replace(rollout, updated_at=time.time())
-        save_rollout(db, rollout, event, {"reason": reason, **numbers})
+        # routing first, then the log: whoever reads the new state from the store (`tao loop`) finds the
+        # gateway already serving it
+        serving = self.rollouts.get(rollout.model)
         if rollout.active:
             self.rollouts[rollout.model] = rollout
+        elif serving is not None and serving.checkpoint_id == rollout.checkpoint_id:  # it ends: not another
+            del self.rollouts[rollout.model]
+        save_rollout(db, rollout, event, {"reason": reason, **numbers})
         self.metrics.rollout_share.labels(rollout.model).set(rollout.share if rollout.active else 0)
         self.metrics.rollout_events.labels(rollout.model, event).inc()
         log.info("rollout %s of %s on %s: %s", event, rollout.checkpoint_id, rollout.model, reason)
