@@ -135,7 +135,7 @@ def main() -> None:
         table.add_row(cell.engine, cell.weights, str(cell.concurrency), str(cell.max_tokens), str(cell.requests),
                       f"{cell.tokens_per_s:.0f}", f"{statistics.median(cell.latencies):.1f}",
                       f"{cell.latency(0.99):.1f}", f"{cell.tokens_per_s / baseline:.2f}" if baseline else "")
-    Console().print(table)
+    Console(width=140).print(table)
 
 
 if __name__ == "__main__":
