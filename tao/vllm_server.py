@@ -79,6 +79,7 @@ class VllmServer:
     port: int
     served_name: str = "base"
     max_lora_rank: int = 16
+    lora: bool = True  # runtime LoRA on (a generating model); off for a reward model on the pooling runner
     dtype: str = "bfloat16"
     memory_fraction: float | None = None  # --gpu-memory-utilization; None: vLLM's own, or CPU_MEMORY_FRACTION on CPU
     python: str | None = None
@@ -95,7 +96,8 @@ class VllmServer:
         fraction = self.memory_fraction or (CPU_MEMORY_FRACTION if is_cpu_build(python) else None)
         return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                 "--served-model-name", self.served_name, "--host", "127.0.0.1", "--port", str(self.port),
-                "--dtype", self.dtype, "--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
+                "--dtype", self.dtype,
+                *(["--enable-lora", "--max-lora-rank", str(self.max_lora_rank)] if self.lora else []),
                 *(["--gpu-memory-utilization", str(fraction)] if fraction else []), *self.extra_args]
 
     def environment(self) -> dict[str, str]:
