@@ -76,7 +76,7 @@ class PolicySampler:
         params = {"temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
                   "max_tokens": self.sampling.max_tokens}
         served = self._served_names[adapter] if adapter else None
-        if isinstance(self.backend, LocalBackend):
+        if not self.remote:  # the local backend: every prompt in one generate call
             generations = await self.backend.generate_batch(
                 [GenerationRequest(kind="chat", n=n, params=params, messages=p.messages, adapter=served)
                  for p in prompts], seed=seed)
