@@ -41,8 +41,12 @@ class Metrics:
                                              ["part"], registry=r)
         self.scoring_cut_texts = Counter("tao_scoring_cut_texts", "Prompts and candidates read only in part "
                                          "(longer than reward.read's window), by part.", ["part"], registry=r)
-        self.degraded = Counter("tao_degraded_replies", "Replies served without scores.",
+        self.degraded = Counter("tao_degraded_replies", "Replies served degraded, by reason: scorer (no scores) "
+                                "or contract (no candidate held the request's tools, tool_choice or response_format).",
                                 ["model", "reason"], registry=r)
+        self.contract_violations = Counter("tao_contract_violations", "Candidates that broke their request's "
+                                           "contract (tool schemas, tool_choice, response_format).", ["model"],
+                                           registry=r)
         self.rollout_share = Gauge("tao_rollout_candidate_share_percent", "Traffic share of the candidate arm.",
                                    ["model"], registry=r)
         self.rollout_events = Counter("tao_rollout_events", "Rollout starts, steps, promotions, rollbacks, "

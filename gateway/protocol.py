@@ -103,13 +103,16 @@ class TaoInfo(BaseModel):
     arm: str
     degraded: bool = False
     degraded_reason: str | None = None
+    violations: list[str | None] | None = Field(
+        None, description="Per candidate, how it broke the request's contract (tools' schemas, tool_choice, "
+        "response_format); null where it held. Present only when the request has such a contract.")
 
 
 class ChatChoice(BaseModel):
     index: int
     message: dict[str, Any]
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -126,7 +129,7 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class CompletionResponse(BaseModel):

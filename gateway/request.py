@@ -13,6 +13,7 @@ from typing import Literal
 
 from gateway.backends import GenerationRequest
 from gateway.config import ModelConfig
+from gateway.contract import Contract
 from gateway.errors import APIError
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.rollout import Route
@@ -42,6 +43,7 @@ class ServeRequest:
     prompt: str
     caller: str  # salted hash of the caller's key (gateway/auth.py), logged to tie feedback to it
     shadow: Route | None = None  # also answer this request on the candidate arm, in the background
+    contract: Contract | None = None  # what every answer must hold: tools' schemas, tool_choice, response_format
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
 

@@ -23,7 +23,8 @@ from gateway.auth import Auth, bearer
 from gateway.backends import Backend
 from gateway.backends.replicas import ReplicatedBackend
 from gateway.bestofn import Engine, Failure, Outcome
-from gateway.config import Settings
+from gateway.config import ModelConfig, Settings
+from gateway.contract import Contract
 from gateway.errors import APIError, UpstreamError, from_upstream
 from gateway.metrics import Metrics
 from gateway.protocol import (
@@ -93,11 +94,13 @@ class ServingCompletions:
         try:
             best_of = resolve_best_of(model, body.best_of, raw_request.headers.get(BEST_OF_HEADER), body.n,
                                       default=route.default_best_of)
+            contract = Contract.of(body.passthrough())
+            refuse_unsupported(model, body)
         except APIError as exc:
             rejected = self.engine.bind(request_id, endpoint, body, model, route, body.best_of or 0, caller)
             self.engine.record(rejected, failure=Failure(exc.status, exc.message))
             raise
-        return self.engine.bind(request_id, endpoint, body, model, route, best_of, caller, shadow)
+        return self.engine.bind(request_id, endpoint, body, model, route, best_of, caller, shadow, contract)
 
     def _pinned_arm(self, raw_request: Request) -> str | None:
         """The arm an operator pins with `X-TAO-Arm` (admin key only), else None."""
@@ -118,6 +121,27 @@ class ServingCompletions:
         except UpstreamError as exc:
             raise from_upstream(exc) from exc
         return sse.stream_through(req, reply, first, deltas)
+
+
+# What the local backend cannot do, refused up front rather than silently ignored. (`response_format` is
+# not here: the local backend does not constrain decoding, but best-of-N still checks every candidate.)
+LOCAL_UNSUPPORTED = {
+    "logprobs": "the local backend does not return logprobs; serve the model with vLLM for them",
+    "top_logprobs": "the local backend does not return logprobs; serve the model with vLLM for them",
+    "tools": "the local backend has no tool-call parser; serve the model with vLLM (--enable-auto-tool-choice) "
+             "or a provider for tools",
+}
+
+
+def refuse_unsupported(model: ModelConfig, body: ChatCompletionRequest | CompletionRequest) -> None:
+    """A 400 naming a field the model's backend would otherwise drop without a word."""
+    if model.backend != "local":
+        return
+    extra = body.passthrough()
+    for param, why in LOCAL_UNSUPPORTED.items():
+        value = extra.get(param)
+        if value is not None and value is not False and value != []:
+            raise APIError(400, f"{param}: {why}", param=param, code="unsupported_parameter")
 
 
 async def until_disconnected(work: Coroutine[Any, Any, T], raw_request: Request) -> T:
@@ -153,9 +177,10 @@ def response(req: ServeRequest, outcome: Outcome) -> ChatCompletionResponse | Co
               "usage": outcome.usage, "tao": outcome.tao}
     if req.endpoint == "chat":
         choices = [ChatChoice(index=i, message=c.message or {"role": "assistant", "content": c.text},
-                              finish_reason=c.finish_reason) for i, c in enumerate(outcome.choices)]
+                              finish_reason=c.finish_reason, logprobs=c.logprobs) for i, c in enumerate(outcome.choices)]
         return ChatCompletionResponse(choices=choices, **common)
-    return CompletionResponse(choices=[CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason)
+    return CompletionResponse(choices=[CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason,
+                                                        logprobs=c.logprobs)
                                        for i, c in enumerate(outcome.choices)], **common)
 
 

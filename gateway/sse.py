@@ -31,15 +31,15 @@ def _object(req: ServeRequest) -> str:
 
 
 def chunk(req: ServeRequest, index: int, text: str | None, finish: str | None,
-          delta: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+          delta: dict[str, Any] | None = None, logprobs: Any = None, **extra: Any) -> dict[str, Any]:
     """One choice's piece: a chat `delta` (text as its content) or a completion `text`."""
     if req.endpoint == "chat":
         choice_delta = dict(delta or {})
         if text:
             choice_delta["content"] = text
-        choice = {"index": index, "delta": choice_delta, "finish_reason": finish, "logprobs": None}
+        choice = {"index": index, "delta": choice_delta, "finish_reason": finish, "logprobs": logprobs}
     else:
-        choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
     return {"id": req.request_id, "object": _object(req), "created": int(req.created), "model": req.model.name,
             "choices": [choice], **extra}
 
@@ -59,8 +59,9 @@ async def replay(req: ServeRequest, outcome: Outcome) -> AsyncIterator[bytes]:
     for i, c in enumerate(outcome.choices):
         yield event(chunk(req, i, None, None, delta={"role": "assistant"}) if req.endpoint == "chat"
                     else chunk(req, i, "", None))
-        tool_calls = {k: v for k, v in (c.message or {}).items() if k == "tool_calls" and v}
-        yield event(chunk(req, i, c.text, None, delta=tool_calls or None))
+        calls = (c.message or {}).get("tool_calls") or []  # a stream's tool calls carry their index
+        tool_calls = {"tool_calls": [{"index": k, **call} for k, call in enumerate(calls)]} if calls else None
+        yield event(chunk(req, i, c.text, None, delta=tool_calls, logprobs=c.logprobs))
         tao = {"tao": outcome.tao.model_dump()} if i == last else {}
         yield event(chunk(req, i, None, c.finish_reason, **tao))
     if _wants_usage(req):
@@ -78,8 +79,8 @@ async def stream_through(req: ServeRequest, reply: StreamedReply, first: StreamD
     try:
         delta = first
         while delta is not None:
-            if delta.text or delta.message_delta:
-                yield event(chunk(req, 0, delta.text, None, delta=delta.message_delta))
+            if delta.text or delta.message_delta or delta.logprobs:
+                yield event(chunk(req, 0, delta.text, None, delta=delta.message_delta, logprobs=delta.logprobs))
             delta = await anext(deltas, None)
     except UpstreamError as exc:
         yield event(from_upstream(exc).body())

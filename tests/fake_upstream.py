@@ -32,6 +32,11 @@ class FakeConfig:
     fail_lora_load: bool = False
     refused_adapters: list[str] = field(default_factory=list)  # names whose load fails (their files are gone)
     known_models: list[str] | None = None  # as vLLM: other model names (not loaded adapters) get 404; None: any
+    # A tool-using model: chat answers cycle through these assistant messages (tool_calls included) instead
+    # of `texts`; once the last message is a tool result, the answer is `after_tool_text`.
+    messages: list[dict[str, Any]] | None = None
+    after_tool_text: str = "Done: the tool answered."
+    embedding_dims: int | None = 4  # /embeddings answers vectors this long; None: 404, as a server without them
 
 
 class FakeUpstream:
@@ -81,6 +86,8 @@ class FakeUpstream:
                 return await self._send_json(send, 404, {"error": {
                     "message": f"The lora adapter '{name}' cannot be found.", "type": "NotFoundError", "code": 404}})
             return await self._send_json(send, 200, {"status": "ok"})
+        if path.endswith("/embeddings"):
+            return await self._embed(send, orjson.loads(body))
         try:
             if path.endswith("/chat/completions"):
                 return await self._complete(send, receive, orjson.loads(body), chat=True)
@@ -90,6 +97,28 @@ class FakeUpstream:
             self.disconnects += 1
             return
         await self._send_json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    async def _embed(self, send, body: dict[str, Any]) -> None:
+        self.bodies.append(body)
+        if self.config.embedding_dims is None:
+            return await self._send_json(send, 404, {"error": {"message": "this server has no embeddings",
+                                                               "type": "NotFoundError", "code": 404}})
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data = [{"object": "embedding", "index": i, "embedding": [float(len(str(x)) % 7) / 7] * self.config.embedding_dims}
+                for i, x in enumerate(inputs)]
+        tokens = sum(len(str(x).split()) for x in inputs)
+        await self._send_json(send, 200, {"object": "list", "data": data, "model": body.get("model", "mock"),
+                                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def _next_message(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The tool-using model's next assistant message (None: answer with `texts`)."""
+        messages = body.get("messages") or []
+        if messages and messages[-1].get("role") == "tool":
+            return {"role": "assistant", "content": self.config.after_tool_text}
+        if not self.config.messages:
+            return None
+        return self.config.messages[next(self._text_counter) % len(self.config.messages)]
 
     def restart(self) -> None:
         """Forget every loaded adapter, as a restarted vLLM server does."""
@@ -112,17 +141,25 @@ class FakeUpstream:
             return await self._send_json(send, cfg.fail_status, {"error": {
                 "message": "fake upstream failure", "type": "server_error", "param": None, "code": None}})
         n = int(body.get("n") or 1) if cfg.supports_n else 1
-        texts = [self._next_text(body.get("model", "")) for _ in range(n)]
+        messages = [self._next_message(body) if chat else None for _ in range(n)]
+        messages = [m or {"role": "assistant", "content": self._next_text(body.get("model", ""))} for m in messages] \
+            if chat else []
+        texts = [m.get("content") or "" for m in messages] if chat else \
+            [self._next_text(body.get("model", "")) for _ in range(n)]
         prompt_tokens = len(orjson.dumps(body.get("messages") or body.get("prompt") or "")) // 4
         created = int(time.time())
+        logprobs = bool(body.get("logprobs"))
         if body.get("stream"):
             return await self._stream(send, receive, texts[0], chat=chat, created=created,
-                                      prompt_tokens=prompt_tokens)
+                                      prompt_tokens=prompt_tokens, logprobs=logprobs,
+                                      tool_calls=messages[0].get("tool_calls") if chat else None)
         if chat:
-            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop",
-                        "logprobs": None} for i, t in enumerate(texts)]
+            choices = [{"index": i, "message": m, "finish_reason": "tool_calls" if m.get("tool_calls") else "stop",
+                        "logprobs": _logprobs(m.get("content") or "", i) if logprobs else None}
+                       for i, m in enumerate(messages)]
         else:
-            choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
+            choices = [{"index": i, "text": t, "finish_reason": "stop",
+                        "logprobs": _logprobs(t, i, chat=False) if logprobs else None} for i, t in enumerate(texts)]
         completion_tokens = sum(len(t.split()) for t in texts)
         await self._send_json(send, 200, {
             "id": f"fake-{self.calls}", "object": "chat.completion" if chat else "text_completion",
@@ -131,21 +168,35 @@ class FakeUpstream:
                       "total_tokens": prompt_tokens + completion_tokens},
         })
 
-    async def _stream(self, send, receive, text: str, *, chat: bool, created: int, prompt_tokens: int) -> None:
+    async def _stream(self, send, receive, text: str, *, chat: bool, created: int, prompt_tokens: int,
+                      logprobs: bool = False, tool_calls: list[dict[str, Any]] | None = None) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
         obj = "chat.completion.chunk" if chat else "text_completion"
-        words = text.split(" ")
+        words = text.split(" ") if text else []
         for i, word in enumerate(words):
             if i and self.config.token_gap_s:
                 await _pause(receive, self.config.token_gap_s)
             piece = word if i == 0 else " " + word
-            choice = ({"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat
-                      else {"index": 0, "text": piece, "finish_reason": None})
+            lp = _logprobs([piece], 0, chat=chat) if logprobs else None
+            choice = ({"index": 0, "delta": {"content": piece}, "finish_reason": None, "logprobs": lp} if chat
+                      else {"index": 0, "text": piece, "finish_reason": None, "logprobs": lp})
             await send({"type": "http.response.body", "more_body": True, "body": b"data: " + orjson.dumps(
                 {"id": "fake-stream", "object": obj, "created": created, "model": "mock", "choices": [choice]}) + b"\n\n"})
-        final = ({"index": 0, "delta": {}, "finish_reason": "stop"} if chat
-                 else {"index": 0, "text": "", "finish_reason": "stop"})
+        for k, call in enumerate(tool_calls or []):  # as OpenAI streams a call: its name first, then its arguments in pieces
+            arguments = call["function"]["arguments"]
+            pieces = [{"index": k, "id": call["id"], "type": "function",
+                       "function": {"name": call["function"]["name"], "arguments": ""}},
+                      {"index": k, "function": {"arguments": arguments[:len(arguments) // 2]}},
+                      {"index": k, "function": {"arguments": arguments[len(arguments) // 2:]}}]
+            for piece in pieces:
+                choice = {"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}
+                await send({"type": "http.response.body", "more_body": True, "body": b"data: " + orjson.dumps(
+                    {"id": "fake-stream", "object": obj, "created": created, "model": "mock",
+                     "choices": [choice]}) + b"\n\n"})
+        finish = "tool_calls" if tool_calls else "stop"
+        final = ({"index": 0, "delta": {}, "finish_reason": finish} if chat
+                 else {"index": 0, "text": "", "finish_reason": finish})
         await send({"type": "http.response.body", "more_body": True, "body": b"data: " + orjson.dumps(
             {"id": "fake-stream", "object": obj, "created": created, "model": "mock", "choices": [final]}) + b"\n\n"})
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
@@ -161,6 +212,19 @@ class FakeUpstream:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
+
+
+def _logprobs(text: str | list[str], choice: int, chat: bool = True) -> dict[str, Any]:
+    """Logprobs in OpenAI's shape, one entry per word (or per given token); each choice's values differ, so a
+    test can tell them apart."""
+    words = text if isinstance(text, list) else text.split(" ") if text else []
+    values = [-0.01 * (choice + 1) * (i + 1) for i in range(len(words))]
+    if chat:
+        return {"content": [{"token": w, "logprob": v, "bytes": list(w.encode()),
+                             "top_logprobs": [{"token": w, "logprob": v, "bytes": list(w.encode())}]}
+                            for w, v in zip(words, values)], "refusal": None}
+    return {"tokens": words, "token_logprobs": values, "top_logprobs": [{w: v} for w, v in zip(words, values)],
+            "text_offset": [0] * len(words)}
 
 
 class _ClientGone(Exception):

@@ -25,6 +25,7 @@ class Candidate:
     finish_reason: str | None
     completion_tokens: int
     message: dict[str, Any] | None = None  # chat: the full assistant message (tool_calls included)
+    logprobs: Any = None  # the choice's `logprobs` as the upstream sent it (asked for with logprobs)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class StreamDelta:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     message_delta: dict[str, Any] | None = None  # raw chat delta (tool calls) when the upstream sent one
+    logprobs: Any = None  # this piece's `logprobs`, as the upstream sent them
 
 
 class Backend(Protocol):

@@ -31,6 +31,11 @@ def _translate(exc: Exception) -> UpstreamError:
                          upstream_status=status if isinstance(status, int) else None)
 
 
+def _plain(value: Any) -> Any:
+    """LiteLLM's object for a field (logprobs) as the plain JSON the client gets."""
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
 def _chat_message(message: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"role": "assistant", "content": message.content}
     tool_calls = getattr(message, "tool_calls", None)
@@ -73,11 +78,13 @@ class LiteLLMTransport:
             if request.kind == "chat":
                 response = await litellm.acompletion(**kwargs)
                 candidates = [Candidate(text=c.message.content or "", finish_reason=c.finish_reason,
-                                        completion_tokens=0, message=_chat_message(c.message))
+                                        completion_tokens=0, message=_chat_message(c.message),
+                                        logprobs=_plain(getattr(c, "logprobs", None)))
                               for c in response.choices]
             else:
                 response = await litellm.atext_completion(**kwargs)
-                candidates = [Candidate(text=c.text or "", finish_reason=c.finish_reason, completion_tokens=0)
+                candidates = [Candidate(text=c.text or "", finish_reason=c.finish_reason, completion_tokens=0,
+                                        logprobs=_plain(getattr(c, "logprobs", None)))
                               for c in response.choices]
         except Exception as exc:  # noqa: BLE001 - every provider error becomes a status for the client
             raise _translate(exc) from exc
@@ -104,6 +111,7 @@ class LiteLLMTransport:
                 if chunk.choices:
                     choice = chunk.choices[0]
                     delta.finish_reason = choice.finish_reason
+                    delta.logprobs = _plain(getattr(choice, "logprobs", None))
                     if request.kind == "chat":
                         delta.text = choice.delta.content or ""
                         tool_calls = getattr(choice.delta, "tool_calls", None)
@@ -111,7 +119,7 @@ class LiteLLMTransport:
                             delta.message_delta = {"tool_calls": [t.model_dump() for t in tool_calls]}
                     else:
                         delta.text = choice.text or ""
-                if delta.text or delta.finish_reason or delta.message_delta or delta.completion_tokens:
+                if delta.text or delta.finish_reason or delta.message_delta or delta.completion_tokens or delta.logprobs:
                     yield delta
         except Exception as exc:  # noqa: BLE001
             raise _translate(exc) from exc

@@ -51,9 +51,11 @@ def _candidates(data: dict[str, Any], kind: str) -> list[Candidate]:
     share = int((data.get("usage") or {}).get("completion_tokens") or 0) // max(len(choices), 1)
     if kind == "chat":
         return [Candidate(text=(c.get("message") or {}).get("content") or "", finish_reason=c.get("finish_reason"),
-                          completion_tokens=share, message={"role": "assistant", **(c.get("message") or {})})
+                          completion_tokens=share, message={"role": "assistant", **(c.get("message") or {})},
+                          logprobs=c.get("logprobs"))
                 for c in choices]
-    return [Candidate(text=c.get("text") or "", finish_reason=c.get("finish_reason"), completion_tokens=share)
+    return [Candidate(text=c.get("text") or "", finish_reason=c.get("finish_reason"), completion_tokens=share,
+                      logprobs=c.get("logprobs"))
             for c in choices]
 
 
@@ -65,6 +67,7 @@ def _stream_delta(data: dict[str, Any], kind: str) -> StreamDelta:
     delta = StreamDelta(prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
     for choice in data.get("choices") or []:
         delta.finish_reason = choice.get("finish_reason")
+        delta.logprobs = choice.get("logprobs")
         if kind == "chat":
             piece = choice.get("delta") or {}
             delta.text = piece.get("content") or ""
@@ -161,7 +164,8 @@ class OpenAIHTTPTransport:
                     if payload == b"[DONE]":
                         break
                     delta = _stream_delta(_json(payload), request.kind)
-                    if delta.text or delta.finish_reason or delta.message_delta or delta.completion_tokens:
+                    if delta.text or delta.finish_reason or delta.message_delta or delta.completion_tokens \
+                            or delta.logprobs:
                         yield delta
         finally:
             response.release()

@@ -14,6 +14,7 @@ from gateway.bestofn.pool import CandidatePool, Failure, Outcome, StreamedReply
 from gateway.bestofn.recording import Recorder
 from gateway.bestofn.scoring import PoolScoring
 from gateway.config import ModelConfig, RewardConfig
+from gateway.contract import Contract
 from gateway.errors import APIError, UpstreamError, from_upstream
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, TaoInfo
@@ -44,13 +45,14 @@ class Engine:
         self._background: set[asyncio.Task] = set()
 
     def bind(self, request_id: str, endpoint: Endpoint, body: ChatCompletionRequest | CompletionRequest,
-             model: ModelConfig, route: Route, best_of: int, caller: str, shadow: Route | None = None) -> ServeRequest:
+             model: ModelConfig, route: Route, best_of: int, caller: str, shadow: Route | None = None,
+             contract: Contract | None = None) -> ServeRequest:
         """The request as the engine runs it (the upstream request and prompt text built once)."""
         upstream = upstream_request(body, model, route.adapter)
         return ServeRequest(
             request_id=request_id, endpoint=endpoint, body=body, model=model, best_of=best_of, route=route,
             model_version=route.model_version or self.backends[model.name].model_version, upstream=upstream,
-            prompt=body.prompt_text(), caller=caller, shadow=shadow)
+            prompt=body.prompt_text(), caller=caller, shadow=shadow, contract=contract)
 
     # ---- best-of-N: infer candidates → select the best → record ---------------------------------
     async def complete(self, req: ServeRequest) -> Outcome:
@@ -61,17 +63,32 @@ class Engine:
             self.record(req, failure=Failure(499, "client disconnected before the reply was ready"))
             raise
         returned = await self.scoring.select(req, pool)
-        tao = TaoInfo(
-            request_id=req.request_id, best_of=req.best_of, n=req.n, scores=pool.scores, winner=returned[0],
-            ranking=returned, model_version=req.model_version, arm=req.arm,
-            degraded=pool.degraded_reason is not None, degraded_reason=pool.degraded_reason,
-        )
+        tao = self._tao(req, pool, returned)
         if len(pool.candidates) == 1:  # nothing to choose between: score after replying
             self._in_background(self._score_then_record(req, pool, tao))
         else:
             self.record(req, pool=pool, tao=tao)
         self.start_shadow(req)
         return Outcome(choices=[pool.candidates[i] for i in returned], usage=pool.usage(), tao=tao)
+
+    @staticmethod
+    def _tao(req: ServeRequest, pool: CandidatePool, returned: list[int]) -> TaoInfo:
+        reason = pool.degraded_because
+        return TaoInfo(request_id=req.request_id, best_of=req.best_of, n=req.n, scores=pool.scores, winner=returned[0],
+                       ranking=returned, model_version=req.model_version, arm=req.arm, degraded=reason is not None,
+                       degraded_reason=reason, violations=pool.violations if req.contract is not None else None)
+
+    async def _check(self, req: ServeRequest, pool: CandidatePool) -> None:
+        """Check the candidates against the request's contract, off the loop (bounded per candidate)."""
+        if req.contract is None:
+            return
+        await asyncio.to_thread(pool.check, req.contract)
+        broken = sum(not held for held in pool.held)
+        if broken:
+            self.metrics.contract_violations.labels(req.model.name).inc(broken)
+        if pool.contract_failure is not None:
+            self.metrics.degraded.labels(req.model.name, "contract").inc()
+            log.warning("request %s degraded: %s", req.request_id, pool.contract_failure)
 
     async def infer_candidates(self, req: ServeRequest) -> CandidatePool:
         """Up to best_of candidates, scored when there is a choice. Under adaptive N a first batch
@@ -95,6 +112,7 @@ class Engine:
                                      failures=[str(exc)])
             pool.extend(more)
             await self.scoring.score(req, pool)
+        await self._check(req, pool)
         return pool
 
     async def _generate(self, req: ServeRequest, n: int) -> CandidatePool:
@@ -113,12 +131,14 @@ class Engine:
         return CandidatePool.of(generation, (time.perf_counter() - started) * 1000)
 
     async def _score_then_record(self, req: ServeRequest, pool: CandidatePool, tao: TaoInfo,
-                                 failure: Failure | None = None) -> None:
-        """A single candidate, already sent: score it (unless the reply failed), then record it."""
+                                 failure: Failure | None = None, streamed: bool = False) -> None:
+        """A single candidate, already sent: score it (and check a streamed one against the contract)
+        unless the reply failed, then record it."""
         if failure is None:
             await self.scoring.score(req, pool)
-            tao = tao.model_copy(update={"scores": pool.scores, "degraded": pool.degraded_reason is not None,
-                                         "degraded_reason": pool.degraded_reason})
+            if streamed:  # checked only now that the whole answer is here
+                await self._check(req, pool)
+            tao = self._tao(req, pool, tao.ranking)
         self.record(req, pool=pool, tao=tao, failure=failure)
 
     # ---- shadow: the rollout candidate answers an incumbent request too ---------------------------
@@ -159,7 +179,7 @@ class Engine:
             pool = reply.pool(req.endpoint, (time.perf_counter() - started) * 1000)
             if failure is None and not pool.candidates[0].text and reply.finish_reason is None:
                 failure = Failure(502, "upstream stream ended without content")
-            self._in_background(self._score_then_record(req, pool, reply.tao, failure))
+            self._in_background(self._score_then_record(req, pool, reply.tao, failure, streamed=True))
             if failure is None:
                 self.start_shadow(req)
 

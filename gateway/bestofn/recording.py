@@ -54,7 +54,8 @@ class Recorder:
                 {"request_id": req.request_id, "idx": i, "text": c.text,
                  "message": _message_beyond_text(c),
                  "finish_reason": c.finish_reason, "tokens": c.completion_tokens, "score": tao.scores[i],
-                 "won": int(i == tao.winner and not failure), "returned_rank": returned.get(i)}
+                 "won": int(i == tao.winner and not failure), "returned_rank": returned.get(i),
+                 "violation": pool.violations[i] if pool.violations else None}
                 for i, c in enumerate(pool.candidates)
             ]
         row["error"] = error

@@ -44,12 +44,14 @@ class PoolScoring:
             log.warning("request %s degraded: %s", req.request_id, pool.degraded_reason)
 
     async def select(self, req: ServeRequest, pool: CandidatePool) -> list[int]:
-        """The candidates to return, best first: by reward; where the prompt states nothing the scorer
-        can verify, near-ties of the reward (`reward.tie_margin`) are ordered by consensus."""
+        """The candidates to return, best first: those that held the request's contract before those
+        that broke it, then by reward; where the prompt states nothing the scorer can verify, near-ties
+        of the reward (`reward.tie_margin`) are ordered by consensus."""
         if self.reward.tie_margin > 0 and pool.scored and len(pool.candidates) > 1 \
                 and not await self._states_something_verifiable(req.prompt):
-            return select_best_candidates(pool.scores, req.n, [c.text for c in pool.candidates], self.reward.tie_margin)
-        return select_best_candidates(pool.scores, req.n)
+            return select_best_candidates(pool.scores, req.n, [c.text for c in pool.candidates], self.reward.tie_margin,
+                                          pool.held)
+        return select_best_candidates(pool.scores, req.n, held=pool.held)
 
     async def _states_something_verifiable(self, prompt: str) -> bool:
         """The scorer's answer within its time budget; True (rank by reward alone) when it has none."""

@@ -20,7 +20,7 @@ class RequestStatus(StrEnum):
     """`requests.status`: how a request ended."""
 
     OK = "ok"
-    DEGRADED = "degraded"  # answered, but the scorer failed: no scores
+    DEGRADED = "degraded"  # answered, but the scorer failed (no scores), or no candidate held the request's contract
     ERROR = "error"  # no answer (upstream failure, client error after parsing, client gone)
 
 
@@ -111,6 +111,7 @@ CANDIDATES_COLUMNS: dict[str, type] = {
     "score": float,
     "won": int,  # 1 for the top-scored candidate
     "returned_rank": int,  # position among the choices returned to the client, else null
+    "violation": str,  # how it broke its request's contract (tools' schemas, tool_choice, response_format); null: held
 }
 FEEDBACK_COLUMNS: dict[str, type] = {
     "request_id": str,
@@ -216,6 +217,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["requests"].create_index(["model", "created_at"], if_not_exists=True)
     _add_missing_columns(db["rollouts"], ROLLOUTS_COLUMNS)
     _add_missing_columns(db["requests"], REQUESTS_COLUMNS)
+    _add_missing_columns(db["candidates"], CANDIDATES_COLUMNS)
     _add_missing_columns(db["locks"], LOCKS_COLUMNS)
 
 

@@ -1,0 +1,185 @@
+"""The API agents use, through the real OpenAI SDK and the fake upstream answering like a tool-using model:
+tool calls and structured outputs checked against the request's own contract at best-of-N, logprobs
+returned, embeddings passed through."""
+
+import json
+
+import httpx
+import openai
+import pytest
+
+PROMPT = [{"role": "user", "content": "What is the weather in Paris?"}]
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+                                            "parameters": {"type": "object", "properties": {
+                                                "city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                                                "required": ["city"], "additionalProperties": False}}}
+
+
+def call(arguments: str, name: str = "get_weather", call_id: str = "call_1") -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]}
+
+
+BROKEN = call('{"city": "Paris", "unit": ')  # cut off: not JSON
+WRONG_TYPE = call('{"city": 75}')
+VALID = call('{"city": "Paris", "unit": "c"}')
+PERSON = {"type": "json_schema", "json_schema": {"name": "person", "strict": True, "schema": {
+    "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"], "additionalProperties": False}}}
+
+
+def candidates_of(gw, request_id: str) -> list[dict]:
+    gw.wait_for_rows(1)
+    return list(gw.db().query("SELECT * FROM candidates WHERE request_id = ? ORDER BY idx", [request_id]))
+
+
+@pytest.mark.each_transport
+def test_best_of_n_returns_a_tool_call_that_holds_the_schema_and_logs_why_the_others_broke(gateway, fake):
+    upstream, _ = fake
+    upstream.config.messages = [BROKEN, WRONG_TYPE, BROKEN, VALID]
+    with gateway() as gw:
+        reply = gw.client.chat.completions.create(model="mock", messages=PROMPT, tools=[WEATHER],
+                                                  extra_body={"best_of": 4})
+        tao = reply.model_extra["tao"]
+        assert tao["winner"] == 3 and not tao["degraded"]
+        assert reply.choices[0].finish_reason == "tool_calls"
+        [tool_call] = reply.choices[0].message.tool_calls
+        assert json.loads(tool_call.function.arguments) == {"city": "Paris", "unit": "c"}
+        assert "not valid JSON" in tao["violations"][0] and "75 is not of type 'string'" in tao["violations"][1]
+        assert tao["violations"][3] is None
+        rows = candidates_of(gw, tao["request_id"])
+        assert [r["won"] for r in rows] == [0, 0, 0, 1]
+        assert rows[0]["violation"] == tao["violations"][0] and rows[3]["violation"] is None
+        assert json.loads(rows[3]["message"])["tool_calls"][0]["function"]["arguments"] == VALID["tool_calls"][0]["function"]["arguments"]
+        request = gw.db()["requests"].get(tao["request_id"])
+        assert json.loads(request["params"])["tools"] == [WEATHER] and request["status"] == "ok"
+        assert 'tao_contract_violations_total{model="mock"} 3.0' in httpx.get(gw.url + "/metrics").text
+
+
+def test_when_no_candidate_holds_the_reply_is_degraded_with_the_reason_and_kept_out_of_training(gateway, fake):
+    upstream, _ = fake
+    upstream.config.messages = [BROKEN, WRONG_TYPE]
+    with gateway() as gw:
+        reply = gw.client.chat.completions.create(model="mock", messages=PROMPT, tools=[WEATHER],
+                                                  extra_body={"best_of": 2})
+        tao = reply.model_extra["tao"]
+        assert tao["degraded"] and "no candidate held the request's contract" in tao["degraded_reason"]
+        assert gw.wait_for_rows(1)[0]["status"] == "degraded"
+
+
+@pytest.mark.parametrize("tool_choice, answers, winner", [
+    ("none", [VALID, {"role": "assistant", "content": "It is sunny."}], 1),
+    ("required", [{"role": "assistant", "content": "It is sunny."}, VALID], 1),
+    ({"type": "function", "function": {"name": "get_weather"}},
+     [call('{"city": "Paris"}', name="get_time"), VALID], 1),
+])
+def test_tool_choice_is_held(gateway, fake, tool_choice, answers, winner):
+    upstream, _ = fake
+    upstream.config.messages = answers
+    time_tool = {"type": "function", "function": {"name": "get_time"}}
+    with gateway() as gw:
+        reply = gw.client.chat.completions.create(model="mock", messages=PROMPT, tools=[WEATHER, time_tool],
+                                                  tool_choice=tool_choice, extra_body={"best_of": 2})
+        tao = reply.model_extra["tao"]
+        assert tao["winner"] == winner and not tao["degraded"], tao
+        assert tao["violations"][1 - winner]
+
+
+def test_streaming_at_best_of_n_sends_the_winning_tool_call_in_chunks_the_sdk_assembles(gateway, fake):
+    upstream, _ = fake
+    upstream.config.messages = [BROKEN, VALID]
+    with gateway() as gw:
+        with gw.client.chat.completions.stream(model="mock", messages=PROMPT, tools=[WEATHER],
+                                               extra_body={"best_of": 2}) as stream:
+            final = stream.get_final_completion()
+        [tool_call] = final.choices[0].message.tool_calls
+        assert tool_call.function.name == "get_weather"
+        assert json.loads(tool_call.function.arguments) == {"city": "Paris", "unit": "c"}
+        assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_a_streamed_single_tool_call_is_assembled_checked_and_logged(gateway, fake):
+    upstream, _ = fake
+    upstream.config.messages = [WRONG_TYPE]
+    with gateway() as gw:
+        with gw.client.chat.completions.stream(model="mock", messages=PROMPT, tools=[WEATHER],
+                                               extra_body={"best_of": 1}) as stream:
+            final = stream.get_final_completion()
+        assert final.choices[0].message.tool_calls[0].function.arguments == '{"city": 75}'
+        [row] = gw.wait_for_rows(1)
+        [candidate] = candidates_of(gw, row["id"])
+        assert json.loads(candidate["message"])["tool_calls"][0]["function"] == {"name": "get_weather",
+                                                                                 "arguments": '{"city": 75}'}
+        assert "75 is not of type 'string'" in candidate["violation"] and row["status"] == "degraded"
+
+
+@pytest.mark.parametrize("response_format, texts, winner", [
+    (PERSON, ['{"name": "Ada", "age": "thirty-six"}', '{"name": "Ada", "age": 36}'], 1),
+    ({"type": "json_object"}, ["Here it is: {name: Ada}", '{"name": "Ada"}'], 1),
+])
+def test_structured_outputs_are_checked_whatever_the_prompt_says(gateway, fake, response_format, texts, winner):
+    upstream, _ = fake
+    upstream.config.texts = texts
+    with gateway(reward={"kind": "python", "function": "tests.scorers:longest"}) as gw:  # it prefers the broken one
+        reply = gw.client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "Who is Ada?"}],
+                                                  response_format=response_format, extra_body={"best_of": 2})
+        tao = reply.model_extra["tao"]
+        assert tao["winner"] == winner and reply.choices[0].message.content == texts[winner]
+        assert tao["violations"][1 - winner] and tao["violations"][winner] is None
+
+
+def bad_request(gw, **fields) -> openai.BadRequestError:
+    with pytest.raises(openai.BadRequestError) as caught:
+        gw.client.chat.completions.create(model="mock", messages=PROMPT, **fields)
+    return caught.value
+
+
+def test_a_contract_that_cannot_be_checked_gets_400_naming_the_field(gateway):
+    broken_schema = {"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}
+    with gateway() as gw:
+        error = bad_request(gw, tools=[broken_schema])
+        assert error.body["param"] == "tools[0].function.parameters" and "not a valid JSON Schema" in error.message
+        error = bad_request(gw, response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "object", "required": "name"}}})
+        assert error.body["param"] == "response_format.json_schema.schema"
+        error = bad_request(gw, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}})
+        assert error.body["param"] == "tool_choice" and "'nope'" in error.message
+        assert gw.client.chat.completions.create(model="mock", messages=PROMPT).choices[0].message.content
+        assert [r["http_status"] for r in gw.wait_for_rows(4)] == [400, 400, 400, 200]
+
+
+def test_a_runaway_candidate_breaks_the_contract_unread(gateway, fake):
+    upstream, _ = fake
+    many_calls = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": f"c{i}", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "x"}'}}
+        for i in range(10_000)]}
+    huge_arguments = call(json.dumps({"city": "x" * 1_000_000}))
+    upstream.config.messages = [many_calls, huge_arguments, VALID]
+    with gateway() as gw:
+        reply = gw.client.chat.completions.create(model="mock", messages=PROMPT, tools=[WEATHER],
+                                                  extra_body={"best_of": 3})
+        tao = reply.model_extra["tao"]
+        assert tao["winner"] == 2
+        assert "10000 tool calls: more than the 128 checked" in tao["violations"][0]
+        assert "bytes of tool call arguments: more than" in tao["violations"][1]
+
+
+@pytest.mark.each_transport
+def test_logprobs_pass_through_at_n1_and_each_returned_choice_keeps_its_own(gateway):
+    with gateway() as gw:
+        single = gw.client.chat.completions.create(model="mock", messages=PROMPT, logprobs=True, top_logprobs=1,
+                                                   extra_body={"best_of": 1})
+        content = single.choices[0].logprobs.content
+        assert [t.token for t in content] == "Hello from the fake upstream.".split(" ")
+        assert content[0].top_logprobs[0].logprob == content[0].logprob
+        several = gw.client.chat.completions.create(model="mock", messages=PROMPT, logprobs=True, n=2,
+                                                    extra_body={"best_of": 4})
+        ranking = several.model_extra["tao"]["ranking"]
+        for choice, generated in zip(several.choices, ranking):  # the fake's values tell its choices apart
+            assert choice.logprobs.content[0].logprob == pytest.approx(-0.01 * (generated + 1))
+        completion = gw.client.completions.create(model="mock", prompt="Say hi", logprobs=1, extra_body={"best_of": 2})
+        assert completion.choices[0].logprobs.tokens == "Hello from the fake upstream.".split(" ")
+        streamed = [c.choices[0].logprobs for c in gw.client.chat.completions.create(
+            model="mock", messages=PROMPT, logprobs=True, stream=True, extra_body={"best_of": 1})
+            if c.choices and c.choices[0].logprobs]
+        assert [lp.content[0].token for lp in streamed] == ["Hello", " from", " the", " fake", " upstream."]
