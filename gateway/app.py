@@ -29,10 +29,10 @@ from gateway.config import ServerConfig, Settings
 from gateway.errors import APIError, from_validation
 from gateway.limits import BodyLimitMiddleware, check_depth, read_body
 from gateway.metrics import Metrics, ResponseCountMiddleware
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, RolloutStart
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, FeedbackRequest, RolloutStart
 from gateway.rewards import build_scorer
 from gateway.rollout import RolloutManager
-from gateway.serving import ServingCompletions, ServingFeedback, ServingInfo
+from gateway.serving import ServingCompletions, ServingEmbeddings, ServingFeedback, ServingInfo
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.server = settings.server
     app.state.completions = ServingCompletions(settings, engine, rollouts, auth)
     app.state.feedback = ServingFeedback(store, auth)
+    app.state.embeddings = ServingEmbeddings(settings, backends, metrics)
     app.state.info = ServingInfo(settings, store, metrics, backends)
     app.state.rollouts = rollouts
     app.add_exception_handler(APIError, api_error)
@@ -178,6 +179,12 @@ async def create_chat_completion(raw_request: Request) -> Response:
 async def create_completion(raw_request: Request) -> Response:
     request = await parse_body(raw_request, CompletionRequest)
     return reply(await completions(raw_request).create_completion(request, raw_request))
+
+
+@router.post("/v1/embeddings")
+async def create_embedding(raw_request: Request) -> Response:
+    request = await parse_body(raw_request, EmbeddingRequest)
+    return json_response(await raw_request.app.state.embeddings.create_embedding(request))
 
 
 @router.post("/v1/feedback")

@@ -63,6 +63,8 @@ def from_upstream(exc: UpstreamError) -> APIError:
     message = client_safe(str(exc))
     if exc.status == 400:
         return APIError(400, message, type="invalid_request_error", code=exc.code or "upstream_error")
+    if exc.status == 404:
+        return APIError(404, message, type="not_found_error", code=exc.code or "not_found")
     return APIError(exc.status, message, type="upstream_error",
                     code="upstream_timeout" if exc.status == 504 else "upstream_error")
 

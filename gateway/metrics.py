@@ -44,6 +44,8 @@ class Metrics:
         self.degraded = Counter("tao_degraded_replies", "Replies served degraded, by reason: scorer (no scores) "
                                 "or contract (no candidate held the request's tools, tool_choice or response_format).",
                                 ["model", "reason"], registry=r)
+        self.embedding_requests = Counter("tao_embedding_requests", "Embedding requests passed through, by model and "
+                                          "HTTP status.", ["model", "status"], registry=r)
         self.contract_violations = Counter("tao_contract_violations", "Candidates that broke their request's "
                                            "contract (tool schemas, tool_choice, response_format).", ["model"],
                                            registry=r)

@@ -142,6 +142,23 @@ class CompletionResponse(BaseModel):
     tao: TaoInfo
 
 
+class EmbeddingRequest(BaseModel):
+    """Body of POST /v1/embeddings; passed through to the model's upstream (other fields too)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    input: str | list[str] | list[int] | list[list[int]] = Field(description="Text or token ids to embed.")
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must not be empty")
+        return value
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

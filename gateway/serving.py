@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from dataclasses import asdict
@@ -34,6 +35,7 @@ from gateway.protocol import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    EmbeddingRequest,
     FeedbackRequest,
     ModelCard,
     ModelList,
@@ -42,6 +44,7 @@ from gateway.request import BEST_OF_HEADER, Endpoint, ServeRequest, resolve_best
 from gateway.rollout import RolloutManager
 from gateway.store import Arm, FeedbackKind, Store, distill_run_counts
 
+log = logging.getLogger(__name__)
 ARM_HEADER = "x-tao-arm"
 T = TypeVar("T")
 
@@ -182,6 +185,39 @@ def response(req: ServeRequest, outcome: Outcome) -> ChatCompletionResponse | Co
     return CompletionResponse(choices=[CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason,
                                                         logprobs=c.logprobs)
                                        for i, c in enumerate(outcome.choices)], **common)
+
+
+class ServingEmbeddings:
+    """POST /v1/embeddings: passed through to the model's upstream, counted and logged in one line
+    (not in the request log: there is nothing to choose between, nothing to distill)."""
+
+    def __init__(self, settings: Settings, backends: dict[str, Backend], metrics: Metrics) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.metrics = metrics
+
+    async def create_embedding(self, request: EmbeddingRequest) -> dict[str, Any]:
+        model = self.settings.model_by_name(request.model)
+        if model is None:
+            raise APIError(404, f"model {request.model!r} does not exist; see GET /v1/models",
+                           type="not_found_error", param="model", code="model_not_found")
+        started = time.perf_counter()
+        status = 200
+        try:
+            answer = await self.backends[model.name].embed(request.model_dump(exclude_none=True))
+        except UpstreamError as exc:
+            error = from_upstream(exc)
+            if exc.upstream_status == 404:
+                error = APIError(404, f"the upstream of model {model.name} has no embeddings endpoint (it answered 404)",
+                                 type="not_found_error", param="model", code="embeddings_not_supported")
+            status = error.status
+            raise error from exc
+        finally:
+            self.metrics.embedding_requests.labels(model.name, str(status)).inc()
+            count = len(request.input) if isinstance(request.input, list) and not isinstance(request.input[0], int) else 1
+            log.info("embeddings %s: %d input%s, HTTP %d, %.0f ms", model.name, count, "" if count == 1 else "s",
+                     status, (time.perf_counter() - started) * 1000)
+        return {**answer, "model": model.name}
 
 
 class ServingFeedback:

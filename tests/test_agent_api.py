@@ -183,3 +183,21 @@ def test_logprobs_pass_through_at_n1_and_each_returned_choice_keeps_its_own(gate
             model="mock", messages=PROMPT, logprobs=True, stream=True, extra_body={"best_of": 1})
             if c.choices and c.choices[0].logprobs]
         assert [lp.content[0].token for lp in streamed] == ["Hello", " from", " the", " fake", " upstream."]
+
+
+@pytest.mark.each_transport
+def test_embeddings_pass_through_to_the_upstream(gateway, fake):
+    upstream, _ = fake
+    with gateway() as gw:
+        answer = gw.client.embeddings.create(model="mock", input=["a cat", "a dog"], encoding_format="float")
+        assert [len(d.embedding) for d in answer.data] == [4, 4] and answer.model == "mock"
+        assert upstream.bodies[-1]["input"] == ["a cat", "a dog"] and upstream.bodies[-1]["model"] == "mock"
+        upstream.config.embedding_dims = None  # a server without embeddings
+        with pytest.raises(openai.NotFoundError) as caught:
+            gw.client.embeddings.create(model="mock", input="a cat")
+        assert caught.value.body["code"] == "embeddings_not_supported"
+        with pytest.raises(openai.NotFoundError):
+            gw.client.embeddings.create(model="nope", input="a cat")
+        text = httpx.get(gw.url + "/metrics").text
+        assert 'tao_embedding_requests_total{model="mock",status="200"} 1.0' in text
+        assert 'tao_embedding_requests_total{model="mock",status="404"} 1.0' in text

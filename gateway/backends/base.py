@@ -65,6 +65,9 @@ class Backend(Protocol):
     def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         """One candidate, token by token."""
 
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The OpenAI /embeddings answer for `body`; raises UpstreamError (404 where the backend has none)."""
+
     async def load_adapter(self, name: str, path: str) -> None:
         """Make a LoRA adapter servable as `GenerationRequest.adapter = name`; raises on failure."""
 

@@ -95,6 +95,15 @@ class LiteLLMTransport:
             candidate.completion_tokens = share
         return candidates, int(getattr(usage, "prompt_tokens", 0) or 0)
 
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        kwargs = {**body, "model": self.config.model, "timeout": self.config.timeout_s, "num_retries": 0}
+        kwargs.update({k: v for k, v in (("api_base", self.config.api_base), ("api_key", self.config.api_key)) if v})
+        try:
+            response = await litellm.aembedding(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc) from exc
+        return _plain(response)
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         kwargs = self._kwargs(request, 1)
         # A stream's deadlines (first token, gaps, total) are kept by UpstreamBackend.stream.

@@ -83,7 +83,8 @@ class OpenAIHTTPTransport:
         self.config = config
         self.upstream_model = config.model.split("/", 1)[1]
         base = (config.api_base or "").rstrip("/")
-        self.urls = {"chat": base + "/chat/completions", "completion": base + "/completions"}
+        self.urls = {"chat": base + "/chat/completions", "completion": base + "/completions",
+                     "embeddings": base + "/embeddings"}
         self.headers = {"Content-Type": "application/json"}
         if config.api_key:
             self.headers["Authorization"] = f"Bearer {config.api_key}"
@@ -126,11 +127,13 @@ class OpenAIHTTPTransport:
             raise UpstreamError(f"upstream {what}: {type(exc).__name__}: {exc}", retryable=True) from exc
 
     async def _post(self, request: GenerationRequest, n: int, stream: bool) -> aiohttp.ClientResponse:
+        return await self._send(self.urls[request.kind], self._body(request, n, stream), stream)
+
+    async def _send(self, url: str, data: bytes, stream: bool = False) -> aiohttp.ClientResponse:
         """The response, status 200 (the caller reads and releases it); else the failure, one attempt."""
         assert self._session is not None, "transport not started"
         with self._failures("unreachable"):
-            response = await self._session.post(self.urls[request.kind], data=self._body(request, n, stream),
-                                                headers=self.headers,
+            response = await self._session.post(url, data=data, headers=self.headers,
                                                 **({"timeout": self._stream_timeout} if stream else {}))
             if response.status == 200:
                 return response
@@ -151,6 +154,14 @@ class OpenAIHTTPTransport:
         data = _json(raw)
         usage = data.get("usage") or {}
         return _candidates(data, request.kind), int(usage.get("prompt_tokens") or 0)
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._send(self.urls["embeddings"], orjson.dumps({**body, "model": self.upstream_model}))
+        try:
+            with self._failures("response broke"):
+                return _json(await response.read())
+        finally:
+            response.release()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         response = await self._post(request, 1, stream=True)

@@ -25,8 +25,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 
@@ -34,6 +35,8 @@ from gateway.backends.base import Generation, GenerationRequest, StreamDelta
 from gateway.backends.upstream import MAX_RETRY_DELAY_S, RETRY_DELAY_S, UpstreamBackend
 from gateway.config import ModelConfig, with_updates
 from gateway.errors import UpstreamError, as_upstream_error, client_safe
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +140,18 @@ class ReplicatedBackend:
             yield replica, wait, attempt == self.config.num_retries
 
     async def generate(self, request: GenerationRequest) -> Generation:
+        return await self._routed(lambda backend: backend.generate(request))
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._routed(lambda backend: backend.embed(body))
+
+    async def _routed(self, work: Callable[[UpstreamBackend], Awaitable[T]]) -> T:
+        """`work` on a replica: another one at once when it fails in a way worth retrying."""
         for replica, wait, last in self._attempts():
             await asyncio.sleep(wait)
             try:
                 with replica.busy():
-                    return await replica.backend.generate(request)
+                    return await work(replica.backend)
             except UpstreamError as exc:
                 if not exc.retryable:
                     raise

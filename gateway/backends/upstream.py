@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 RETRY_DELAY_S = 0.1  # the first retry's wait; doubled per retry up to MAX_RETRY_DELAY_S
 MAX_RETRY_DELAY_S = 2.0
 FIRST_TOKEN = "for the first token"
+T = TypeVar("T")
 
 
 class Transport(Protocol):
@@ -36,6 +37,7 @@ class Transport(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def call(self, request: GenerationRequest, n: int) -> tuple[list[Candidate], int]: ...
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]: ...
 
 
@@ -105,19 +107,26 @@ class UpstreamBackend:
             await chunks.aclose()
 
     async def _call(self, request: GenerationRequest, n: int) -> tuple[list[Candidate], int]:
+        return await self._retrying(lambda: self.transport.call(request, n), request)
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The upstream's /embeddings answer for `body` (its `model` replaced by the upstream's)."""
+        return await self._retrying(lambda: self.transport.embed(body))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], request: GenerationRequest | None = None) -> T:
         """One upstream call, retried `num_retries` times with exponential backoff when the failure
         is retryable (each retry counted: the upstream sees calls + retries requests)."""
         delay = RETRY_DELAY_S
         reloaded = False
-        for attempt in range(self.config.num_retries + 1):
+        for tries in range(self.config.num_retries + 1):
             try:
-                return await self.transport.call(request, n)
+                return await attempt()
             except UpstreamError as exc:
-                if not reloaded and await self._reload_if_lost(request, exc):
+                if request is not None and not reloaded and await self._reload_if_lost(request, exc):
                     reloaded = True
                     self._on_retry()
-                    return await self.transport.call(request, n)
-                if not exc.retryable or attempt == self.config.num_retries:
+                    return await attempt()
+                if not exc.retryable or tries == self.config.num_retries:
                     raise
             self._on_retry()
             await asyncio.sleep(delay)

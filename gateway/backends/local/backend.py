@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.backends.base import Generation, GenerationRequest, StreamDelta
 from gateway.backends.local.batching import GenerationQueue
@@ -66,6 +66,11 @@ class LocalBackend:
         if len({self.model.call_settings(r) for r in requests}) != 1:
             raise ValueError("generate_batch needs requests with one adapter and one set of sampling settings")
         return await self._on_worker(self.model.generate, requests, seed)
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise UpstreamError(f"model {self.config.name} is served by the local backend, which has no embeddings; "
+                            "serve an embedding model with vLLM (or a provider) and name it in the config",
+                            status=404, code="embeddings_not_supported")
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         return stream_answer(self.model, self.worker, request)
