@@ -29,10 +29,17 @@ from gateway.config import ServerConfig, Settings
 from gateway.errors import APIError, from_validation
 from gateway.limits import BodyLimitMiddleware, check_depth, read_body
 from gateway.metrics import Metrics, ResponseCountMiddleware
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, FeedbackRequest, RolloutStart
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    FeedbackRequest,
+    ResponsesRequest,
+    RolloutStart,
+)
 from gateway.rewards import build_scorer
 from gateway.rollout import RolloutManager
-from gateway.serving import ServingCompletions, ServingEmbeddings, ServingFeedback, ServingInfo
+from gateway.serving import ServingCompletions, ServingEmbeddings, ServingFeedback, ServingInfo, ServingResponses
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.completions = ServingCompletions(settings, engine, rollouts, auth)
     app.state.feedback = ServingFeedback(store, auth)
     app.state.embeddings = ServingEmbeddings(settings, backends, metrics)
+    app.state.responses = ServingResponses(app.state.completions, store)
     app.state.info = ServingInfo(settings, store, metrics, backends)
     app.state.rollouts = rollouts
     app.add_exception_handler(APIError, api_error)
@@ -179,6 +187,13 @@ async def create_chat_completion(raw_request: Request) -> Response:
 async def create_completion(raw_request: Request) -> Response:
     request = await parse_body(raw_request, CompletionRequest)
     return reply(await completions(raw_request).create_completion(request, raw_request))
+
+
+@router.post("/v1/responses")
+async def create_response(raw_request: Request) -> Response:
+    request = await parse_body(raw_request, ResponsesRequest)
+    result = await raw_request.app.state.responses.create_response(request, raw_request)
+    return json_response(result) if isinstance(result, dict) else StreamingResponse(result, media_type="text/event-stream")
 
 
 @router.post("/v1/embeddings")

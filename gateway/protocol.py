@@ -84,6 +84,29 @@ class CompletionRequest(SamplingFields):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
+class ResponsesRequest(BaseModel):
+    """Body of POST /v1/responses. Served as a chat request (`gateway/responses.py`); fields this model
+    does not name are accepted and left out, as OpenAI does with what it does not use."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    input: str | list[dict[str, Any]] = Field(min_length=1)
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    reasoning: dict[str, Any] | None = None
+    stream: bool = False
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
+    user: str | None = None
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int

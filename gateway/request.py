@@ -44,6 +44,7 @@ class ServeRequest:
     caller: str  # salted hash of the caller's key (gateway/auth.py), logged to tie feedback to it
     shadow: Route | None = None  # also answer this request on the candidate arm, in the background
     contract: Contract | None = None  # what every answer must hold: tools' schemas, tool_choice, response_format
+    via_responses: bool = False  # asked through /v1/responses (served as chat; logged as endpoint "responses")
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
 

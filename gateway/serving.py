@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -37,12 +37,15 @@ from gateway.protocol import (
     CompletionResponse,
     EmbeddingRequest,
     FeedbackRequest,
+    ResponsesRequest,
     ModelCard,
     ModelList,
 )
 from gateway.request import BEST_OF_HEADER, Endpoint, ServeRequest, resolve_best_of
+from gateway.responses import RecentConversations, answer_message, chat_fields, response_object
+from gateway.responses import events as responses_events
 from gateway.rollout import RolloutManager
-from gateway.store import Arm, FeedbackKind, Store, distill_run_counts
+from gateway.store import Arm, Conversation, FeedbackKind, Store, distill_run_counts
 
 log = logging.getLogger(__name__)
 ARM_HEADER = "x-tao-arm"
@@ -185,6 +188,45 @@ def response(req: ServeRequest, outcome: Outcome) -> ChatCompletionResponse | Co
     return CompletionResponse(choices=[CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason,
                                                         logprobs=c.logprobs)
                                        for i, c in enumerate(outcome.choices)], **common)
+
+
+class ServingResponses:
+    """POST /v1/responses: the request as a chat request, served by the completions object (best-of-N,
+    contract checks, the log: `tao` and distill see it like any chat request), answered as a Response
+    (`gateway/responses.py`)."""
+
+    def __init__(self, completions: ServingCompletions, store: Store) -> None:
+        self.completions = completions
+        self.store = store
+        self.recent = RecentConversations()
+
+    async def create_response(self, body: ResponsesRequest, raw_request: Request) -> dict[str, Any] | AsyncIterator[bytes]:
+        self.completions._admit()
+        caller = self.completions.auth.caller(raw_request)
+        history = await self._history(body.previous_response_id, caller)
+        try:
+            fields = chat_fields(body, history)
+        except Exception as exc:  # noqa: BLE001 - LiteLLM's reading of items it cannot map
+            raise APIError(400, f"input could not be read as Responses items: {type(exc).__name__}: {exc}",
+                           param="input", code="invalid_input") from None
+        chat = ChatCompletionRequest.model_validate({**fields, "model": body.model, "best_of": body.best_of,
+                                                     **({"user": body.user} if body.user else {})})
+        req = replace(self.completions._bind(chat, "chat", raw_request), via_responses=True)
+        outcome = await until_disconnected(self.completions.engine.complete(req), raw_request)
+        self.recent.remember(req.request_id, Conversation(caller, req.upstream.messages or [], answer_message(outcome)))
+        return responses_events(body, req, outcome) if body.stream else response_object(body, req, outcome)
+
+    async def _history(self, previous_response_id: str | None, caller: str) -> list[dict[str, Any]]:
+        """The conversation a previous response of this caller ended with; a 400 for any other id."""
+        if previous_response_id is None:
+            return []
+        found = self.recent.get(previous_response_id) or await asyncio.to_thread(
+            self.store.conversation_of, previous_response_id)
+        if found is None or found.caller != caller:  # another caller's id reads as unknown: ids are not disclosed
+            raise APIError(400, f"previous_response_id {previous_response_id!r} is not a response of this caller "
+                           "that this gateway has logged", param="previous_response_id",
+                           code="previous_response_not_found")
+        return found.continued()
 
 
 class ServingEmbeddings:

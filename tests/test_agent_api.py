@@ -2,11 +2,13 @@
 tool calls and structured outputs checked against the request's own contract at best-of-N, logprobs
 returned, embeddings passed through."""
 
+import asyncio
 import json
 
 import httpx
 import openai
 import pytest
+from openai.types.responses import Response
 
 PROMPT = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
@@ -201,3 +203,115 @@ def test_embeddings_pass_through_to_the_upstream(gateway, fake):
         text = httpx.get(gw.url + "/metrics").text
         assert 'tao_embedding_requests_total{model="mock",status="200"} 1.0' in text
         assert 'tao_embedding_requests_total{model="mock",status="404"} 1.0' in text
+
+
+# ---- the Responses API ---------------------------------------------------------------------------
+RESPONSES_WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+                     "parameters": WEATHER["function"]["parameters"], "strict": True}
+
+
+def test_responses_text_with_instructions_best_of_and_the_log(gateway, fake):
+    upstream, _ = fake
+    with gateway() as gw:
+        response = gw.client.responses.create(model="mock", input="Say hello.", instructions="Be brief.",
+                                              max_output_tokens=50, extra_body={"best_of": 3})
+        Response.model_validate(response.model_dump())  # the SDK's own type, strictly
+        assert response.output_text == "Hello from the fake upstream." and response.status == "completed"
+        assert response.model_extra["tao"]["best_of"] == 3 and response.usage.output_tokens > 0
+        sent = upstream.bodies[-1]
+        assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
+        assert sent["max_tokens"] == 50 and sent["n"] == 3
+        [row] = gw.wait_for_rows(1)
+        assert row["id"] == response.id and row["endpoint"] == "responses" and row["best_of"] == 3
+
+
+def test_responses_function_tools_are_checked_and_their_calls_continue_from_previous_response_id(gateway, fake):
+    upstream, _ = fake
+    upstream.config.messages = [BROKEN, VALID]
+    with gateway() as gw:
+        first = gw.client.responses.create(model="mock", input="What is the weather in Paris?",
+                                           tools=[RESPONSES_WEATHER], extra_body={"best_of": 2})
+        [item] = first.output
+        assert item.type == "function_call" and json.loads(item.arguments) == {"city": "Paris", "unit": "c"}
+        assert first.model_extra["tao"]["winner"] == 1
+        assert upstream.bodies[-1]["tools"] == [WEATHER | {"function": {**WEATHER["function"], "strict": True}}]
+        second = gw.client.responses.create(model="mock", previous_response_id=first.id, tools=[RESPONSES_WEATHER],
+                                            input=[{"type": "function_call_output", "call_id": item.call_id,
+                                                    "output": "18 C and sunny"}])
+        assert second.output_text == "Done: the tool answered."
+        history = upstream.bodies[-1]["messages"]
+        assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+        assert history[1]["tool_calls"][0]["function"]["arguments"] == VALID["tool_calls"][0]["function"]["arguments"]
+        assert history[2] == {"role": "tool", "content": "18 C and sunny", "tool_call_id": item.call_id}
+        gw.wait_for_rows(2)
+        third = gw.client.responses.create(model="mock", previous_response_id=first.id, input="And in Rome?")
+        assert [m["role"] for m in upstream.bodies[-1]["messages"]] == ["user", "assistant", "user"]  # from the log now
+        assert third.previous_response_id == first.id
+
+
+def test_responses_structured_output_is_checked(gateway, fake):
+    upstream, _ = fake
+    upstream.config.texts = ['{"name": "Ada", "age": "thirty-six"}', '{"name": "Ada", "age": 36}']
+    text_format = {"format": {"type": "json_schema", "name": "person", "strict": True,
+                              "schema": PERSON["json_schema"]["schema"]}}
+    with gateway(reward={"kind": "python", "function": "tests.scorers:longest"}) as gw:
+        response = gw.client.responses.create(model="mock", input="Who is Ada?", text=text_format,
+                                              extra_body={"best_of": 2})
+        assert json.loads(response.output_text) == {"name": "Ada", "age": 36}
+        assert upstream.bodies[-1]["response_format"]["json_schema"]["schema"] == PERSON["json_schema"]["schema"]
+
+
+def test_responses_stream_in_the_responses_event_shape(gateway, fake):
+    upstream, _ = fake
+    with gateway() as gw:
+        with gw.client.responses.stream(model="mock", input="Say hello.", extra_body={"best_of": 2}) as stream:
+            kinds = [event.type for event in stream]
+            final = stream.get_final_response()
+        assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+        assert "response.output_text.delta" in kinds and final.output_text == "Hello from the fake upstream."
+        upstream.config.messages = [VALID]
+        with gw.client.responses.stream(model="mock", input="Weather in Paris?", tools=[RESPONSES_WEATHER]) as stream:
+            kinds = [event.type for event in stream]
+            final = stream.get_final_response()
+        assert "response.function_call_arguments.delta" in kinds
+        assert json.loads(final.output[0].arguments) == {"city": "Paris", "unit": "c"}
+
+
+def test_responses_bad_input_gets_400_naming_the_field(gateway):
+    with gateway(auth={"api_keys": ["key-a", "key-b"]}) as gw:
+        a = openai.OpenAI(base_url=gw.url + "/v1", api_key="key-a", max_retries=0)
+        b = openai.OpenAI(base_url=gw.url + "/v1", api_key="key-b", max_retries=0)
+        mine = a.responses.create(model="mock", input="Say hello.")
+        for client, previous in ((a, "tao-does-not-exist"), (b, mine.id)):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.responses.create(model="mock", input="Go on.", previous_response_id=previous)
+            assert caught.value.body["param"] == "previous_response_id"
+        with pytest.raises(openai.BadRequestError) as caught:
+            a.responses.create(model="mock", input="Hi", tools=[{"type": "function", "name": "f",
+                                                                 "parameters": {"type": "objekt"}}])
+        assert caught.value.body["param"] == "tools[0].function.parameters"
+        assert a.responses.create(model="mock", input="Go on.", previous_response_id=mine.id).output_text
+
+
+def test_an_openai_agents_sdk_agent_runs_its_tool_through_the_gateway(gateway, fake):
+    agents = pytest.importorskip("agents")  # the dev extra installs it; the test says so when it is missing
+    upstream, _ = fake
+    upstream.config.messages = [BROKEN, VALID]
+    called = []
+
+    @agents.function_tool
+    def get_weather(city: str, unit: str = "c") -> str:
+        """The weather in a city."""
+        called.append(city)
+        return f"18 {unit.upper()} and sunny in {city}"
+
+    agents.set_tracing_disabled(True)
+    with gateway(best_of=2) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        agent = agents.Agent(name="weather", instructions="Answer with the tool.", tools=[get_weather],
+                             model=agents.OpenAIResponsesModel(model="mock", openai_client=client))
+        result = asyncio.run(agents.Runner.run(agent, "What is the weather in Paris?"))
+        assert called == ["Paris"] and result.final_output == "Done: the tool answered."
+        rows = gw.wait_for_rows(2)
+        assert [r["endpoint"] for r in rows] == ["responses", "responses"]
+        assert upstream.bodies[-1]["messages"][-1]["content"] == "18 C and sunny in Paris"

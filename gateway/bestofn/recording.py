@@ -76,7 +76,7 @@ class Recorder:
         upstream = req.upstream
         return {
             "id": req.request_id, "created_at": req.created, "model": req.model.name, "arm": req.arm,
-            "model_version": req.model_version, "endpoint": req.endpoint,
+            "model_version": req.model_version, "endpoint": "responses" if req.via_responses else req.endpoint,
             "messages": orjson.dumps(upstream.messages if upstream.kind == "chat" else upstream.prompt).decode(),
             "prompt": req.prompt, "params": orjson.dumps(upstream.params).decode(), "best_of": req.best_of,
             "n": req.n, "n_generated": None, "winner_index": None, "latency_ms": latency_s * 1000,

@@ -27,6 +27,7 @@ from gateway.store.locks import LockHeld, exclusive
 from gateway.store.reads import (
     ArmOutcomes,
     BestOfNCandidate,
+    Conversation,
     ScoredCandidate,
     ServedReply,
     ShadowPair,
@@ -72,7 +73,7 @@ from gateway.store.store import Store
 from gateway.store.writer import StoreHealth
 
 __all__ = [
-    "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "TRAINING_ARMS", "Arm", "ArmOutcomes", "BestOfNCandidate", "Checkpoint",
+    "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "TRAINING_ARMS", "Arm", "ArmOutcomes", "Conversation", "BestOfNCandidate", "Checkpoint",
     "CheckpointStatus", "FeedbackKind", "Incumbent", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
     "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes",
     "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "copy_database", "ensure_schema", "exclusive",

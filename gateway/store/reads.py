@@ -126,6 +126,37 @@ def request_caller(db: sqlite_utils.Database, request_id: str) -> str | None:
     return row[0] if row else None
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """What a later response continues from (`previous_response_id`): the chat messages a request sent,
+    and the answer it returned."""
+
+    caller: str
+    messages: list[dict[str, Any]]
+    answer: dict[str, Any]
+
+    def continued(self) -> list[dict[str, Any]]:
+        return [*self.messages, self.answer]
+
+    @classmethod
+    def of(cls, caller: str | None, messages: str, text: str | None, message: str | None) -> Conversation | None:
+        """From a logged request's columns; None when it returned no answer (or had no messages)."""
+        if text is None and message is None:
+            return None
+        turns = orjson.loads(messages)
+        if not isinstance(turns, list):
+            return None
+        answer = orjson.loads(message) if message else {"role": "assistant", "content": text}
+        return cls(caller=caller or "", messages=turns, answer=answer)
+
+
+def request_conversation(db: sqlite_utils.Database, request_id: str) -> Conversation | None:
+    """A written chat request's messages and the answer it returned; None if unknown or unanswered."""
+    row = db.execute("SELECT r.caller, r.messages, c.text, c.message FROM requests r JOIN candidates c "
+                     "ON c.request_id = r.id AND c.returned_rank = 0 WHERE r.id = ?", [request_id]).fetchone()
+    return Conversation.of(*row) if row else None
+
+
 def scored_chat_candidates(db: sqlite_utils.Database, model: str, *, since: float | None = None,
                            until: float | None = None) -> list[ScoredCandidate]:
     """Scored candidates of `model`'s best-of-N chat requests created in [since, until), oldest first.
@@ -138,7 +169,7 @@ def scored_chat_candidates(db: sqlite_utils.Database, model: str, *, since: floa
     """
     rows = _candidate_rows(db, "r.id, r.messages, r.prompt, r.completion_tokens, c.idx, c.text, c.score, c.won, "
                                "c.finish_reason, c.tokens", {
-        "r.model = ?": model, "r.status = ?": RequestStatus.OK, "r.endpoint = ?": "chat",
+        "r.model = ?": model, "r.status = ?": RequestStatus.OK, "r.endpoint IN (?, ?)": ("chat", "responses"),
         f"r.arm IN ({', '.join('?' * len(TRAINING_ARMS))})": tuple(TRAINING_ARMS), "r.n_generated > ?": 1,
         "r.created_at >= ?": since, "r.created_at < ?": until}, scored=True)
     return [ScoredCandidate(request_id=rid, messages=orjson.loads(messages), prompt=prompt, completion_tokens=tokens,

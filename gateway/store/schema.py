@@ -80,7 +80,7 @@ REQUESTS_COLUMNS: dict[str, type] = {
     "model": str,  # public model name
     "arm": str,  # Arm: rollout arm that served it ("base" without a rollout)
     "model_version": str,
-    "endpoint": str,  # "chat" or "completion"
+    "endpoint": str,  # "chat", "completion", or "responses" (served as chat: its messages are chat messages)
     "messages": str,  # JSON: chat messages, or the completion prompt as a string
     "prompt": str,  # the text scorers read (system + last user turn)
     "params": str,  # JSON: sampling and passthrough fields as sent upstream

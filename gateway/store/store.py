@@ -13,7 +13,7 @@ import sqlite_utils
 
 from gateway.config import StoreConfig
 from gateway.store.feedback import record_feedback
-from gateway.store.reads import candidate_count_and_winner, request_caller
+from gateway.store.reads import Conversation, candidate_count_and_winner, request_caller, request_conversation
 from gateway.store.records import RequestLog
 from gateway.store.schema import caller_salt, connection, ensure_schema
 from gateway.store.writer import LogWriter, StoreHealth
@@ -84,6 +84,18 @@ class Store:
             return pending.request.get("caller")
         with self.connection() as db:
             return request_caller(db, request_id)
+
+    def conversation_of(self, request_id: str) -> Conversation | None:
+        """A logged request's messages and returned answer (queued or written), else None."""
+        pending = self.writer.pending(request_id)
+        if pending is not None:
+            answer = next((c for c in pending.candidates if c.get("returned_rank") == 0), None)
+            if answer is None:
+                return None
+            return Conversation.of(pending.request.get("caller"), pending.request["messages"], answer.get("text"),
+                                   answer.get("message"))
+        with self.connection() as db:
+            return request_conversation(db, request_id)
 
     def record_feedback(self, row: dict[str, Any]) -> None:
         """Upsert one verdict (keyed by request and user)."""
