@@ -57,6 +57,19 @@ class ScoredText:
     request_id: str = ""
     index: int = 0
     policy: bool = False  # sampled from the adapter being trained (an iterated round), not logged
+    message: dict[str, Any] | None = None  # the logged assistant message where it holds tool calls
+
+    @property
+    def said(self) -> str:
+        """What the answer says, its tool calls included: equal answers are one answer."""
+        return json.dumps(self.as_turn(), sort_keys=True) if self.message else self.text
+
+    def as_turn(self) -> list[dict[str, Any]]:
+        """The assistant turn to learn: the message with its tool calls, else the text."""
+        if self.message and self.message.get("tool_calls"):
+            return [{"role": "assistant", "content": self.message.get("content") or "",
+                     "tool_calls": self.message["tool_calls"]}]
+        return [{"role": "assistant", "content": self.text}]
 
     @property
     def ended(self) -> bool:
@@ -72,6 +85,14 @@ class LoggedPrompt:
     candidates: list[ScoredText] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
     completion_tokens: list[int] = field(default_factory=list)  # per request: all candidates together
+    tools: list[dict[str, Any]] | None = None  # the tools its requests offered
+
+    @property
+    def uses_tools(self) -> bool:
+        """Its requests offered tools, its conversation holds tool calls or results, or an answer calls one:
+        learnable only through a chat template that renders the tools (`renders_tools`)."""
+        return bool(self.tools) or any(m.get("tool_calls") or m.get("role") == "tool" for m in self.messages) \
+            or any(c.message and c.message.get("tool_calls") for c in self.candidates)
 
     def by_request(self) -> list[list[ScoredText]]:
         """The candidates of each logged request, in generation order."""
@@ -102,8 +123,8 @@ class LoggedPrompt:
         seen: set[str] = set()
         picked = []
         for c in sorted(self.candidates, key=lambda c: (-c.score, prefer_policy and not c.policy)):
-            if c.ended and c.text.strip() and c.text not in seen:
-                seen.add(c.text)
+            if (c.ended or c.finish_reason == "tool_calls") and (c.text.strip() or c.message) and c.said not in seen:
+                seen.add(c.said)
                 picked.append(c)
                 if len(picked) == k:
                     break
@@ -135,8 +156,10 @@ def _canonical(messages: list[dict[str, Any]]) -> str:
     return json.dumps([{"role": m.get("role"), "content": m.get("content")} for m in messages], sort_keys=True)
 
 
-def prompt_key(messages: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(_canonical(messages).encode()).hexdigest()
+def prompt_key(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+    """Identical conversations are one prompt; with other tools on offer, they are another."""
+    text = _canonical(messages) + (json.dumps(tools, sort_keys=True) if tools else "")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def is_heldout(messages: list[dict[str, Any]], fraction: float) -> bool:
@@ -144,20 +167,39 @@ def is_heldout(messages: list[dict[str, Any]], fraction: float) -> bool:
 
 
 def load_prompts(
-    db: sqlite_utils.Database, model: str, *, since: float | None = None, until: float | None = None
+    db: sqlite_utils.Database, model: str, *, since: float | None = None, until: float | None = None,
+    with_tools: bool = False,
 ) -> list[LoggedPrompt]:
-    """`model`'s logged best-of-N prompts in [since, until), deduplicated, oldest first."""
+    """`model`'s logged best-of-N prompts in [since, until), deduplicated, oldest first. Prompts that use
+    tools are left out unless `with_tools` (what reads only text, a scorer or a reward model, must not
+    see a tool call as an empty answer)."""
     prompts: dict[str, LoggedPrompt] = {}
     for row in scored_chat_candidates(db, model, since=since, until=until):
-        key = prompt_key(row.messages)
-        entry = prompts.setdefault(key, LoggedPrompt(key=key, messages=row.messages, prompt_text=row.prompt or ""))
+        key = prompt_key(row.messages, row.tools)
+        entry = prompts.setdefault(key, LoggedPrompt(key=key, messages=row.messages, prompt_text=row.prompt or "",
+                                                     tools=row.tools))
         if row.request_id not in entry.request_ids:
             entry.request_ids.append(row.request_id)
             entry.completion_tokens.append(int(row.completion_tokens or 0))
         entry.candidates.append(ScoredText(text=row.text or "", score=row.score, won=row.won,
                                            finish_reason=row.finish_reason, tokens=row.tokens,
-                                           request_id=row.request_id, index=row.idx))
-    return list(prompts.values())
+                                           request_id=row.request_id, index=row.idx, message=row.message))
+    return [p for p in prompts.values() if with_tools or not p.uses_tools]
+
+
+PROBE_TOOL = {"type": "function", "function": {"name": "tao_probe_tool", "description": "probe",
+                                               "parameters": {"type": "object", "properties": {}}}}
+
+
+def renders_tools(tokenizer: Any) -> bool:
+    """Does this tokenizer's chat template show the model the tools (a probe tool's name appears)?
+    Templates without tool support ignore `tools` silently; training through one would teach tool
+    calls without their definitions."""
+    turn = [{"role": "user", "content": "hi"}]
+    try:
+        return "tao_probe_tool" in tokenizer.apply_chat_template(turn, tools=[PROBE_TOOL], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that fails on tools cannot render them
+        return False
 
 
 def rescore(prompts: list[LoggedPrompt], scorer: Scorer) -> list[LoggedPrompt]:
@@ -195,8 +237,9 @@ def split(prompts: Iterable[LoggedPrompt], fraction: float) -> tuple[list[Logged
     return train, heldout
 
 
-def _assistant(text: str) -> list[dict[str, str]]:
-    return [{"role": "assistant", "content": text}]
+def _with_tools(row: dict[str, Any], prompt: LoggedPrompt) -> dict[str, Any]:
+    """A row, with the tools its prompt offered (TRL renders them with the chat template)."""
+    return {**row, "tools": prompt.tools} if prompt.tools else row
 
 
 def sft_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dict[str, Any]]:
@@ -207,7 +250,7 @@ def sft_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dic
         mean = p.mean_score
         for target in p.targets(config.sft.targets_per_prompt):
             if target.score - mean >= config.sft.margin:
-                rows.append({"prompt": p.messages, "completion": _assistant(target.text)})
+                rows.append(_with_tools({"prompt": p.messages, "completion": target.as_turn()}, p))
     return rows
 
 
@@ -223,11 +266,11 @@ def dpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dic
         rejectable = own if on_policy and own else p.candidates
         below: dict[str, ScoredText] = {}
         for c in sorted(rejectable, key=lambda c: c.score):
-            if best.score - c.score >= config.dpo.min_gap and c.text != best.text:
-                below.setdefault(c.text, c)
+            if best.score - c.score >= config.dpo.min_gap and c.said != best.said:
+                below.setdefault(c.said, c)
         for worse in _pick_rejected(best, list(below.values()), config)[:config.dpo.max_pairs_per_prompt]:
-            rows.append({"prompt": p.messages, "chosen": _assistant(best.text), "rejected": _assistant(worse.text),
-                         "score_chosen": best.score, "score_rejected": worse.score})
+            rows.append(_with_tools({"prompt": p.messages, "chosen": best.as_turn(), "rejected": worse.as_turn(),
+                                     "score_chosen": best.score, "score_rejected": worse.score}, p))
     return rows
 
 

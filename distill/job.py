@@ -22,7 +22,7 @@ from typing import Any
 import sqlite_utils
 from tqdm.auto import tqdm
 
-from distill.dataset import LoggedPrompt, build_rows, load_prompts, split, to_dataset, with_samples
+from distill.dataset import LoggedPrompt, build_rows, load_prompts, renders_tools, split, to_dataset, with_samples
 from distill.evaluate import EvalReport, evaluate, gate
 from distill.publish import new_checkpoint_id, publish, register, remove_stale_staging, staging_dir
 from distill.sampling import Answer, PolicySampler
@@ -94,10 +94,11 @@ def train_rounds(cfg: DistillConfig, train: list[LoggedPrompt], heldout: list[Lo
     data, run_stages = train, stages(cfg)
     grpo_sampling = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
     for round_no in range(1, cfg.rounds + 1):
-        if round_no > 1:
-            samples = _round_samples(base_dir, adapter, train, sampling, scorer, cfg, round_no)
-            counts[f"round{round_no}_policy_reward"] = _log_policy_reward(round_no, train, samples)
-            data = with_samples(train, samples, f"round{round_no}")
+        if round_no > 1:  # the sampler renders no tools: prompts that use them keep their logged answers only
+            text_only = [p for p in train if not p.uses_tools]
+            samples = _round_samples(base_dir, adapter, text_only, sampling, scorer, cfg, round_no)
+            counts[f"round{round_no}_policy_reward"] = _log_policy_reward(round_no, text_only, samples)
+            data = with_samples(text_only, samples, f"round{round_no}") + [p for p in train if p.uses_tools]
             run_stages = [cfg.round.method or run_stages[-1]]
         for stage in run_stages:
             rows = build_rows(stage, data, cfg)
@@ -181,6 +182,21 @@ def serving_best_of(settings: Settings, report: EvalReport) -> int:
     return report.chosen_best_of(sequential_plan(settings.rollout)) if configured == "auto" else configured
 
 
+def learnable_tool_prompts(settings: Settings, prompts: list[LoggedPrompt]) -> tuple[list[LoggedPrompt], int]:
+    """The prompts distill may learn from, and how many that use tools were left out: all of those when
+    the base model's chat template cannot render tools (never train a tool call without its tools)."""
+    using = [p for p in prompts if p.uses_tools]
+    if not using:
+        return prompts, 0
+    from transformers import AutoTokenizer
+
+    if renders_tools(AutoTokenizer.from_pretrained(base_weights(settings)[1])):
+        return prompts, 0
+    log.warning("%d prompts use tools, and the chat template of %s cannot render tools: they are left out",
+                len(using), settings.distill.model)
+    return [p for p in prompts if not p.uses_tools], len(using)
+
+
 def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | None, until: float | None,
                 exclude: Callable[[LoggedPrompt], bool] | None) -> DistillOutcome:
     cfg = settings.distill
@@ -200,11 +216,14 @@ def _run_locked(settings: Settings, db: sqlite_utils.Database, since: float | No
     until = until or time.time()
     if since is None:  # training from base weights that a promotion has replaced: the whole log
         since = last_distilled_until(db, cfg.model) if from_incumbent or incumbent is None else 0.0
-    prompts = [p for p in load_prompts(db, cfg.model, since=since, until=until) if not (exclude and exclude(p))]
+    prompts = [p for p in load_prompts(db, cfg.model, since=since, until=until, with_tools=True)
+               if not (exclude and exclude(p))]
+    prompts, skipped_tools = learnable_tool_prompts(settings, prompts)
     train, heldout = split(prompts, cfg.holdout_fraction)
+    heldout = [p for p in heldout if not p.uses_tools]  # the gate samples answers without tools
     rows = build_rows(stages(cfg)[0], train, cfg)
     counts = {"prompts": len(prompts), "train_prompts": len(train), "heldout_prompts": len(heldout),
-              "train_rows": len(rows)}
+              "train_rows": len(rows), "skipped_tool_prompts": skipped_tools}
     window = f"since {time.ctime(since)}" if since else "from the start of the log"
     log.info("data %s: %d prompts (%d train, %d held out) → %d %s rows; training %s", window, len(prompts),
              len(train), len(heldout), len(rows), cfg.method,

@@ -315,3 +315,47 @@ def test_an_openai_agents_sdk_agent_runs_its_tool_through_the_gateway(gateway, f
         rows = gw.wait_for_rows(2)
         assert [r["endpoint"] for r in rows] == ["responses", "responses"]
         assert upstream.bodies[-1]["messages"][-1]["content"] == "18 C and sunny in Paris"
+
+
+# ---- distill: tool calls only with their tools, never a broken answer ------------------------------
+TOOLS_TEMPLATE = ("{% if tools %}<tools>{% for t in tools %}{{ t['function']['name'] }} {% endfor %}</tools>{% endif %}"
+                  "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] or '' }}"
+                  "{% for c in m.get('tool_calls') or [] %}<call>{{ c['function']['name'] }} "
+                  "{{ c['function']['arguments'] }}</call>{% endfor %}</{{ m['role'] }}>{% endfor %}")
+
+
+def test_distill_learns_tool_calls_only_with_their_tools_and_never_a_broken_one(gateway, fake):
+    from transformers import AutoTokenizer
+    from trl.data_utils import apply_chat_template
+
+    from distill.dataset import dpo_rows, load_prompts, renders_tools, to_dataset
+    from distill.job import learnable_tool_prompts
+    from gateway.config import DistillConfig, Settings
+    from gateway.embedded import embedded_model_dir
+
+    upstream, _ = fake
+    upstream.config.messages = [BROKEN, VALID, WRONG_TYPE, call('{"city": "Paris"}', call_id="call_2")]
+    with gateway() as gw:
+        gw.client.chat.completions.create(model="mock", messages=PROMPT, tools=[WEATHER], extra_body={"best_of": 4})
+        upstream.config.messages = None
+        gw.client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "Hi"}],
+                                          extra_body={"best_of": 2})
+        gw.wait_for_rows(2)
+        db = gw.db()
+        assert [p.messages for p in load_prompts(db, "mock")] == [[{"role": "user", "content": "Hi"}]]
+        [tool_prompt] = [p for p in load_prompts(db, "mock", with_tools=True) if p.uses_tools]
+    assert tool_prompt.tools == [WEATHER] and [c.index for c in tool_prompt.candidates] == [1, 3]  # the broken left out
+    tool_prompt.candidates[0].score, tool_prompt.candidates[1].score = 1.0, 0.0
+    [row] = dpo_rows([tool_prompt], DistillConfig(dpo={"min_gap": 0.5}))
+    assert row["tools"] == [WEATHER] and row["chosen"][0]["tool_calls"] == VALID["tool_calls"]
+    assert to_dataset([row])[0]["tools"][0]["function"]["name"] == "get_weather"
+
+    smollm2 = AutoTokenizer.from_pretrained(embedded_model_dir())
+    assert not renders_tools(smollm2)  # so the embedded model's distill leaves them out, and says how many
+    kept, skipped = learnable_tool_prompts(Settings(), [tool_prompt])
+    assert kept == [] and skipped == 1
+    smollm2.chat_template = TOOLS_TEMPLATE  # a template that renders tools: the row trains with them
+    assert renders_tools(smollm2)
+    rendered = apply_chat_template({"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]},
+                                   smollm2, tools=row["tools"])
+    assert "<tools>get_weather" in rendered["prompt"] and '<call>get_weather {"city": "Paris", "unit": "c"}' in rendered["chosen"]

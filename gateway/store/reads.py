@@ -33,6 +33,8 @@ class ScoredCandidate:
     won: bool
     finish_reason: str | None  # "stop": it ended on its own; "length": cut at max_tokens
     tokens: int | None  # of this candidate
+    tools: list[dict[str, Any]] | None = None  # the tools the request offered
+    message: dict[str, Any] | None = None  # the assistant message, where it holds more than text (tool calls)
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,13 @@ class ServedReply:
 
 
 def _candidate_rows(db: sqlite_utils.Database, columns: str, conditions: dict[str, Any], *,
-                    scored: bool = False) -> list[tuple]:
+                    scored: bool = False, held: bool = False) -> list[tuple]:
     """`columns` of requests `r` joined with their candidates `c` where every condition holds (each has
-    one `?`, or a tuple value one `?` per item; one whose value is None is left out), and only scored
-    candidates if `scored`; oldest request first, its candidates in generation order."""
+    one `?`, or a tuple value one `?` per item; one whose value is None is left out), only scored
+    candidates if `scored`, only those that held their request's contract if `held`; oldest request
+    first, its candidates in generation order."""
     kept = {condition: value for condition, value in conditions.items() if value is not None}
-    where = [*kept, *(["c.score IS NOT NULL"] if scored else [])]
+    where = [*kept, *(["c.score IS NOT NULL"] if scored else []), *(["c.violation IS NULL"] if held else [])]
     params = [item for value in kept.values() for item in (value if isinstance(value, tuple) else (value,))]
     sql = (f"SELECT {columns} FROM requests r JOIN candidates c ON c.request_id = r.id "
            f"WHERE {' AND '.join(where)} ORDER BY r.created_at, r.id, c.idx")
@@ -161,21 +164,23 @@ def scored_chat_candidates(db: sqlite_utils.Database, model: str, *, since: floa
                            until: float | None = None) -> list[ScoredCandidate]:
     """Scored candidates of `model`'s best-of-N chat requests created in [since, until), oldest first.
 
-    The one definition of what distillation learns from and measures against: `ok` chat requests
+    The one definition of what distillation learns from and measures against: `ok` chat (and Responses) requests
     of the training arms (the incumbent `base`, and `explore`: a promoted checkpoint's best-of-N)
     that generated more than one candidate. Left out: failed and degraded requests (no answer, or
     no scores), N=1 replies (no best-of-N happened; an N=1 reply logs won=1 and would pass for a
-    winner), and a rollout checkpoint's own served replies (arms candidate, shadow, promoted).
+    winner), a rollout checkpoint's own served replies (arms candidate, shadow, promoted), and candidates
+    that broke their request's contract (a tool call or structured output that does not validate).
     """
     rows = _candidate_rows(db, "r.id, r.messages, r.prompt, r.completion_tokens, c.idx, c.text, c.score, c.won, "
-                               "c.finish_reason, c.tokens", {
+                               "c.finish_reason, c.tokens, r.params, c.message", {
         "r.model = ?": model, "r.status = ?": RequestStatus.OK, "r.endpoint IN (?, ?)": ("chat", "responses"),
         f"r.arm IN ({', '.join('?' * len(TRAINING_ARMS))})": tuple(TRAINING_ARMS), "r.n_generated > ?": 1,
-        "r.created_at >= ?": since, "r.created_at < ?": until}, scored=True)
+        "r.created_at >= ?": since, "r.created_at < ?": until}, scored=True, held=True)
     return [ScoredCandidate(request_id=rid, messages=orjson.loads(messages), prompt=prompt, completion_tokens=tokens,
                             idx=idx, text=text, score=float(score), won=bool(won), finish_reason=finish,
-                            tokens=candidate_tokens)
-            for rid, messages, prompt, tokens, idx, text, score, won, finish, candidate_tokens in rows]
+                            tokens=candidate_tokens, tools=orjson.loads(params or "{}").get("tools") or None,
+                            message=orjson.loads(message) if message else None)
+            for rid, messages, prompt, tokens, idx, text, score, won, finish, candidate_tokens, params, message in rows]
 
 
 def arm_outcomes(db: sqlite_utils.Database, model: str, arms: Iterable[Arm], since: float) -> ArmOutcomes:
