@@ -1,12 +1,14 @@
 """The local backend on the real embedded SmolLM2-135M-Instruct (slow: loads the model)."""
 
 import asyncio
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import sqlite_utils
 from openai import OpenAI
@@ -253,3 +255,28 @@ def test_rollout_serves_a_trained_adapter_and_leaves_the_base_weights_alone(tmp_
         status = subprocess.run([sys.executable, "-m", "gateway", "rollout", "status", "--url", url],
                                 capture_output=True, text=True, timeout=60)
         assert "ckpt-1" in status.stdout and "10%" in status.stdout
+
+
+def test_the_api_agents_use_on_the_local_backend(served):
+    """Tools and logprobs are refused (the local backend would drop them); structured outputs are
+    verified by best-of-N; the Responses API answers; embeddings say they are not served here."""
+    url, client, db_path, _ = served
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    for fields in ({"logprobs": True}, {"tools": [tool]}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=8, **fields)
+        assert caught.value.body["param"] == next(iter(fields)) and caught.value.body["code"] == "unsupported_parameter"
+    reply = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": 'Answer with this JSON only: {"ok": true}'}],
+        response_format={"type": "json_object"}, max_tokens=16, extra_body={"best_of": 3})
+    tao = reply.model_extra["tao"]
+    held = [v is None for v in tao["violations"]]
+    assert len(held) == 3 and tao["degraded"] == (not any(held))
+    if any(held):  # the winner is one that parses
+        assert held[tao["winner"]] and isinstance(json.loads(reply.choices[0].message.content), dict)
+    response = client.responses.create(model="smollm2", input="Describe the moon in at most 12 words.",
+                                       instructions="Be brief.", max_output_tokens=16, extra_body={"best_of": 2})
+    assert response.output_text.strip() and response.model_extra["tao"]["best_of"] == 2
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.embeddings.create(model="smollm2", input="the moon")
+    assert caught.value.body["code"] == "embeddings_not_supported"
