@@ -30,7 +30,7 @@ from litellm.responses.streaming_iterator import build_synthetic_response_events
 from gateway.bestofn import Outcome
 from gateway.protocol import ResponsesRequest
 from gateway.request import ServeRequest
-from gateway.store import Conversation
+from gateway.store import Conversation, assistant_turn
 
 litellm.suppress_debug_info = True  # it prints a provider list for model names it does not know
 
@@ -119,8 +119,7 @@ def response_object(body: ResponsesRequest, req: ServeRequest, outcome: Outcome)
 def answer_message(outcome: Outcome) -> dict[str, Any]:
     """The assistant turn a later response continues from."""
     winner = outcome.choices[0]
-    message = winner.message or {"role": "assistant", "content": winner.text}
-    return {k: v for k, v in message.items() if v is not None or k == "content"}
+    return assistant_turn(winner.message or {"role": "assistant", "content": winner.text})
 
 
 async def events(body: ResponsesRequest, req: ServeRequest, outcome: Outcome) -> AsyncIterator[bytes]:

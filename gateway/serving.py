@@ -37,9 +37,9 @@ from gateway.protocol import (
     CompletionResponse,
     EmbeddingRequest,
     FeedbackRequest,
-    ResponsesRequest,
     ModelCard,
     ModelList,
+    ResponsesRequest,
 )
 from gateway.request import BEST_OF_HEADER, Endpoint, ServeRequest, resolve_best_of
 from gateway.responses import RecentConversations, answer_message, chat_fields, response_object
@@ -64,14 +64,14 @@ class ServingCompletions:
         self.auth = auth
 
     async def create_chat_completion(self, request: ChatCompletionRequest, raw_request: Request) -> Reply:
-        self._admit()
-        return await self._serve(self._bind(request, "chat", raw_request), raw_request)
+        self.admit()
+        return await self._serve(self.bind(request, "chat", raw_request), raw_request)
 
     async def create_completion(self, request: CompletionRequest, raw_request: Request) -> Reply:
-        self._admit()
-        return await self._serve(self._bind(request, "completion", raw_request), raw_request)
+        self.admit()
+        return await self._serve(self.bind(request, "completion", raw_request), raw_request)
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
         """Refuse new work while the log cannot keep up: every accepted request must be logged."""
         if not self.engine.store.accepting():
             self.engine.metrics.refused.labels("store_backlog").inc()
@@ -84,7 +84,7 @@ class ServingCompletions:
         outcome = await until_disconnected(self.engine.complete(req), raw_request)
         return sse.replay(req, outcome) if req.body.stream else response(req, outcome)
 
-    def _bind(self, body: ChatCompletionRequest | CompletionRequest, endpoint: Endpoint,
+    def bind(self, body: ChatCompletionRequest | CompletionRequest, endpoint: Endpoint,
               raw_request: Request) -> ServeRequest:
         """The model, the rollout arm (and a shadow, if sampled) and N of this request."""
         model = self.settings.model_by_name(body.model)
@@ -201,7 +201,7 @@ class ServingResponses:
         self.recent = RecentConversations()
 
     async def create_response(self, body: ResponsesRequest, raw_request: Request) -> dict[str, Any] | AsyncIterator[bytes]:
-        self.completions._admit()
+        self.completions.admit()
         caller = self.completions.auth.caller(raw_request)
         history = await self._history(body.previous_response_id, caller)
         try:
@@ -211,7 +211,7 @@ class ServingResponses:
                            param="input", code="invalid_input") from None
         chat = ChatCompletionRequest.model_validate({**fields, "model": body.model, "best_of": body.best_of,
                                                      **({"user": body.user} if body.user else {})})
-        req = replace(self.completions._bind(chat, "chat", raw_request), via_responses=True)
+        req = replace(self.completions.bind(chat, "chat", raw_request), via_responses=True)
         outcome = await until_disconnected(self.completions.engine.complete(req), raw_request)
         self.recent.remember(req.request_id, Conversation(caller, req.upstream.messages or [], answer_message(outcome)))
         return responses_events(body, req, outcome) if body.stream else response_object(body, req, outcome)

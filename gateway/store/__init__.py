@@ -33,6 +33,7 @@ from gateway.store.reads import (
     ShadowPair,
     Verdict,
     arm_outcomes,
+    assistant_turn,
     best_of_n_candidates,
     candidate_count_and_winner,
     feedback_verdicts,
@@ -75,7 +76,7 @@ from gateway.store.writer import StoreHealth
 __all__ = [
     "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "TRAINING_ARMS", "Arm", "ArmOutcomes", "Conversation", "BestOfNCandidate", "Checkpoint",
     "CheckpointStatus", "FeedbackKind", "Incumbent", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
-    "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes",
+    "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes", "assistant_turn",
     "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "copy_database", "ensure_schema", "exclusive",
     "distill_run_counts", "feedback_verdicts", "record_feedback", "get_checkpoint", "get_rollout", "last_distilled_until", "newest_published_adapter",
     "open_database", "promoted_incumbent", "prune",

@@ -129,6 +129,15 @@ def request_caller(db: sqlite_utils.Database, request_id: str) -> str | None:
     return row[0] if row else None
 
 
+def assistant_turn(message: dict[str, Any]) -> dict[str, Any]:
+    """An answer as a later request sends it back: its role, content and tool calls, nothing an upstream
+    added beside them (an empty `tool_calls` list, `reasoning_content`, `refusal: null`)."""
+    turn: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        turn["tool_calls"] = message["tool_calls"]
+    return turn
+
+
 @dataclass(frozen=True)
 class Conversation:
     """What a later response continues from (`previous_response_id`): the chat messages a request sent,
@@ -150,7 +159,7 @@ class Conversation:
         if not isinstance(turns, list):
             return None
         answer = orjson.loads(message) if message else {"role": "assistant", "content": text}
-        return cls(caller=caller or "", messages=turns, answer=answer)
+        return cls(caller=caller or "", messages=turns, answer=assistant_turn(answer))
 
 
 def request_conversation(db: sqlite_utils.Database, request_id: str) -> Conversation | None:
