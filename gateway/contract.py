@@ -26,7 +26,7 @@ from jsonschema.protocols import Validator
 from gateway.errors import APIError
 
 MAX_TOOL_CALLS = 128  # tool calls of one candidate that are checked; more breaks the contract
-MAX_CHECKED_BYTES = 256 * 1024  # arguments (all calls together) or JSON text checked per candidate
+MAX_CHECKED_BYTES = 64 * 1024  # arguments (all calls together) or JSON text checked per candidate
 
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}  # OpenAI's meaning of a missing `parameters`
 
