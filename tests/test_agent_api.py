@@ -359,3 +359,17 @@ def test_distill_learns_tool_calls_only_with_their_tools_and_never_a_broken_one(
     rendered = apply_chat_template({"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]},
                                    smollm2, tools=row["tools"])
     assert "<tools>get_weather" in rendered["prompt"] and '<call>get_weather {"city": "Paris", "unit": "c"}' in rendered["chosen"]
+
+
+def test_adaptive_n_spends_the_rest_of_the_budget_when_no_first_candidate_holds(gateway, fake):
+    upstream, _ = fake
+    upstream.config.messages = [BROKEN, WRONG_TYPE, VALID, VALID]
+    with gateway(adaptive={"first": 2, "spread": 0.5}) as gw:  # equal scores: without the contract, 2 would do
+        reply = gw.client.chat.completions.create(model="mock", messages=PROMPT, tools=[WEATHER],
+                                                  extra_body={"best_of": 4})
+        tao = reply.model_extra["tao"]
+        assert len(tao["scores"]) == 4 and tao["winner"] == 2 and not tao["degraded"]
+        upstream.config.messages = [VALID, BROKEN]
+        reply = gw.client.chat.completions.create(model="mock", messages=PROMPT, tools=[WEATHER],
+                                                  extra_body={"best_of": 4})
+        assert len(reply.model_extra["tao"]["scores"]) == 2  # one held, and the scores agree: no second batch

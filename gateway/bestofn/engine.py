@@ -78,11 +78,16 @@ class Engine:
                        ranking=returned, model_version=req.model_version, arm=req.arm, degraded=reason is not None,
                        degraded_reason=reason, violations=pool.violations if req.contract is not None else None)
 
-    async def _check(self, req: ServeRequest, pool: CandidatePool) -> None:
+    @staticmethod
+    async def _check(req: ServeRequest, pool: CandidatePool) -> None:
         """Check the candidates against the request's contract, off the loop (bounded per candidate)."""
+        if req.contract is not None and pool.candidates:
+            await asyncio.to_thread(pool.check, req.contract)
+
+    def _count_contract(self, req: ServeRequest, pool: CandidatePool) -> None:
+        """Count the candidates that broke the contract, and the reply where none held."""
         if req.contract is None:
             return
-        await asyncio.to_thread(pool.check, req.contract)
         broken = sum(not held for held in pool.held)
         if broken:
             self.metrics.contract_violations.labels(req.model.name).inc(broken)
@@ -102,17 +107,22 @@ class Engine:
         except UpstreamError as exc:
             self.record(req, failure=Failure(exc.status, str(exc)))
             raise from_upstream(exc) from exc
+        await self._check(req, pool)
         if len(pool.candidates) > 1:
             await self.scoring.score(req, pool)
-        if first < req.best_of and pool.degraded_reason is None and adaptive.uncertain(pool.scores):
+        # Under adaptive N the rest of the budget is spent where the scores disagree, or where no
+        # candidate of the first batch held the request's contract.
+        if first < req.best_of and pool.degraded_reason is None and (adaptive.uncertain(pool.scores)
+                                                                      or not any(pool.held)):
             try:
                 more = await self._generate(req, req.best_of - first)
             except UpstreamError as exc:  # the first batch still stands
                 more = CandidatePool(candidates=[], prompt_tokens=0, upstream_calls=0, upstream_ms=0.0,
                                      failures=[str(exc)])
+            await self._check(req, more)
             pool.extend(more)
             await self.scoring.score(req, pool)
-        await self._check(req, pool)
+        self._count_contract(req, pool)
         return pool
 
     async def _generate(self, req: ServeRequest, n: int) -> CandidatePool:
@@ -138,6 +148,7 @@ class Engine:
             await self.scoring.score(req, pool)
             if streamed:  # checked only now that the whole answer is here
                 await self._check(req, pool)
+                self._count_contract(req, pool)
             tao = self._tao(req, pool, tao.ranking)
         self.record(req, pool=pool, tao=tao, failure=failure)
 

@@ -36,7 +36,7 @@ class CandidatePool:
         """Add a later batch of the same prompt (the prompt was counted with the first)."""
         self.candidates += more.candidates
         self.scores += more.scores
-        self.violations += more.violations
+        self.violations = self.violations + (more.violations or [None] * len(more.candidates))
         self.upstream_calls += more.upstream_calls
         self.upstream_ms += more.upstream_ms
         self.failures += more.failures
