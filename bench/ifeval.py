@@ -194,8 +194,9 @@ class Answers:
             f.write(json.dumps({"key": key, "answers": answers}, ensure_ascii=False) + "\n")
 
 
-async def sample_arm(samples: list[Sample], answers: Answers, args: argparse.Namespace, adapter: Path | None) -> None:
-    """`--best-of` answers per prompt not yet in `answers`, from the base weights or the adapter."""
+async def sample_arm(samples: list[Sample], answers: Answers, args: argparse.Namespace, adapter: Path | None,
+                     per_prompt: int) -> None:
+    """`per_prompt` answers per prompt not yet in `answers`, from the base weights or the adapter."""
     todo = [s for s in samples if s.key not in answers.by_key]
     if not todo:
         return
@@ -206,10 +207,10 @@ async def sample_arm(samples: list[Sample], answers: Answers, args: argparse.Nam
         prompts = [LoggedPrompt(key=str(s.key), messages=[{"role": "user", "content": s.prompt}], prompt_text=s.prompt)
                    for s in todo]
         by_key = {str(s.key): s for s in todo}
-        with tqdm(total=len(todo), desc=f"{'distilled' if adapter else 'base'}: {args.best_of} answers per prompt",
+        with tqdm(total=len(todo), desc=f"{'distilled' if adapter else 'base'}: {per_prompt} answers per prompt",
                   unit="prompt") as progress:
-            for i, chunk in enumerate(sampler.chunks(prompts, args.best_of)):
-                got = await sampler.answers(chunk, args.best_of, args.seed * 1000 + i, ADAPTER if adapter else None)
+            for i, chunk in enumerate(sampler.chunks(prompts, per_prompt)):
+                got = await sampler.answers(chunk, per_prompt, args.seed * 1000 + i, ADAPTER if adapter else None)
                 for prompt, texts in zip(chunk, got):
                     answers.add(by_key[prompt.key].key, [a.text for a in texts])
                 progress.update(len(chunk))
@@ -239,6 +240,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256, help="the longest answer, in tokens")
     parser.add_argument("--seed", type=int, default=0, help="the subset's and the sampling's seed")
     parser.add_argument("--adapter", type=Path, help="a distilled adapter directory: adds the distilled arm")
+    parser.add_argument("--adapter-samples", type=int, default=4,
+                        help="answers per prompt from the adapter (its N=1 is their mean, as base's)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the intervals")
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/ifeval"),
                         help="where answers and the results are kept (a rerun resumes from them)")
@@ -255,15 +258,15 @@ def main() -> None:
     run.mkdir(parents=True, exist_ok=True)
 
     base = Answers(run / "base.jsonl")
-    asyncio.run(sample_arm(samples, base, args, None))
+    asyncio.run(sample_arm(samples, base, args, None, args.best_of))
     chosen = asyncio.run(picks(samples, base))
     verdicts = [[judge(s, text) for text in base.by_key[s.key]] for s in tqdm(samples, desc="IFEval judges", unit="prompt")]
     arms = {"base": arm_values(verdicts),
             f"best-of-{args.best_of}": arm_values([[v[c]] for v, c in zip(verdicts, chosen)]),
             "oracle": arm_values([[max(v, key=lambda x: (x["prompt_strict"], sum(x["strict"])))] for v in verdicts])}
     if args.adapter:
-        distilled = Answers(run / f"distilled-{args.adapter.resolve().parent.name}.jsonl")
-        asyncio.run(sample_arm(samples, distilled, args, args.adapter))
+        distilled = Answers(run / f"distilled-{args.adapter.resolve().parent.name}-{args.adapter_samples}.jsonl")
+        asyncio.run(sample_arm(samples, distilled, args, args.adapter, args.adapter_samples))
         arms["distilled"] = arm_values([[judge(s, t) for t in distilled.by_key[s.key]] for s in samples])
     results = bootstrap(arms, args.resamples, args.seed)
 

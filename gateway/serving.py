@@ -202,6 +202,10 @@ class ServingResponses:
 
     async def create_response(self, body: ResponsesRequest, raw_request: Request) -> dict[str, Any] | AsyncIterator[bytes]:
         self.completions.admit()
+        for i, tool in enumerate(body.tools or []):  # hosted tools (web search, files, computer) run nowhere here
+            if tool.get("type") != "function":
+                raise APIError(400, f"tools[{i}]: only function tools are served, not {tool.get('type')!r}",
+                               param=f"tools[{i}].type", code="unsupported_tool")
         caller = self.completions.auth.caller(raw_request)
         history = await self._history(body.previous_response_id, caller)
         try:

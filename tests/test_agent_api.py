@@ -290,6 +290,9 @@ def test_responses_bad_input_gets_400_naming_the_field(gateway):
             a.responses.create(model="mock", input="Hi", tools=[{"type": "function", "name": "f",
                                                                  "parameters": {"type": "objekt"}}])
         assert caught.value.body["param"] == "tools[0].function.parameters"
+        with pytest.raises(openai.BadRequestError) as caught:
+            a.responses.create(model="mock", input="Hi", tools=[{"type": "web_search"}])
+        assert caught.value.body["param"] == "tools[0].type"
         assert a.responses.create(model="mock", input="Go on.", previous_response_id=mine.id).output_text
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import openai
@@ -23,6 +24,7 @@ from gateway.config import ModelConfig, RolloutConfig, Settings, StoreConfig
 from gateway.embedded import embedded_model_dir
 from gateway.store import Checkpoint, CheckpointStatus, connection, register_checkpoint
 from tao.vllm_server import VLLM_PYTHON_ENV, VllmServer, VllmUnavailable, vllm_python
+from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import free_port, running
 from tests.waiting import wait_until
 
@@ -77,7 +79,7 @@ def adapter(tmp_path_factory) -> Path:
 
 
 @contextmanager
-def gateway(vllm: VllmServer | list[VllmServer], db: Path, **rollout) -> Iterator[tuple[str, openai.OpenAI]]:
+def gateway(vllm: VllmServer | list[VllmServer | SimpleNamespace], db: Path, **rollout) -> Iterator[tuple[str, openai.OpenAI]]:
     servers = vllm if isinstance(vllm, list) else [vllm]
     model = ModelConfig(name="smollm2", backend="litellm", model="hosted_vllm/smollm2",
                         api_base=[f"{server.url}/v1" for server in servers], api_key="none", best_of=4, max_best_of=8,
@@ -258,21 +260,22 @@ def test_the_vllm_scorer_reads_a_reward_model_from_vllms_pooling_runner(tmp_path
 
 def test_two_replicas_one_killed_under_best_of_8_traffic_fails_no_request_and_comes_back_with_the_adapter(
         vllm, adapter, tmp_path: Path):
-    """A second vLLM beside the module's; the rollout's adapter on both. The module's server is killed
+    """The module's vLLM and a second replica; the rollout's adapter on both. The vLLM is killed
     (SIGKILL) under best-of-8 traffic: every request is answered by the other. Restarted, it is probed
-    back in with the adapter loaded again (vLLM keeps none across a restart) and takes traffic."""
-    second = VllmServer(embedded_model_dir(), free_port(), served_name="smollm2", max_lora_rank=16,
-                        log_path=tmp_path / "vllm-2.log", extra_args=TEST_SERVER_ARGS)
-    second.start()
-    try:
-        second.wait_ready(timeout_s=600)
+    back in with the adapter loaded again (vLLM keeps none across a restart) and takes traffic.
+
+    The second replica is the fake upstream, which loads adapters as vLLM's API does: what is real
+    here is vLLM dying and coming back without its adapters; a second vLLM would only add 40 s of
+    start-up to the suite (tests/test_replicas.py covers the routing itself)."""
+    fake = FakeUpstream(FakeConfig(texts=["An answer from the other replica."]))
+    with running(fake) as second_url:
         db = tmp_path / "tao.db"
-        with gateway([vllm, second], db) as (url, client):
+        with gateway([vllm, SimpleNamespace(url=second_url)], db) as (url, client):
             register(db, adapter)
             started = httpx.post(f"{url}/admin/rollout/smollm2/start", timeout=300,
                                  json={"checkpoint": CHECKPOINT, "best_of": 1, "canary": 10})
             assert started.status_code == 200, started.text
-            assert loaded_adapters(vllm) == loaded_adapters(second) == {CHECKPOINT}  # on every replica
+            assert loaded_adapters(vllm) == {CHECKPOINT} == set(fake.adapters)  # on every replica
 
             served, errors, stop = [], [], threading.Event()
 
@@ -309,5 +312,3 @@ def test_two_replicas_one_killed_under_best_of_8_traffic_fails_no_request_and_co
                 client.chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=8, extra_body={"best_of": 2})
             health = httpx.get(url + "/healthz").json()
             assert health["replicas"]["smollm2"][0]["calls"] > calls and health["status"] == "ok"
-    finally:
-        second.stop()
