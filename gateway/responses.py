@@ -21,7 +21,7 @@ from typing import Any
 
 import litellm
 import orjson
-from litellm.responses.litellm_completion_transformation.transformation import TOOL_CALLS_CACHE
+from litellm.responses.litellm_completion_transformation import transformation as bridge_module
 from litellm.responses.litellm_completion_transformation.transformation import (
     LiteLLMCompletionResponsesConfig as Bridge,
 )
@@ -91,11 +91,14 @@ def _converted(body: ResponsesRequest, req: ServeRequest, outcome: Outcome) -> A
     options = body.model_dump(exclude_none=True, exclude={"model", "input", "stream", "best_of"})
     converted = Bridge.transform_chat_completion_response_to_responses_api_response(
         request_input=body.input, responses_api_request=options, chat_completion_response=chat)
+    # LiteLLM remembers every converted tool call process-wide (an internal cache), and puts it back in
+    # front of a later function_call_output with the same call id: from any caller, and twice where the
+    # conversation is ours already (previous_response_id). A gateway serves many callers; it must not.
+    # (A LiteLLM without that cache has nothing to forget; the previous_response_id test would show a change.)
+    remembered = getattr(bridge_module, "TOOL_CALLS_CACHE", None)
     for call in chat["choices"][0]["message"].get("tool_calls") or []:
-        # LiteLLM remembers every converted tool call process-wide, and puts it back in front of a later
-        # function_call_output with the same call id: from any caller, and twice where the conversation
-        # is ours already (previous_response_id). A gateway serves many callers; it must not.
-        TOOL_CALLS_CACHE.delete_cache(call.get("id") or "")
+        if remembered is not None:
+            remembered.delete_cache(call.get("id") or "")
     return converted
 
 
