@@ -23,7 +23,7 @@ class CandidatePool:
     scores: list[float | None] = field(default_factory=list)  # all floats, or all None (unscored)
     scoring_ms: float = 0.0
     degraded_reason: str | None = None  # why the scores are missing, when the scorer failed
-    violations: list[str | None] = field(default_factory=list)  # how each candidate broke the request's contract
+    violations: list[str | None] = field(default_factory=list)  # per candidate: how it broke the request's contract
 
     @classmethod
     def of(cls, generation: Generation, upstream_ms: float) -> CandidatePool:
@@ -36,7 +36,7 @@ class CandidatePool:
         """Add a later batch of the same prompt (the prompt was counted with the first)."""
         self.candidates += more.candidates
         self.scores += more.scores
-        self.violations = self.violations + (more.violations or [None] * len(more.candidates))
+        self.violations += more.violations
         self.upstream_calls += more.upstream_calls
         self.upstream_ms += more.upstream_ms
         self.failures += more.failures
@@ -49,7 +49,7 @@ class CandidatePool:
     @property
     def held(self) -> list[bool]:
         """Per candidate: did it hold the request's contract (True where there is none)?"""
-        return [v is None for v in self.violations] if self.violations else [True] * len(self.candidates)
+        return [v is None for v in self.violations]
 
     @property
     def contract_failure(self) -> str | None:

@@ -55,7 +55,7 @@ class Recorder:
                  "message": _message_beyond_text(c),
                  "finish_reason": c.finish_reason, "tokens": c.completion_tokens, "score": tao.scores[i],
                  "won": int(i == tao.winner and not failure), "returned_rank": returned.get(i),
-                 "violation": pool.violations[i] if pool.violations else None}
+                 "violation": pool.violations[i]}
                 for i, c in enumerate(pool.candidates)
             ]
         row["error"] = error
