@@ -87,10 +87,7 @@ class ServingCompletions:
     def bind(self, body: ChatCompletionRequest | CompletionRequest, endpoint: Endpoint,
               raw_request: Request) -> ServeRequest:
         """The model, the rollout arm (and a shadow, if sampled) and N of this request."""
-        model = self.settings.model_by_name(body.model)
-        if model is None:
-            raise APIError(404, f"model {body.model!r} does not exist; see GET /v1/models",
-                           type="not_found_error", param="model", code="model_not_found")
+        model = served_model(self.settings, body.model)
         request_id = f"tao-{uuid.uuid4().hex}"
         caller = self.auth.caller(raw_request)
         # A user stays on one arm: the split hashes the `user` field, else the API key.
@@ -127,6 +124,15 @@ class ServingCompletions:
         except UpstreamError as exc:
             raise from_upstream(exc) from exc
         return sse.stream_through(req, reply, first, deltas)
+
+
+def served_model(settings: Settings, name: str) -> ModelConfig:
+    """The configured model a request names, or the 404 every endpoint answers for an unknown one."""
+    model = settings.model_by_name(name)
+    if model is None:
+        raise APIError(404, f"model {name!r} does not exist; see GET /v1/models",
+                       type="not_found_error", param="model", code="model_not_found")
+    return model
 
 
 # What the local backend cannot do, refused up front rather than silently ignored. (`response_format` is
@@ -243,10 +249,7 @@ class ServingEmbeddings:
         self.metrics = metrics
 
     async def create_embedding(self, request: EmbeddingRequest) -> dict[str, Any]:
-        model = self.settings.model_by_name(request.model)
-        if model is None:
-            raise APIError(404, f"model {request.model!r} does not exist; see GET /v1/models",
-                           type="not_found_error", param="model", code="model_not_found")
+        model = served_model(self.settings, request.model)
         started = time.perf_counter()
         status = 200
         try:
