@@ -5,7 +5,7 @@
 1. Training traffic: single-turn prompts from the four corpora in `tests/data` (written by people
    for the instruction detector's tests; none is an IFEval prompt, checked here), `--train-prompts`
    of them (seeded), sent through the gateway at best-of-`--best-of` with the default scorer.
-2. Distill on that log with the job's recipe, except `--rounds` and `--round-best-of` (the job's
+2. Distill on that log with the job's recipe, except `--rounds`, `--round-best-of` and the DPO pairing (the job's
    6 rounds of 8 do not fit a CPU session). The gate's verdict is printed, not enforced: the
    checkpoint is always kept so that IFEval can judge it.
 3. `bench.ifeval` on `--eval-prompts` IFEval prompts with `--adapter`: base, the gateway's best-of-N
@@ -24,10 +24,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 from distill.job import run_distill
 from gateway.app import create_app
-from gateway.config import DistillConfig, RoundSettings, Settings, StoreConfig, default_models, with_updates
+from gateway.config import (DistillConfig, DpoPairing, DPOSettings, RoundSettings, Settings, StoreConfig, default_models,
+                            with_updates)
 from tao.console import print_outcome
 from tao.demo.workload import send_workload
 from tao.server_thread import serve_in_thread
@@ -59,23 +61,29 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256, help="the longest answer, traffic and evaluation")
     parser.add_argument("--rounds", type=int, default=2, help="distill's iterated rounds")
     parser.add_argument("--round-best-of", type=int, default=4, help="samples per training prompt in a round")
+    parser.add_argument("--dpo-pairing", choices=get_args(DpoPairing), default=DPOSettings().pairing,
+                        help="how DPO pairs a prompt's samples (distill.dpo.pairing)")
+    parser.add_argument("--pairs-per-prompt", type=int, default=DPOSettings().max_pairs_per_prompt,
+                        help="DPO pairs per prompt at most (distill.dpo.max_pairs_per_prompt)")
     parser.add_argument("--eval-prompts", type=int, default=150, help="IFEval prompts judged (0: all 541)")
     parser.add_argument("--seed", type=int, default=0, help="the training prompts', the traffic's and training's seed")
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/ifeval-bake"),
-                        help="the traffic's log and the checkpoints (a rerun reuses the log)")
+                        help="the traffic's log (a rerun reuses it) and each recipe's checkpoints")
     parser.add_argument("--ifeval-workdir", type=Path, default=Path("bench/results/ifeval"),
                         help="bench.ifeval's answers (the base arm's are reused across runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     run = args.workdir / f"train{args.train_prompts}-n{args.best_of}-t{args.max_tokens}-s{args.seed}"
+    recipe = f"r{args.rounds}x{args.round_best_of}-{args.dpo_pairing}{args.pairs_per_prompt}"
     run.mkdir(parents=True, exist_ok=True)
     ifeval_prompts = {json.loads(line)["prompt"] for line in args.data.read_text().splitlines() if line.strip()}
     settings = Settings(
         models=[with_updates(m, max_tokens=args.max_tokens, best_of=args.best_of) for m in default_models()],
         store=StoreConfig(path=run / "tao.db"),
         distill=DistillConfig(rounds=args.rounds, round=RoundSettings(best_of=args.round_best_of), seed=args.seed,
-                              checkpoints_dir=run / "checkpoints", gate_margin=-2.0),
+                              dpo=DPOSettings(pairing=args.dpo_pairing, max_pairs_per_prompt=args.pairs_per_prompt),
+                              checkpoints_dir=run / "recipes" / recipe, gate_margin=-2.0),
     )
     started = time.time()
     if not (run / "tao.db").exists():
@@ -90,7 +98,7 @@ def main() -> None:
     if outcome.path is None:
         raise SystemExit(outcome.message)
     distill_s = time.time() - started - traffic_s
-    print(f"traffic {traffic_s:.0f} s, distill {distill_s:.0f} s; adapter {outcome.path}")
+    print(f"recipe {recipe}: traffic {traffic_s:.0f} s, distill {distill_s:.0f} s; adapter {outcome.path}")
     subprocess.run([sys.executable, "-m", "bench.ifeval", "--data", str(args.data), "--prompts", str(args.eval_prompts),
                     "--best-of", str(args.best_of), "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
                     "--adapter", str(outcome.path), "--workdir", str(args.ifeval_workdir)], check=True)

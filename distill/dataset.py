@@ -258,20 +258,47 @@ def dpo_rows(prompts: Iterable[LoggedPrompt], config: DistillConfig) -> list[dic
     on_policy = config.round.rejected == "policy"
     rows = []
     for p in prompts:
-        chosen = p.targets(1, prefer_policy=on_policy)
-        if len(p.candidates) < 2 or not chosen:
+        if len(p.candidates) < 2:
             continue
-        best = chosen[0]
         own = [c for c in p.candidates if c.policy]
         rejectable = own if on_policy and own else p.candidates
-        below: dict[str, ScoredText] = {}
-        for c in sorted(rejectable, key=lambda c: c.score):
-            if best.score - c.score >= config.dpo.min_gap and c.said != best.said:
-                below.setdefault(c.said, c)
-        for worse in _pick_rejected(best, list(below.values()), config)[:config.dpo.max_pairs_per_prompt]:
-            rows.append(_with_tools({"prompt": p.messages, "chosen": best.as_turn(), "rejected": worse.as_turn(),
-                                     "score_chosen": best.score, "score_rejected": worse.score}, p))
+        pairs = (_quantile_pairs(p, rejectable, on_policy, config) if config.dpo.pairing == "quantile"
+                 else _best_pairs(p, rejectable, on_policy, config))
+        for chosen, rejected in pairs[:config.dpo.max_pairs_per_prompt]:
+            rows.append(_with_tools({"prompt": p.messages, "chosen": chosen.as_turn(), "rejected": rejected.as_turn(),
+                                     "score_chosen": chosen.score, "score_rejected": rejected.score}, p))
     return rows
+
+
+def _distinct_below(best: ScoredText, rejectable: list[ScoredText], config: DistillConfig) -> list[ScoredText]:
+    """Distinct texts at least `dpo.min_gap` below `best`, lowest first."""
+    below: dict[str, ScoredText] = {}
+    for c in sorted(rejectable, key=lambda c: c.score):
+        if best.score - c.score >= config.dpo.min_gap and c.said != best.said:
+            below.setdefault(c.said, c)
+    return list(below.values())
+
+
+def _best_pairs(p: LoggedPrompt, rejectable: list[ScoredText], on_policy: bool,
+                config: DistillConfig) -> list[tuple[ScoredText, ScoredText]]:
+    """The best ended candidate over the texts `dpo.pairing` picks below it."""
+    chosen = p.targets(1, prefer_policy=on_policy)
+    if not chosen:
+        return []
+    return [(chosen[0], worse) for worse in _pick_rejected(chosen[0], _distinct_below(chosen[0], rejectable, config),
+                                                           config)]
+
+
+def _quantile_pairs(p: LoggedPrompt, rejectable: list[ScoredText], on_policy: bool,
+                    config: DistillConfig) -> list[tuple[ScoredText, ScoredText]]:
+    """Group-relative pairs over every sample: the i-th best ended text of the upper half over the
+    i-th lowest of the rest, while they are `dpo.min_gap` apart. Best-over-lowest pairs use two or
+    three of a prompt's eight samples; these use all of them, and the second-best answer teaches as
+    well as the best where both beat the group."""
+    tops = p.targets(max(len(p.candidates) // 2, 1), prefer_policy=on_policy)
+    taken = {c.said for c in tops}
+    bottoms = [c for c in _distinct_below(tops[0], rejectable, config) if c.said not in taken] if tops else []
+    return [(top, low) for top, low in zip(tops, bottoms) if top.score - low.score >= config.dpo.min_gap]
 
 
 def _pick_rejected(best: ScoredText, below: list[ScoredText], config: DistillConfig) -> list[ScoredText]:

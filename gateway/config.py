@@ -22,7 +22,7 @@ EMBEDDED_MODEL = "embedded:smollm2"
 EMBEDDED_NAME = "smollm2"  # the public name the embedded model is served (and distilled) under
 DistillStage = Literal["dpo", "grpo", "sft"]  # one training function each in distill/train.py
 DistillMethod = Literal["dpo", "grpo", "sft", "sft+dpo"]  # a stage, or stages run in turn on one adapter
-DpoPairing = Literal["lowest", "length_balanced", "spread"]  # which rejected texts DPO pairs with the best one
+DpoPairing = Literal["lowest", "length_balanced", "spread", "quantile"]  # how DPO pairs a prompt's samples
 RoundRejected = Literal["pooled", "policy"]  # which candidates an iterated round's DPO pairs may reject
 WeightDtype = Literal["auto", "float32", "bfloat16"]  # the local backend's weights; auto: gateway.hardware decides
 
@@ -347,7 +347,8 @@ class DPOSettings(BaseModel):
     pairing: DpoPairing = Field(
         "lowest", description="Which rejected texts pair with the best one: the lowest scores, or shorter and longer "
         "ones alternately (length_balanced), so pairs do not teach length alone; or the lowest and the nearest below "
-        "the gap alternately (spread), so a near miss points at the one instruction it missed.")
+        "the gap alternately (spread), so a near miss points at the one instruction it missed; or group-relative pairs "
+        "over every sample (quantile): the i-th best of the upper half over the i-th lowest.")
     beta: float = Field(0.1, gt=0, description="TRL DPOConfig.beta.")
     loss: list[str] = Field(["sigmoid", "sft"], description="TRL DPOConfig.loss_type; the default adds the "
                             "chosen text's NLL to the preference loss (RPO / BoNBoN style); ['sigmoid']: plain DPO.")

@@ -260,6 +260,21 @@ def test_length_balanced_and_spread_pairings_order_the_rejected_texts():
     assert [r["score_rejected"] for r in spread] == [0.1, 0.4, 0.2]  # the lowest, the nearest, the next lowest
 
 
+
+def test_quantile_pairing_pairs_every_sample_of_the_group_rank_by_rank():
+    from distill.dataset import LoggedPrompt, ScoredText, dpo_rows
+
+    scores = [0.9, 0.8, 0.75, 0.7, 0.4, 0.3, 0.72, 0.1]
+    candidates = [ScoredText(text=f"answer {i}.", score=s, won=i == 0, finish_reason="stop", request_id="r", index=i)
+                  for i, s in enumerate(scores)]
+    prompt = LoggedPrompt(key="k", messages=[{"role": "user", "content": "q"}], prompt_text="q",
+                          candidates=candidates, request_ids=["r"])
+    rows = dpo_rows([prompt], DistillConfig(dpo={"max_pairs_per_prompt": 8, "pairing": "quantile", "min_gap": 0.1}))
+    pairs = [(r["score_chosen"], r["score_rejected"]) for r in rows]
+    assert pairs == [(0.9, 0.1), (0.8, 0.3), (0.75, 0.4)]  # 0.72 over 0.7 is under the gap: not a pair
+    capped = dpo_rows([prompt], DistillConfig(dpo={"max_pairs_per_prompt": 2, "pairing": "quantile"}))
+    assert [r["score_chosen"] for r in capped] == [0.9, 0.8]
+
 def test_on_policy_rounds_reject_only_the_adapters_own_samples_and_prefer_them_on_ties():
     from distill.dataset import LoggedPrompt, ScoredText, dpo_rows, with_samples
     from distill.sampling import Answer
