@@ -252,6 +252,10 @@ class StoreConfig(BaseModel):
                                        "back to this once no reader holds it.")
     busy_timeout_s: float = Field(10.0, gt=0, description="How long one write waits for another process's lock "
                                   "before it counts as failed (and is retried).")
+    journal: bool = Field(True, description="Append each record to <path>.journal/ (one write, no fsync) before its "
+                          "reply is sent, so a process killed outright (SIGKILL, the OOM killer) loses nothing it "
+                          "acknowledged: the next start replays it. Off: records not yet committed die with the "
+                          "process.")
 
 
 class AuthConfig(BaseModel):

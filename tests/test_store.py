@@ -169,3 +169,53 @@ def test_the_writer_applies_retention_days(tmp_path: Path):
         wait_until(lambda: db["requests"].count == 1, "retention was not applied", timeout_s=10)
         assert [r["id"] for r in db["requests"].rows] == ["r1"] and db["candidates"].count == 2
     keeping.close()
+
+
+
+def scored(rid: str, score: float | None) -> RequestLog:
+    return RequestLog(request={"id": rid, "created_at": time.time(), "model": "m", "status": "ok", "best_of": 1},
+                      candidates=[{"request_id": rid, "idx": 0, "text": "an answer", "score": score, "won": 1}])
+
+
+def test_a_killed_process_journal_is_replayed_last_version_kept_and_a_live_one_is_left_alone(tmp_path: Path):
+    """A process killed before its writer committed anything: its journal is all that is left (its
+    files stay; the kernel releases its lock). The next Store on the database replays it, keeping
+    the last version of a record journalled twice (sent unscored, then scored), and never touches
+    the journal of a process still running."""
+    db = tmp_path / "tao.db"
+    dead = Store(db)
+    dead.writer.journal.open()  # its writer thread never runs: nothing is committed
+    dead.journal_only(scored("r1", None))
+    dead.log(scored("r1", 0.75))
+    dead.log(scored("r2", 0.5))
+    dead.writer.journal.close(keep=True)
+
+    live = Store(db, flush_interval_s=0.01)
+    live.start()
+    survivor = Store(db, flush_interval_s=0.01)
+    survivor.start()
+    wait_until(lambda: ids(db) == {"r1", "r2"}, "the dead process's journal was not replayed")
+    with survivor.connection() as conn:
+        assert conn.execute("select score from candidates where request_id = 'r1'").fetchone()[0] == 0.75
+    journal = db.with_name(db.name + ".journal")
+    owners = {p.name.split(".")[0] for p in journal.iterdir()}
+    assert dead.writer.journal.owner not in owners and live.writer.journal.owner in owners
+    live.close()
+    survivor.close()
+    assert not list(journal.iterdir())
+
+
+def test_the_journal_is_truncated_once_its_records_are_committed(tmp_path: Path):
+    db = tmp_path / "tao.db"
+    store = Store(db, flush_interval_s=0.01)
+    store.start()
+    for i in range(50):
+        store.log(record(i))
+    wait_until(lambda: store.queue_depth() == 0, "the records were not written")
+    [segment] = db.with_name(db.name + ".journal").glob("*.jsonl")
+    wait_until(lambda: segment.stat().st_size == 0, "the journal kept committed records")
+    store.close()
+
+
+def ids(db: Path) -> set[str]:
+    return {row["id"] for row in sqlite_utils.Database(db)["requests"].rows}

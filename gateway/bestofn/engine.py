@@ -65,6 +65,7 @@ class Engine:
         returned = await self.scoring.select(req, pool)
         tao = self._tao(req, pool, returned)
         if len(pool.candidates) == 1:  # nothing to choose between: score after replying
+            self.recorder.provisional(req, pool, tao)
             self._in_background(self._score_then_record(req, pool, tao))
         else:
             self.record(req, pool=pool, tao=tao)
@@ -190,6 +191,7 @@ class Engine:
             pool = reply.pool(req.endpoint, (time.perf_counter() - started) * 1000)
             if failure is None and not pool.candidates[0].text and reply.finish_reason is None:
                 failure = Failure(502, "upstream stream ended without content")
+            self.recorder.provisional(req, pool, reply.tao, failure)
             self._in_background(self._score_then_record(req, pool, reply.tao, failure, streamed=True))
             if failure is None:
                 self.start_shadow(req)

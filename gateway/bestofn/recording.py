@@ -34,6 +34,15 @@ class Recorder:
         if req.model.log_requests:
             self.store.log(self._request_log(req, pool, tao, failure, http_status, latency_s))
 
+    def provisional(self, req: ServeRequest, pool: CandidatePool, tao: TaoInfo,
+                    failure: Failure | None = None) -> None:
+        """Journal a reply as it was sent, before it is scored and recorded in the background (N=1): a
+        process killed in between still leaves the request in the log, unscored. Counts nothing."""
+        if req.model.log_requests:
+            http_status = failure.status if failure else 200
+            self.store.journal_only(self._request_log(req, pool, tao, failure, http_status,
+                                                      time.perf_counter() - req.started))
+
     def _request_log(self, req: ServeRequest, pool: CandidatePool | None, tao: TaoInfo | None,
                      failure: Failure | None, http_status: int, latency_s: float) -> RequestLog:
         status = (RequestStatus.ERROR if failure else RequestStatus.DEGRADED if tao and tao.degraded

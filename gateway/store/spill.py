@@ -53,7 +53,7 @@ class SpillFile:
             self.path.rename(importing)
         if not importing.exists():
             return
-        records, bad = _read(importing)
+        records, bad = read_records(importing)
         if bad:
             rejected = importing.with_name(self.path.name + ".bad")
             with rejected.open("a") as f:
@@ -70,7 +70,7 @@ class SpillFile:
         log.info("store: imported %d records a previous run spilled to %s", len(records), self.path)
 
 
-def _read(path: Path) -> tuple[list[RequestLog], list[str]]:
+def read_records(path: Path) -> tuple[list[RequestLog], list[str]]:
     """The records of a spill file, and the lines that are not records (a write cut by a crash)."""
     records, bad = [], []
     for line in _lines(path):

@@ -49,7 +49,8 @@ class Store:
         return connection(self.path)
 
     def start(self) -> None:
-        """Start the writer; it first imports records a previous run spilled."""
+        """Start the writer; it first takes in what earlier runs left (killed processes' journals, the
+        spill file)."""
         self.writer.start()
 
     def close(self) -> None:
@@ -57,7 +58,12 @@ class Store:
         self.writer.close()
 
     def log(self, record: RequestLog) -> None:
+        """Journal the record and queue it for the database: call before answering the request."""
         self.writer.log(record)
+
+    def journal_only(self, record: RequestLog) -> None:
+        """Journal a first version of a record whose final one is logged later (see `LogWriter`)."""
+        self.writer.journal_only(record)
 
     def accepting(self) -> bool:
         """False while the queue is at its bound: the gateway answers 503 instead of taking more work."""

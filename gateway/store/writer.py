@@ -10,6 +10,9 @@ At shutdown the writer gets `shutdown_timeout_s` to commit what is queued. Whate
 uncommitted then, whatever the cause, goes to the spill file (`spill.py`), and the log line says how
 many records went where. The next `start()` imports the spill file before anything else, so no record
 needs a person to recover it.
+
+A process killed outright runs no shutdown: for that, each record is also appended to the journal
+(`journal.py`) before the request is answered, and the next start replays what a dead process left.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from gateway.config import StoreConfig
+from gateway.store.journal import Journal
 from gateway.store.records import RequestLog, chunks, write_records
 from gateway.store.retention import prune
 from gateway.store.schema import open_database
@@ -67,6 +71,7 @@ class LogWriter:
         self.path = settings.path
         self.settings = settings
         self.spill = SpillFile(settings.path)
+        self.journal = Journal(settings.path) if settings.journal else None
         self._on_written = on_written or (lambda count: None)
         self._on_write_error = on_write_error or (lambda: None)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -80,14 +85,31 @@ class LogWriter:
         self.written = 0  # records committed since start()
 
     def start(self) -> None:
-        """Start the thread; it first imports records a previous run spilled."""
+        """Open the journal and start the thread; it first takes in what earlier runs left: the
+        journals of killed processes, then the spill file."""
+        if self.journal is not None:
+            try:
+                self.journal.open()
+            except OSError as exc:
+                log.error("store: cannot open the journal in %s (%s); serving without it: a kill loses the "
+                          "records not yet committed", self.journal.directory, exc)
+                self.journal = None
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="tao-store-writer", daemon=True)
         self._thread.start()
 
     def log(self, record: RequestLog) -> None:
+        """Journal the record, then queue it for the database (the caller answers after this)."""
+        if self.journal is not None:
+            self.journal.append(record)
         self._pending[record.id] = record
         self._queue.put(record)
+
+    def journal_only(self, record: RequestLog) -> None:
+        """Journal a first version of a record whose final one is logged later (a reply scored after it
+        was sent): a kill in between still leaves the request in the log, unscored."""
+        if self.journal is not None:
+            self.journal.append(record)
 
     def pending(self, request_id: str) -> RequestLog | None:
         """The record of a request logged and not yet committed, else None."""
@@ -118,17 +140,24 @@ class LogWriter:
         left = list(self._pending.copy().values())  # copy() is atomic: a stuck writer may still pop
         if not left:
             log.info("store: %d records committed to %s, none left over", self.written, self.path)
+            self._close_journal(keep=False)
             return
         reason = self._last_error or f"not committed within store.shutdown_timeout_s ({timeout_s:g} s)"
         spilled_to = self.spill.append(left)
+        self._close_journal(keep=spilled_to == "stderr")  # the spill file holds them now, unless it failed
         log.error("store: %d records committed to %s; %d were not (%s) and went to %s; the next start "
                   "imports them", self.written, self.path, len(left), reason, spilled_to)
+
+    def _close_journal(self, keep: bool) -> None:
+        if self.journal is not None:
+            self.journal.close(keep=keep)
 
     # ---- on the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
         db = self._writer_db = open_database(self.path, self.settings.busy_timeout_s)
         db.execute(f"PRAGMA journal_size_limit = {self.settings.journal_size_limit_mb * 1024 * 1024}")
         try:
+            self._replay_orphans()
             self.spill.import_into(db, self.settings.batch_size)
             next_prune = time.monotonic()
             while True:
@@ -145,6 +174,16 @@ class LogWriter:
         finally:
             self._writer_db = None
             db.close()
+
+    def _replay_orphans(self) -> None:
+        """Queue the records that killed processes left in their journals (the last version of each),
+        journalled again as this process's own before their files go."""
+        if self.journal is None:
+            return
+        with self.journal.orphans() as records:
+            latest = {record.id: record for record in records}
+            for record in latest.values():
+                self.log(record)
 
     def _next_batch(self) -> tuple[list[RequestLog], bool]:
         """Up to batch_size records (waiting flush_interval_s for the first), and whether to stop."""
@@ -178,6 +217,8 @@ class LogWriter:
     def _committed(self, records: list[RequestLog]) -> None:
         for record in records:
             self._pending.pop(record.id, None)
+        if self.journal is not None:
+            self.journal.committed(record.id for record in records)
         self.written += len(records)
         self._on_written(len(records))
 
@@ -224,6 +265,8 @@ class LogWriter:
                 log.error("store: request %s cannot be written (%s); kept in %s", record.id, record_exc,
                           self.spill.append([record]))
                 self._pending.pop(record.id, None)
+                if self.journal is not None:
+                    self.journal.committed([record.id])
             else:
                 self._committed([record])
         log.warning("store: a batch failed on its data (%s); wrote it record by record", exc)

@@ -154,3 +154,36 @@ def test_at_the_queue_bound_new_requests_get_503_and_nothing_accepted_is_lost(ga
         assert {r["id"] for r in rows} == {r.json()["tao"]["request_id"] for r in accepted}
         wait_until(lambda: httpx.get(gw.url + "/healthz").status_code == 200,
                    "health did not recover once the log caught up", timeout_s=10)
+
+
+def journal_segments(db: Path) -> list[Path]:
+    return sorted(db.with_name(db.name + ".journal").glob("*.jsonl"))
+
+
+def test_sigkill_loses_nothing_acknowledged_even_with_the_database_locked(tmp_path: Path, upstream_url: str):
+    """SIGKILL runs no shutdown and no spill: what the writer had not committed survives only in the
+    journal. Here none of it can be committed (another process holds the lock until the kill)."""
+    db = tmp_path / "tao.db"
+    config = mock_config(tmp_path / "tao.yaml", upstream_url, db)
+    gw = GatewayProcess(config)
+    acknowledged = set(gw.ask(20))
+    gw.wait_until(lambda: gw.health()["store_queue_depth"] == 0, "the first requests were not written")
+    locker = open_database(db)
+    locker.execute("BEGIN EXCLUSIVE")
+    unwritten = set(gw.ask(50))
+    gw.wait_until(lambda: gw.health()["store_queue_depth"] == 50, "the answered requests were not all queued")
+    gw.proc.kill()
+    gw.proc.wait(30)
+    locker.execute("COMMIT")
+    assert len(acknowledged | unwritten) == 70 and not unwritten & logged_ids(db)
+    assert journal_segments(db) and not db.with_name(db.name + ".unwritten.jsonl").exists()
+
+    again = GatewayProcess(config)
+    again.wait_until(lambda: unwritten <= logged_ids(db), "the journal was not replayed")
+    again.wait_until(lambda: not any(p.stat().st_size for p in journal_segments(db)), "the journal was not cleared")
+    output = again.terminate()
+    assert "replayed 50 records" in output
+    rows = sqlite_utils.Database(db)
+    assert logged_ids(db) == acknowledged | unwritten and rows["requests"].count == 70  # each exactly once
+    assert rows["candidates"].count == 70 * 4
+    assert not journal_segments(db)  # a clean stop leaves no journal behind
