@@ -3,14 +3,16 @@
     python -m bench.store [--records 20000] [--requests 3000] [--concurrency 32]
 
 1. The writer alone: best-of-8 records (8 candidates of ~300 characters, as the gateway logs
-   them) written by `Store`, against the previous writer's way (sqlite-utils `insert_all`, one
-   call per table per batch), in one run. Records/s committed, from the first `log()` to an empty
-   queue.
+   them) written by `Store` with its journal and without, against the previous writer's way
+   (sqlite-utils `insert_all`, one call per table per batch), in one run. Records/s committed,
+   from the first `log()` to an empty queue, and the µs one `log()` call takes (the request path's
+   share: the journal's write is in it).
 2. Through the gateway: `tao serve` (its own process) in front of the fake upstream (its own
    process, 50 ms latency), best-of-8 chat requests at the given concurrency from an aiohttp
-   client in this process. One model logs, the other (`log_requests: false`) does not; the runs
-   alternate (on, off, on, off) so drift hits both. p50/p99 per arm, the ratio of p99s, and the
-   deepest queue /healthz reported. Also the upstream alone (n=8) for reference.
+   client in this process. Three arms: logging with the journal (the default), logging without it
+   (a second `tao serve`, `store.journal: false`), and no logging (`log_requests: false`); the runs
+   alternate so drift hits all. p50/p99 per arm, the ratios of p99s, and the deepest queue
+   /healthz reported. Also the upstream alone (n=8) for reference.
 Run it alone on the machine: every process shares the same cores.
 """
 
@@ -53,18 +55,20 @@ def record(i: int) -> RequestLog:
     return RequestLog(request=request, candidates=candidates)
 
 
-def writer_rate(workdir: Path, count: int) -> float:
-    store = Store(workdir / "writer.db")
+def writer_rate(workdir: Path, count: int, journal: bool) -> tuple[float, float]:
+    """Records/s committed, and µs per `log()` call."""
+    store = Store(workdir / f"writer-{journal}.db", journal=journal)
     records = [record(i) for i in range(count)]
     store.start()
     started = time.perf_counter()
     for r in records:
         store.log(r)
+    logged = time.perf_counter()
     while store.queue_depth():
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
     store.close()
-    return count / elapsed
+    return count / elapsed, (logged - started) / count * 1e6
 
 
 def insert_all_rate(workdir: Path, count: int, batch_size: int = 256) -> float:
@@ -134,33 +138,44 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     try:
         print(f"Writer alone: {args.records} best-of-8 records (8 × 300-character candidates), one thread")
-        new, old = writer_rate(workdir, args.records), insert_all_rate(workdir, args.records)
-        print(f"{'writer':<44} {'records/s':>10} {'candidates/s':>13}")
-        print(f"{'Store (executemany, one transaction/batch)':<44} {new:>10.0f} {new * 8:>13.0f}")
-        print(f"{'previous (sqlite-utils insert_all)':<44} {old:>10.0f} {old * 8:>13.0f}")
-        print(f"ratio: {new / old:.2f}x\n")
+        (journalled, log_us), (unjournalled, bare_us) = (writer_rate(workdir, args.records, True),
+                                                         writer_rate(workdir, args.records, False))
+        old = insert_all_rate(workdir, args.records)
+        print(f"{'writer':<44} {'records/s':>10} {'candidates/s':>13} {'µs/log()':>9}")
+        for name, rate, us in (("Store, with the journal (default)", journalled, f"{log_us:.1f}"),
+                               ("Store, no journal", unjournalled, f"{bare_us:.1f}"),
+                               ("previous (sqlite-utils insert_all)", old, "")):
+            print(f"{name:<44} {rate:>10.0f} {rate * 8:>13.0f} {us:>9}")
+        print(f"ratio Store (journal) / previous: {journalled / old:.2f}x; log() with / without the journal: "
+              f"{log_us / bare_us:.2f}x\n")
 
-        upstream_port, gw_port = free_port(), free_port()
+        upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
-        gateway = f"http://127.0.0.1:{gw_port}"
         procs.append(start([sys.executable, "-m", "tests.fake_upstream", "--port", str(upstream_port),
                             "--latency-ms", "50"], upstream + "/v1/models"))
         model = {"backend": "litellm", "model": "openai/mock", "api_base": upstream + "/v1", "api_key": "none",
                  "best_of": 8, "num_retries": 0}
-        config = workdir / "tao.yaml"
-        config.write_text(json.dumps({"models": [{"name": "logged", **model},
-                                                 {"name": "unlogged", "log_requests": False, **model}],
-                                      "store": {"path": str(workdir / "tao.db")}}))
-        procs.append(start([sys.executable, "-m", "tao", "--log-level", "warning", "serve", "--config", str(config),
-                            "--port", str(gw_port)], gateway + "/healthz", {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}))
-        chat = gateway + "/v1/chat/completions"
-        asyncio.run(load(chat, "logged", 200, args.concurrency, {}))  # warm-up
-        asyncio.run(load(chat, "unlogged", 200, args.concurrency, {}))
-        results: dict[str, list[float]] = {"logging on": [], "logging off": []}
+        gateways = {}
+        for journal in (True, False):
+            config = workdir / f"tao-{journal}.yaml"
+            config.write_text(json.dumps({"models": [{"name": "logged", **model},
+                                                     {"name": "unlogged", "log_requests": False, **model}],
+                                          "store": {"path": str(workdir / f"tao-{journal}.db"), "journal": journal}}))
+            port = free_port()
+            gateways[journal] = f"http://127.0.0.1:{port}"
+            procs.append(start([sys.executable, "-m", "tao", "--log-level", "warning", "serve", "--config",
+                                str(config), "--port", str(port)], gateways[journal] + "/healthz",
+                               {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}))
+        arms = {"logging, journal": (gateways[True], "logged"), "logging, no journal": (gateways[False], "logged"),
+                "logging off": (gateways[True], "unlogged")}
+        for url, name in arms.values():  # warm-up
+            asyncio.run(load(url + "/v1/chat/completions", name, 200, args.concurrency, {}))
+        results: dict[str, list[float]] = {arm: [] for arm in arms}
         deepest = 0
         for _ in range(args.rounds):
-            for arm, name in (("logging on", "logged"), ("logging off", "unlogged")):
-                latencies, depth = asyncio.run(measured(chat, name, args.requests, args.concurrency, gateway, {}))
+            for arm, (url, name) in arms.items():
+                latencies, depth = asyncio.run(measured(url + "/v1/chat/completions", name, args.requests,
+                                                        args.concurrency, url, {}))
                 results[arm] += latencies
                 deepest = max(deepest, depth)
         direct, _ = asyncio.run(measured(upstream + "/v1/chat/completions", "mock", args.requests, args.concurrency,
@@ -171,8 +186,12 @@ def main() -> None:
         for arm, values in (*results.items(), ("upstream alone (n=8)", direct)):
             print(f"{arm:<22} {statistics.median(values):>8.1f} {percentile(values, 0.99):>8.1f} "
                   f"{args.concurrency * 1000 / statistics.mean(values):>10.0f}")
-        on, off = percentile(results["logging on"], 0.99), percentile(results["logging off"], 0.99)
-        print(f"p99 logging on / off: {on / off:.2f}x (goal <= 1.1x); deepest log queue seen: {deepest} records")
+        p99 = {arm: percentile(values, 0.99) for arm, values in results.items()}
+        p50 = {arm: statistics.median(values) for arm, values in results.items()}
+        print(f"p99 logging (journal) / off: {p99['logging, journal'] / p99['logging off']:.2f}x (goal <= 1.1x); "
+              f"journal / no journal: p50 {p50['logging, journal'] / p50['logging, no journal']:.2f}x, "
+              f"p99 {p99['logging, journal'] / p99['logging, no journal']:.2f}x; deepest log queue seen: "
+              f"{deepest} records")
     finally:
         stop(procs)
         shutil.rmtree(workdir, ignore_errors=True)
