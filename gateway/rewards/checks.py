@@ -3,8 +3,9 @@
 The checkers are IFEval's, as the `if-verifiable` package ships them (Apache-2.0), called with
 the instruction id and kwargs the prompt parser found. Two things are ours:
 - relations: IFEval knows "less than" and "at least"; people also write "at most", "more than",
-  "exactly" and "about", which are checked as one or two IFEval bounds ("exactly 3" is "at least
-  3" and "less than 4"; "about 100" is within 20 %);
+  "exactly", "about" and ranges, which are checked as one or two IFEval bounds ("exactly 3" is
+  "at least 3" and "less than 4"; "about 100" is within 20 %; "between 100 and 150" is kwargs
+  `relation: between`, the count and `upper`, "at least 100" and "less than 151");
 - sentence counting: IFEval's needs NLTK's punkt data, which is a download; `text.sentences`
   splits on terminal punctuation and line breaks instead;
 - languages IFEval's list leaves out (Dutch, Swedish, ...): the same langdetect check, called directly.
@@ -66,8 +67,9 @@ def _written_in(text: str, language: str) -> bool:
         return False
 
 
-def bounds(relation: str, count: int) -> list[tuple[str, int]]:
-    """A relation as IFEval bounds: ("at least", n) and/or ("less than", n)."""
+def bounds(relation: str, count: int, upper: int | None = None) -> list[tuple[str, int]]:
+    """A relation as IFEval bounds: ("at least", n) and/or ("less than", n). "between" is a range,
+    `count` to `upper` inclusive ("between 100 and 150 words")."""
     if relation == "less than":
         return [("less than", count)]
     if relation == "at least":
@@ -80,11 +82,13 @@ def bounds(relation: str, count: int) -> list[tuple[str, int]]:
         return [("at least", count), ("less than", count + 1)]
     if relation == "about":
         return [("at least", math.ceil(count * (1 - ABOUT))), ("less than", math.floor(count * (1 + ABOUT)) + 1)]
+    if relation == "between" and upper is not None:
+        return [("at least", count), ("less than", upper + 1)]
     raise ValueError(f"unknown relation {relation!r}")
 
 
-def within(value: int, relation: str, count: int) -> bool:
-    return all(value >= n if kind == "at least" else value < n for kind, n in bounds(relation, count))
+def within(value: int, relation: str, count: int, upper: int | None = None) -> bool:
+    return all(value >= n if kind == "at least" else value < n for kind, n in bounds(relation, count, upper))
 
 
 def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
@@ -92,11 +96,12 @@ def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
     if not text.strip():
         return False
     if instruction_id == "length_constraints:number_sentences":
-        return within(len(sentences(text)), kwargs["relation"], kwargs["num_sentences"])
+        return within(len(sentences(text)), kwargs["relation"], kwargs["num_sentences"], kwargs.get("upper"))
     if instruction_id in _RELATIONS:
         relation_key, count_key = _RELATIONS[instruction_id]
-        return all(_ifeval(instruction_id, {**kwargs, relation_key: kind, count_key: n}, text)
-                   for kind, n in bounds(kwargs[relation_key], kwargs[count_key]))
+        ifeval_kwargs = {k: v for k, v in kwargs.items() if k != "upper"}  # ours: IFEval's checkers refuse it
+        return all(_ifeval(instruction_id, {**ifeval_kwargs, relation_key: kind, count_key: n}, text)
+                   for kind, n in bounds(kwargs[relation_key], kwargs[count_key], kwargs.get("upper")))
     return _ifeval(instruction_id, kwargs, text)
 
 

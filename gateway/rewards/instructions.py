@@ -790,8 +790,23 @@ _STANDING = (r"from\s+now\s+on|for\s+the\s+rest|for\s+(?:this|the\s+whole)\s+(?:
              r"repl(?:y|ies)|responses?|messages?|summar(?:y|ies))\b|in\s+this\s+(?:chat|conversation)")
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What the detector read of a prompt: the constraints it checks, and the constraint sentences it
+    saw but cannot read whole (kept out of the constraints, never mapped to a nearby kind)."""
+
+    constraints: tuple[Constraint, ...]
+    unverifiable: tuple[str, ...] = ()
+
+
 def detect(prompt: str) -> list[Constraint]:
-    """Every instruction the prompt states, each kind once (its first statement)."""
+    """Every instruction the prompt states that the checkers verify, each kind once."""
+    return list(read_prompt(prompt).constraints)
+
+
+def read_prompt(prompt: str) -> Reading:
+    """Every instruction the prompt states, each kind once (its first statement), and the
+    constraint sentences that cannot be verified."""
     found: dict[str, Constraint] = {}
     standing: set[str] = set()  # stated as a rule for every reply: a change of topic keeps them
     clauses = []
@@ -836,7 +851,7 @@ def detect(prompt: str) -> list[Constraint]:
     if repeat:
         found["combination:repeat_prompt"] = Constraint("combination:repeat_prompt", repeat)
     _resolve_overlaps(found)
-    return list(found.values())
+    return Reading(tuple(found.values()))
 
 
 def _resolve_overlaps(found: dict[str, Constraint]) -> None:
