@@ -317,6 +317,13 @@ def _paragraph_starts_with(a: Args, r: str) -> bool:
     return bool(targets) and all(p is not None and _starts_with(p, a["prefix"]) for p in targets)
 
 
+def _paragraph_first_word_in(a: Args, r: str) -> bool:
+    allowed = {w.lower() for w in a["words"]}
+    paras = paragraphs(r)
+    firsts = [(words(p) or [""])[0].lower() for p in paras]
+    return bool(paras) and all(w in allowed for w in firsts)
+
+
 def _paragraph_ends_with(a: Args, r: str) -> bool:
     paras = paragraphs(r)
     pos = a.get("paragraph")
@@ -378,7 +385,7 @@ def _markdown_table(a: Args, r: str) -> bool:
             blocks.append([s])
         previous_was_row = is_row
     for block in blocks:
-        if len(block) < 2 or not all(re.fullmatch(r":?-{3,}:?", c) for c in _table_cells(block[1])):
+        if len(block) < 2 or not all(re.fullmatch(r":?-+:?", c) for c in _table_cells(block[1])):
             continue
         ncols = len(_table_cells(block[0]))
         if any(len(_table_cells(row)) != ncols for row in block):
@@ -397,13 +404,14 @@ def _code_block(a: Args, r: str) -> bool:
     return any(lang in accepted for lang in langs)
 
 
-_YAML_MAP_RE = re.compile(r"^(\s*)(?:-\s+)?(\"[^\"]+\"|'[^']+'|[^\s:#\-\[{][^:#]*?)\s*:(?:\s+\S.*)?\s*$")
+_YAML_MAP_RE = re.compile(r"^(\s*)(?:-\s+)?(\"[^\"]+\"|'[^']+'|[^\s:#\-\[{][^\s:#]*)\s*:(?:\s+\S.*)?\s*$")
 _YAML_ITEM_RE = re.compile(r"^(\s*)-(?:\s+\S.*)?$")
 
 
 def _yaml_format(a: Args, r: str) -> bool:
     """Every line is ``key: value``, ``key:``, ``- item``, a comment, ``---``, or a more-indented line of a
-    block scalar (after a line ending in ``|`` or ``>``); and the top-level keys include ``keys``."""
+    block scalar (after a line ending in ``|`` or ``>``); and the top-level keys include ``keys``. Unquoted
+    keys may not contain spaces, so a prose line such as ``Here is the config:`` fails."""
     body = _strip_fence(r)
     if not body:
         return False
@@ -493,7 +501,7 @@ def _numbered_list(a: Args, r: str) -> bool:
     nums = [n for n, _ in numbered_items(r)]
     if len(nums) < 2 or nums[0] != 1 or bullet_items(r):
         return False
-    return all(b == a_ + 1 or b == 1 for a_, b in zip(nums, nums[1:]))
+    return all(cur == prev + 1 or cur == 1 for prev, cur in zip(nums, nums[1:]))
 
 
 def _no_markdown(a: Args, r: str) -> bool:
@@ -551,6 +559,7 @@ _CHECKERS: dict[str, tuple[Callable[[Args, str], bool], str]] = {
     "starts_with": (_starts_with_phrase, "the response begins with `phrase`"),
     "last_word": (_last_word, "the last word of the response is `word`"),
     "paragraph_starts_with": (_paragraph_starts_with, "paragraph `paragraph` (every one if null) begins with `prefix`"),
+    "paragraph_first_word_in": (_paragraph_first_word_in, "every paragraph's first word is one of `words`"),
     "paragraph_ends_with": (_paragraph_ends_with, "paragraph `paragraph` (every one if null) ends with `suffix`"),
     "ends_with_question": (_ends_with_question, "the response ends with a question mark"),
     "nth_sentence_contains": (_nth_sentence_contains, "sentence `n` contains `keyword`"),

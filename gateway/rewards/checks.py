@@ -21,8 +21,8 @@ from gateway.rewards.text import sentences
 
 ABOUT = 0.2  # "about N" accepts N ± 20 %
 
-# kwargs that carry a relation, and the count it applies to, per instruction id
-_RELATIONS = {
+# kwargs that carry a relation, and the count it applies to, per instruction id (the counted kinds)
+RELATION_KWARGS = {
     "length_constraints:number_words": ("relation", "num_words"),
     "length_constraints:number_sentences": ("relation", "num_sentences"),
     "keywords:frequency": ("relation", "frequency"),
@@ -97,8 +97,8 @@ def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
         return False
     if instruction_id == "length_constraints:number_sentences":
         return within(len(sentences(text)), kwargs["relation"], kwargs["num_sentences"], kwargs.get("upper"))
-    if instruction_id in _RELATIONS:
-        relation_key, count_key = _RELATIONS[instruction_id]
+    if instruction_id in RELATION_KWARGS:
+        relation_key, count_key = RELATION_KWARGS[instruction_id]
         ifeval_kwargs = {k: v for k, v in kwargs.items() if k != "upper"}  # ours: IFEval's checkers refuse it
         return all(_ifeval(instruction_id, {**ifeval_kwargs, relation_key: kind, count_key: n}, text)
                    for kind, n in bounds(kwargs[relation_key], kwargs[count_key], kwargs.get("upper")))

@@ -13,6 +13,14 @@ use ("under", "no more than", "at least", "roughly", "exactly", or none: "in 3 s
 Quoted text carries the arguments (keywords, end phrases). A clause that talks *about* a form
 without asking for it ("What is a comma splice?") does not match, because every pattern needs
 the reply as its object or an imperative around it.
+
+All or nothing: a constraint the checkers cannot test whole is never read as a nearby kind they
+can. A range is read as both bounds ("between 100 and 150 words"); a clause stating a relation
+between parts of the reply ("each sentence longer than the one before"), a position ("the third
+sentence must mention ..."), a count per part ("each bullet under ten words"), a count of a unit
+no checker counts ("exactly 3 questions"), or a constraint in a language the patterns do not read,
+gives no reading and is returned as unverifiable; so are two statements of one kind that no reply
+can both meet ("at least 300 words" ... "under 50 words").
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.rewards.checks import satisfied
+from gateway.rewards.checks import RELATION_KWARGS, bounds, satisfied
 from gateway.rewards.stopping import check_stopped
 from gateway.rewards.text import NUMBER, parse_number
 
@@ -799,6 +807,148 @@ class Reading:
     unverifiable: tuple[str, ...] = ()
 
 
+# ---- all or nothing --------------------------------------------------------------------------------------
+_N = NUMBER[1:-1]  # a number without its capture group
+_UNIT = (r"(?:words?|sentences?|paragraphs?|lines?|items?|bullets?|bullet[\s-]+points?|points?|stanzas?|verses?|"
+         r"sections?|steps?|entries|entry|questions?|characters?|letters?|rows?|columns?|headings?|headers?|"
+         r"hashtags?|emojis?|tips|examples?|reasons?|ideas?|options?|bullet\s+lists?|lists?|clauses?|syllables?|"
+         r"digits?|numbers?|exclamation\s+(?:marks?|points?)|haikus?|couplets?|quatrains?|limericks?|tweets?)")
+_COUNTED_UNITS = r"(?:words?|sentences?|paragraphs?|bullet[\s-]+points?|bullets?|sections?|placeholders?|times)"
+_RANGES = [  # (pattern, group of the low end, group of the high end)
+    rf"\bbetween\s+({_N})(?:\s+[a-z]+)?\s*(?:and|&|-|–|—|to)\s*({_N})\b",
+    rf"\bfrom\s+({_N})\s*(?:to|-|–|—)\s*({_N})\b",
+    rf"(?<![\w-])({_N})\s*(?:-|–|—|to)\s*({_N})\s+(?:[\w-]+\s+)?{_UNIT}",
+    rf"(?<![\w-])({_N})\s+or\s+({_N})\s+(?:[\w-]+\s+)?{_UNIT}",
+]
+_LOWER = rf"{_REL['at least']}|{_REL['more than']}"
+_UPPER = rf"{_REL['at most']}|{_REL['less than']}"
+_BOUND_PAIRS = [  # "at least A (words) and no more than B", either way round
+    (rf"\b({_LOWER})\s+({_N})(?:\s+([a-z]+))?[^.;]{{0,40}}?\b(?:and|but|,)\s+(?:also\s+)?(?:not\s+)?({_UPPER})\s+"
+     rf"({_N})", "lower"),
+    (rf"\b({_UPPER})\s+({_N})(?:\s+([a-z]+))?[^.;]{{0,40}}?\b(?:and|but|,)\s+(?:also\s+)?({_LOWER})\s+({_N})",
+     "upper"),
+]
+_ORDINAL = (r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|\d+(?:st|nd|rd|th)|last|final|"
+            r"opening|closing|penultimate|next-to-last|middle)")
+_RELATIONAL = (
+    rf"\b(?:longer|shorter|more|fewer|less|greater|bigger|smaller|higher|lower)\b[^.;]{{0,60}}?\bthan\s+(?:the\s+|its\s+)?"
+    rf"(?:one\s+)?(?:before|previous|preceding|prior|first|second|other|next|following|last|{_UNIT})\b|"
+    r"\b(?:progressively|gradually|steadily|increasingly)\s+(?:longer|shorter|more|fewer|less)\b|"
+    r"\b(?:increas|decreas|grow|shrink)\w*\s+(?:\w+\s+){0,3}?(?:in\s+length|by\s+(?:one|two|three|\d+|a\s+\w+))\b|"
+    rf"\b(?:as\s+many|the\s+same\s+number\s+of)\s+{_UNIT}\s+as\b|\b(?:equal|same)\s+(?:length|number\s+of\s+{_UNIT})"
+)
+_POSITIONAL = (rf"(?<!even\s)(?<!even\sthe\s)\b(?:the\s+|your\s+|its\s+|each\s+)?{_ORDINAL}\s+(?:[\w-]+\s+)?"
+               rf"{_UNIT}\b(?!\s*:)|"
+               rf"\b(?:start|begin|end|open|close|finish)\w*\s+(?:each|every|all|the\s+{_ORDINAL})\s+(?:[\w-]+\s+)?"
+               rf"{_UNIT}\b|"
+               rf"\b(?:each|every)\s+(?:[\w-]+\s+)?{_UNIT}\s+(?:\w+\s+){{0,2}}?(?:start|begin|end|open|close|finish)")
+_PER_PART = rf"\b(?:each|every|per)\s+(?:single\s+|individual\s+|[\w-]+\s+)?{_UNIT}\b"
+_UNCOUNTED = (rf"(?:(?:{_REL_ANY})\s+)?\b({_N})\s+(?:[\w-]+\s+){{0,2}}?(?!{_COUNTED_UNITS}\b){_UNIT}\b")
+# Kinds whose own phrasings name a position or a part; a positional clause does not void them.
+_POSITIONED_KINDS = {"startend:end_checker", "detectable_content:postscript", "combination:repeat_prompt",
+                     "detectable_format:title", "startend:quotation", "combination:two_responses"}
+_FOREIGN = (r"\b(?:le|la|les|des|une|avec|pas|mots|phrases|réponse|réponds|und|der|die|das|nicht|mit|Wörter|Sätze|"
+            r"Antwort|el|los|las|con|palabras|oraciones|respuesta|responde|usa|sin|parole|frasi|risposta|palavras|"
+            r"resposta)\b|[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af\u0400-\u04ff]")
+
+
+def _ranges(clause: str) -> list[tuple[int, int, int, int]]:
+    """Every range the clause states: (its two numbers as written, then the inclusive low and high)."""
+    found = []
+    for pattern in _RANGES:
+        for m in _finditer(pattern, clause, re.I):
+            a, b = parse_number(m[1]), parse_number(m[2])
+            if a < b:
+                found.append((a, b, a, b))
+    for pattern, first in _BOUND_PAIRS:
+        for m in _finditer(pattern, clause, re.I):
+            if m[3] and not _fullmatch(_UNIT, m[3], re.I):
+                m3 = None  # a word after the first number that is not a unit: still one range
+            else:
+                m3 = m[3]
+            unit_after = _match(rf"\s*(?:[\w-]+\s+)?({_UNIT})", clause[m.end():], re.I)
+            if m3 and unit_after and m3.lower().rstrip("s") != unit_after[1].lower().rstrip("s"):
+                continue  # "at least 3 paragraphs and under 200 words": two constraints, not a range
+            (low_rel, low), (high_rel, high) = (((m[1], m[2]), (m[4], m[5])) if first == "lower"
+                                                else ((m[4], m[5]), (m[1], m[2])))
+            lo = parse_number(low) + (_relation(low_rel, None) == "more than")
+            hi = parse_number(high) - (_relation(high_rel, None) == "less than")
+            if lo <= hi:
+                found.append((parse_number(low), parse_number(high), lo, hi))
+    return found
+
+
+def _piece(clause: str, at: int) -> str:
+    """The part of the clause around position `at`, between commas, semicolons and conjunctions
+    ("more than 120 words, with each question in bold": the second part for "each question")."""
+    start, end = 0, len(clause)
+    for m in _finditer(r"[,;:]\s*|\s+(?:and|but|while|whereas|followed\s+by|then)\s+", clause, re.I):
+        if m.end() <= at:
+            start = m.end()
+        elif m.start() >= at:
+            end = m.start()
+            break
+    return clause[start:end]
+
+
+def _stated_in(piece: str, constraint: Constraint) -> bool:
+    """Could `constraint` have been read from `piece`? A counted kind: its count is a number there;
+    any other kind: its reader finds it there."""
+    if constraint.id in RELATION_KWARGS:
+        _, count_key = RELATION_KWARGS[constraint.id]
+        numbers = {parse_number(m[1]) for m in _finditer(NUMBER, piece, re.I)}
+        return constraint.kwargs[count_key] in numbers or constraint.kwargs.get("upper") in numbers
+    reader = dict(_CLAUSE_KINDS).get(constraint.id)
+    return reader is not None and reader(piece) is not None
+
+
+def _read_whole(clause: str, read: dict[str, Constraint]) -> tuple[dict[str, Constraint], bool]:
+    """The clause's readings that hold whole, and whether the clause states a constraint that cannot
+    be verified: a relation between parts, a position, a count per part. Readings made from the part
+    of the clause that states it are dropped (they would be a part of it read as a whole); readings
+    from the rest of the clause stand."""
+    read = dict(read)
+    for kind in read.keys() & RELATION_KWARGS.keys():  # ranges first: "between 100 and 150 words"
+        relation_key, count_key = RELATION_KWARGS[kind]
+        count = read[kind].kwargs[count_key]
+        for a, b, lo, hi in _ranges(clause):
+            if count in (a, b):
+                read[kind] = Constraint(kind, {**read[kind].kwargs, relation_key: "between", count_key: lo, "upper": hi})
+                break
+    cannot = False
+    for pattern in (_RELATIONAL, _POSITIONAL, _PER_PART):
+        for m in _finditer(pattern, clause, re.I):
+            if pattern is _PER_PART and not read.keys() & RELATION_KWARGS.keys():
+                break  # "each" with nothing counted: a count per part is what cannot be read
+            cannot = True
+            piece = _piece(clause, m.start())
+            read = {k: v for k, v in read.items()
+                    if (pattern is _POSITIONAL and k in _POSITIONED_KINDS) or not _stated_in(piece, v)}
+    if not read and _is_about_the_reply(clause) and (_search(_UNCOUNTED, clause, re.I) or _foreign_constraint(clause)):
+        cannot = True
+    return read, cannot
+
+
+def _foreign_constraint(clause: str) -> bool:
+    """A constraint in a language the patterns do not read: a count in a clause that is not English."""
+    return _search(_FOREIGN, clause) is not None and _search(r"\d", clause) is not None
+
+
+def _contradicts(kept: Constraint, new: Constraint) -> bool:
+    """Two statements of one counted kind that no reply meets together ("at least 300 words", "under 50")."""
+    if kept.id not in RELATION_KWARGS or new.id != kept.id:
+        return False
+    relation_key, count_key = RELATION_KWARGS[kept.id]
+    if {k: v for k, v in kept.kwargs.items() if k not in (relation_key, count_key, "upper")} != \
+            {k: v for k, v in new.kwargs.items() if k not in (relation_key, count_key, "upper")}:
+        return False  # another keyword or letter: not the same count
+    both = bounds(kept.kwargs[relation_key], kept.kwargs[count_key], kept.kwargs.get("upper")) + \
+        bounds(new.kwargs[relation_key], new.kwargs[count_key], new.kwargs.get("upper"))
+    low = max((n for kind, n in both if kind == "at least"), default=0)
+    high = min((n for kind, n in both if kind == "less than"), default=10 ** 9)
+    return low >= high
+
+
 def detect(prompt: str) -> list[Constraint]:
     """Every instruction the prompt states that the checkers verify, each kind once."""
     return list(read_prompt(prompt).constraints)
@@ -809,6 +959,8 @@ def read_prompt(prompt: str) -> Reading:
     constraint sentences that cannot be verified."""
     found: dict[str, Constraint] = {}
     standing: set[str] = set()  # stated as a rule for every reply: a change of topic keeps them
+    void: set[str] = set()  # kinds stated in ways no reply can meet together
+    unverifiable: list[str] = []
     clauses = []
     for block in _split(r"\n\s*\n", prompt):
         persona = _match(r"\s*you(?:\s+are|'re)\b", block, re.I) is not None  # a system message's rules stand
@@ -823,14 +975,26 @@ def read_prompt(prompt: str) -> Reading:
                 found.pop("change_case:english_capital", None)
             if _search(_NEW_TOPIC, clause, re.I):  # a one-off request of an earlier turn ends with its topic
                 found = {k: v for k, v in found.items() if k in standing}
+            clause_read: dict[str, Constraint] = {}
             for instruction_id, read in _CLAUSE_KINDS:
-                if instruction_id in found:
+                if instruction_id in void:
                     continue
                 kwargs = read(clause)
                 if kwargs is not None:
-                    found[instruction_id] = Constraint(instruction_id, kwargs)
-                    if persona or _search(_STANDING, clause, re.I):
-                        standing.add(instruction_id)
+                    clause_read[instruction_id] = Constraint(instruction_id, kwargs)
+            clause_read, cannot = _read_whole(clause, clause_read)
+            if cannot:
+                unverifiable.append(clause)
+            for instruction_id, constraint in clause_read.items():
+                if instruction_id in found:
+                    if _contradicts(found[instruction_id], constraint):
+                        void.add(instruction_id)
+                        del found[instruction_id]
+                        unverifiable.append(clause)
+                    continue
+                found[instruction_id] = constraint
+                if persona or _search(_STANDING, clause, re.I):
+                    standing.add(instruction_id)
     nth = _nth_paragraph(prompt)
     if nth:
         found["length_constraints:nth_paragraph_first_word"] = Constraint("length_constraints:nth_paragraph_first_word",
@@ -851,7 +1015,7 @@ def read_prompt(prompt: str) -> Reading:
     if repeat:
         found["combination:repeat_prompt"] = Constraint("combination:repeat_prompt", repeat)
     _resolve_overlaps(found)
-    return Reading(tuple(found.values()))
+    return Reading(tuple(found.values()), tuple(unverifiable))
 
 
 def _resolve_overlaps(found: dict[str, Constraint]) -> None:
