@@ -69,7 +69,8 @@ def load(path: Path) -> list[Sample]:
 # (IFEval says only "less than"), and the detector's `number_words` "at most 100" checks the same.
 EQUIVALENT = {"length_constraints:number_words": "word_count", "length_constraints:number_sentences": "sentence_count",
               "keywords:frequency": "keyword_count", "keywords:letter_frequency": "no_letter",
-              "detectable_format:number_bullet_lists": "bullet_count"}
+              "detectable_format:number_bullet_lists": "bullet_count",
+              "length_constraints:number_paragraphs": "paragraph_count"}  # with separator: blank line
 
 
 def _normalized(instruction_id: str, kwargs: dict[str, Any]) -> Any:
@@ -105,10 +106,21 @@ def _matches(constraint: Any, stated: list[dict[str, Any]]) -> tuple[bool, bool]
     """(right kind, right arguments) of one reading against the prompt's annotations."""
     same = [c for c in stated if c["ifeval"] and c["kind"] == constraint.id]
     equivalent = [c for c in stated if not c["ifeval"] and c["kind"] == EQUIVALENT.get(constraint.id)]
+    if constraint.id == "length_constraints:number_paragraphs" and constraint.kwargs.get("separator") != "blank line":
+        equivalent = []  # IFEval's *** paragraphs are not blank-line ones
+    if constraint.id == "keywords:frequency" and _normalized(constraint.id, constraint.kwargs)["min"] == 1 and \
+            _normalized(constraint.id, constraint.kwargs)["max"] is None:  # "at least once" is existence
+        keyword = constraint.kwargs["keyword"].lower()
+        if any(c["ifeval"] and c["kind"] == "keywords:existence" and keyword in [k.lower() for k in c["args"]["keywords"]]
+               for c in stated):
+            return True, True
     if not same and not equivalent:
         return False, False
     mine = _normalized(constraint.id, constraint.kwargs)
     right = any(mine == _normalized(c["kind"], c["args"]) for c in same)
+    if constraint.id == "length_constraints:number_paragraphs":
+        return True, right or any(c["args"] == {"min": mine["num_paragraphs"], "max": mine["num_paragraphs"]}
+                                  for c in equivalent)
     if constraint.id == "keywords:letter_frequency":
         mine = {"letter": constraint.kwargs["letter"], "min": mine["min"] if mine["min"] else None, "max": mine["max"]}
     return True, right or any(mine == _outside_normalized(constraint.id, c["kind"], c["args"]) for c in equivalent)
@@ -231,6 +243,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="the annotated prompts (JSONL)")
     parser.add_argument("--show-errors", action="store_true", help="print every false, missed or misargued reading")
+    parser.add_argument("--split", choices=("all", "odd", "even"), default="all",
+                        help="prompts by id: the detector was tuned on the odd ones (after measuring all untuned)")
     parser.add_argument("--sample", action="store_true", help="also sample answers and measure the pick")
     parser.add_argument("--best-of", type=int, default=8, help="answers per prompt (N)")
     parser.add_argument("--max-tokens", type=int, default=256, help="the longest answer, in tokens")
@@ -239,7 +253,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/outside"),
                         help="where answers are kept (a rerun resumes from them)")
     args = parser.parse_args()
-    samples = load(args.corpus)
+    samples = [s for s in load(args.corpus)
+               if args.split == "all" or int(s.id.lstrip("o")) % 2 == (args.split == "odd")]
     tally = reading(samples, args.show_errors)
     readings = tally.true + tally.false
     groups = Counter(s.group for s in samples)

@@ -6,6 +6,8 @@ the instruction id and kwargs the prompt parser found. Two things are ours:
   "exactly", "about" and ranges, which are checked as one or two IFEval bounds ("exactly 3" is
   "at least 3" and "less than 4"; "about 100" is within 20 %; "between 100 and 150" is kwargs
   `relation: between`, the count and `upper`, "at least 100" and "less than 151");
+- paragraphs separated by blank lines (`separator: blank line`), where the prompt does not ask for
+  IFEval's *** dividers: IFEval's check splits on *** only;
 - sentence counting: IFEval's needs NLTK's punkt data, which is a download; `text.sentences`
   splits on terminal punctuation and line breaks instead;
 - languages IFEval's list leaves out (Dutch, Swedish, ...): the same langdetect check, called directly.
@@ -17,7 +19,7 @@ import functools
 import math
 from typing import Any
 
-from gateway.rewards.text import sentences
+from gateway.rewards.text import paragraphs, sentences
 
 ABOUT = 0.2  # "about N" accepts N ± 20 %
 
@@ -95,6 +97,8 @@ def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
     """Does `text` follow the instruction? Raises KeyError for an id IFEval does not know."""
     if not text.strip():
         return False
+    if instruction_id == "length_constraints:number_paragraphs" and kwargs.get("separator") == "blank line":
+        return len(paragraphs(text)) == kwargs["num_paragraphs"]
     if instruction_id == "length_constraints:number_sentences":
         return within(len(sentences(text)), kwargs["relation"], kwargs["num_sentences"], kwargs.get("upper"))
     if instruction_id in RELATION_KWARGS:

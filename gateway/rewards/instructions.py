@@ -276,6 +276,8 @@ def _nth_paragraph(prompt: str) -> dict | None:
                   r"last)\s+(?:paragraph|stanza|one)\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, flags=re.IGNORECASE)
     numbered = _search(r"\bparagraph\s+(\d|one|two|three|four|five|six)\s+(?:must|should|has to|needs to|will|shall)?\s*"
                        r"(?:always\s+)?(?:start|begin|open)s?\s+with\s+(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I)
+    numbered = numbered or _search(r"\b(?:start|begin|open)\s+paragraph\s+(\d|one|two|three|four|five|six)\s+with\s+"
+                                   r"(?:the\s+(?:word|term)\s+)?" + _QUOTED, prompt, re.I)
     numbered = numbered or _search(r"\bfirst\s+word\s+of\s+paragraph\s+(\d|one|two|three|four|five|six)\s+(?:must|should|"
                                    r"has to|needs to|will)\s+be\s+(?:the\s+word\s+)?" + _QUOTED, prompt, re.I)
     numbered = numbered or (_search(r"paragraph", prompt, re.I) and _search(
@@ -808,7 +810,7 @@ class Reading:
 
 
 # ---- all or nothing --------------------------------------------------------------------------------------
-_N = NUMBER[1:-1]  # a number without its capture group
+_N = f"(?:{NUMBER[1:-1]})"  # a number, not captured
 _UNIT = (r"(?:words?|sentences?|paragraphs?|lines?|items?|bullets?|bullet[\s-]+points?|points?|stanzas?|verses?|"
          r"sections?|steps?|entries|entry|questions?|characters?|letters?|rows?|columns?|headings?|headers?|"
          r"hashtags?|emojis?|tips|examples?|reasons?|ideas?|options?|bullet\s+lists?|lists?|clauses?|syllables?|"
@@ -842,7 +844,12 @@ _POSITIONAL = (rf"(?<!even\s)(?<!even\sthe\s)\b(?:the\s+|your\s+|its\s+|each\s+)
                rf"\b(?:start|begin|end|open|close|finish)\w*\s+(?:each|every|all|the\s+{_ORDINAL})\s+(?:[\w-]+\s+)?"
                rf"{_UNIT}\b|"
                rf"\b(?:each|every)\s+(?:[\w-]+\s+)?{_UNIT}\s+(?:\w+\s+){{0,2}}?(?:start|begin|end|open|close|finish)")
-_PER_PART = rf"\b(?:each|every|per)\s+(?:single\s+|individual\s+|[\w-]+\s+)?{_UNIT}\b"
+_PER_PART = (rf"\b(?:each|every|per)\s+(?:single\s+|individual\s+|[\w-]+\s+)?{_UNIT}\b|"
+             r"\bno\s+(?:single\s+)?(?:sentence|paragraph|line|bullet|item|word|section|stanza|verse|point)\s+(?:is|should|"
+             r"may|can|must|longer|shorter|over|exceeds?|has|with|more|goes)\b|"
+             rf"\beach\s+(?:(?:{_REL_ANY}|between|containing|with|having)\b|of\s+(?!your\b)|{_N}\b)|{_UNIT}\s+each\b|"
+             r"\beach\s*(?:[.;]|$)|"
+             rf"\b{_UNIT}\s+(?:of|with|containing|having)\s+(?:(?:{_REL_ANY}|between)\s+)?{_N}\s+(?:[\w-]+\s+)?{_UNIT}")
 _UNCOUNTED = (rf"(?:(?:{_REL_ANY})\s+)?\b({_N})\s+(?:[\w-]+\s+){{0,2}}?(?!{_COUNTED_UNITS}\b){_UNIT}\b")
 # Kinds whose own phrasings name a position or a part; a positional clause does not void them.
 _POSITIONED_KINDS = {"startend:end_checker", "detectable_content:postscript", "combination:repeat_prompt",
@@ -922,8 +929,13 @@ def _read_whole(clause: str, read: dict[str, Constraint]) -> tuple[dict[str, Con
                 break  # "each" with nothing counted: a count per part is what cannot be read
             cannot = True
             piece = _piece(clause, m.start())
+            if pattern is _PER_PART:  # a count per part: only the counts could have been read from it
+                read = {k: v for k, v in read.items() if k not in RELATION_KWARGS or not _stated_in(piece, v)}
+                continue
+            of_a_word = _search(r"\b(?:word|letter|character)s?\b", m[0], re.I) is not None  # not an end phrase
             read = {k: v for k, v in read.items()
-                    if (pattern is _POSITIONAL and k in _POSITIONED_KINDS) or not _stated_in(piece, v)}
+                    if (pattern is _POSITIONAL and k in _POSITIONED_KINDS and not (of_a_word and k == "startend:end_checker"))
+                    or not _stated_in(piece, v)}
     if not read and _is_about_the_reply(clause) and (_search(_UNCOUNTED, clause, re.I) or _foreign_constraint(clause)):
         cannot = True
     return read, cannot
@@ -932,6 +944,24 @@ def _read_whole(clause: str, read: dict[str, Constraint]) -> tuple[dict[str, Con
 def _foreign_constraint(clause: str) -> bool:
     """A constraint in a language the patterns do not read: a count in a clause that is not English."""
     return _search(_FOREIGN, clause) is not None and _search(r"\d", clause) is not None
+
+
+def _paragraphs_whole(prompt: str, clauses: list[str], unverifiable: list[str]) -> Constraint | None:
+    """The paragraph count, read whole: a range ("between 2 and 4 paragraphs") or a relation between
+    paragraphs voids it (IFEval's check is one exact count). Paragraphs are separated by blank lines
+    (`separator`, checked by us) unless the prompt asks for IFEval's *** dividers."""
+    for clause in clauses:
+        kwargs = _number_paragraphs(clause)
+        if kwargs is None:
+            continue
+        count = kwargs["num_paragraphs"]
+        if any(count in (a, b) for a, b, _, _ in _ranges(clause)) or _search(_RELATIONAL, clause, re.I):
+            unverifiable.append(clause)
+            return None
+        if not _search(r"\*\*\*|markdown\s+divider|horizontal\s+(?:rule|line)", prompt, re.I):
+            kwargs = {**kwargs, "separator": "blank line"}
+        return Constraint("length_constraints:number_paragraphs", kwargs)
+    return None
 
 
 def _contradicts(kept: Constraint, new: Constraint) -> bool:
@@ -957,6 +987,7 @@ def detect(prompt: str) -> list[Constraint]:
 def read_prompt(prompt: str) -> Reading:
     """Every instruction the prompt states, each kind once (its first statement), and the
     constraint sentences that cannot be verified."""
+    prompt = _sub(r"```.*?(?:```|$)", "\n\n", prompt, re.S)  # instructions inside code are the code's, not ours
     found: dict[str, Constraint] = {}
     standing: set[str] = set()  # stated as a rule for every reply: a change of topic keeps them
     void: set[str] = set()  # kinds stated in ways no reply can meet together
@@ -1000,10 +1031,9 @@ def read_prompt(prompt: str) -> Reading:
         found["length_constraints:nth_paragraph_first_word"] = Constraint("length_constraints:nth_paragraph_first_word",
                                                                           nth)
     else:
-        paragraphs = next((k for k in map(_number_paragraphs, clauses) if k), None)
+        paragraphs = _paragraphs_whole(prompt, clauses, unverifiable)
         if paragraphs:
-            found["length_constraints:number_paragraphs"] = Constraint("length_constraints:number_paragraphs",
-                                                                       paragraphs)
+            found[paragraphs.id] = paragraphs
     placeholders = _placeholders(prompt)
     if placeholders:
         found["detectable_content:number_placeholders"] = Constraint("detectable_content:number_placeholders",

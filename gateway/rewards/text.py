@@ -67,6 +67,11 @@ def has_postscript(text: str, marker: str = "P.S.") -> bool:
     return re.search(rf"(?:^|\s){pattern}\.?(?=\s|:|$)", text, flags=re.IGNORECASE) is not None
 
 
+def paragraphs(text: str) -> list[str]:
+    """Blocks separated by blank lines (a line of *** counts as one), empty ones left out."""
+    return [p for p in re.split(r"\n\s*\n|^\s*\*\*\*\s*$", text, flags=re.M) if p.strip() and p.strip() != "***"]
+
+
 def sentences(text: str) -> list[str]:
     """Sentences of the reply's body (its postscript, if any, is not counted)."""
     return [s for s in re.split(r"(?<=[.!?])\s+|\n+", body(text).strip()) if words(s)]
