@@ -114,6 +114,11 @@ def _matches(constraint: Any, stated: list[dict[str, Any]]) -> tuple[bool, bool]
         if any(c["ifeval"] and c["kind"] == "keywords:existence" and keyword in [k.lower() for k in c["args"]["keywords"]]
                for c in stated):
             return True, True
+    if constraint.id == "length_constraints:nth_paragraph_first_word" and constraint.kwargs["num_paragraphs"] is None:
+        starts = [c for c in stated if c["kind"] == "paragraph_starts_with"]  # no count stated: checked as this
+        if starts:
+            nth, word = constraint.kwargs["nth_paragraph"], constraint.kwargs["first_word"].lower()
+            return True, any(c["args"].get("paragraph") == nth and c["args"]["prefix"].lower() == word for c in starts)
     if not same and not equivalent:
         return False, False
     mine = _normalized(constraint.id, constraint.kwargs)

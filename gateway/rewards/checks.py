@@ -7,7 +7,8 @@ the instruction id and kwargs the prompt parser found. Two things are ours:
   "at least 3" and "less than 4"; "about 100" is within 20 %; "between 100 and 150" is kwargs
   `relation: between`, the count and `upper`, "at least 100" and "less than 151");
 - paragraphs separated by blank lines (`separator: blank line`), where the prompt does not ask for
-  IFEval's *** dividers: IFEval's check splits on *** only;
+  IFEval's *** dividers: IFEval's check splits on *** only; and the nth paragraph's first word
+  where the prompt states no paragraph count (`num_paragraphs: None`);
 - sentence counting: IFEval's needs NLTK's punkt data, which is a download; `text.sentences`
   splits on terminal punctuation and line breaks instead;
 - languages IFEval's list leaves out (Dutch, Swedish, ...): the same langdetect check, called directly.
@@ -99,6 +100,8 @@ def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
         return False
     if instruction_id == "length_constraints:number_paragraphs" and kwargs.get("separator") == "blank line":
         return len(paragraphs(text)) == kwargs["num_paragraphs"]
+    if instruction_id == "length_constraints:nth_paragraph_first_word" and kwargs["num_paragraphs"] is None:
+        return _nth_paragraph_starts(text, kwargs["nth_paragraph"], kwargs["first_word"])
     if instruction_id == "length_constraints:number_sentences":
         return within(len(sentences(text)), kwargs["relation"], kwargs["num_sentences"], kwargs.get("upper"))
     if instruction_id in RELATION_KWARGS:
@@ -107,6 +110,16 @@ def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
         return all(_ifeval(instruction_id, {**ifeval_kwargs, relation_key: kind, count_key: n}, text)
                    for kind, n in bounds(kwargs[relation_key], kwargs[count_key], kwargs.get("upper")))
     return _ifeval(instruction_id, kwargs, text)
+
+
+def _nth_paragraph_starts(text: str, nth: int, word: str) -> bool:
+    """IFEval's first-word test on the nth paragraph, where the prompt states no paragraph count
+    (IFEval's own check also requires one exact count, which would be a guess)."""
+    blocks = paragraphs(text)  # nth -1: the last one ("end with a paragraph starting ...")
+    if not blocks or nth > len(blocks):
+        return False
+    first = blocks[nth - 1 if nth > 0 else -1].lstrip().split(maxsplit=1)
+    return bool(first) and first[0].strip(".,;:!?\"'*#").lower() == word.lower()
 
 
 def _ifeval(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:

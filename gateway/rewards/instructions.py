@@ -287,9 +287,9 @@ def _nth_paragraph(prompt: str) -> dict | None:
     if numbered:
         count = next((n for n in map(_paragraph_count, _clauses(prompt)) if n), None)
         ordinal = numbered[1].lower()
-        nth = (count or 1) if ordinal in ("last", "final") else _ORDINALS.get(ordinal) or parse_number(ordinal)
+        nth = (count or -1) if ordinal in ("last", "final") else _ORDINALS.get(ordinal) or parse_number(ordinal)
         word = next(g for g in numbered.groups()[1:] if g)
-        return {"num_paragraphs": count or nth, "nth_paragraph": nth, "first_word": word.strip().strip(".,").split()[0]}
+        return {"num_paragraphs": count, "nth_paragraph": nth, "first_word": word.strip().strip(".,").split()[0]}
     if not m:
         m2 = _search(r"first\s+word\s+of\s+the\s+(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|"
                        r"2nd|3rd|4th|5th|6th|final|last)\s+paragraph\s+(?:should|must|has to|needs to|will)\s+be\s+"
@@ -301,9 +301,8 @@ def _nth_paragraph(prompt: str) -> dict | None:
         groups = m.groups()
     count = next((n for n in map(_paragraph_count, _clauses(prompt)) if n), None)
     ordinal = (groups[0] or groups[7]).lower()
-    nth = count if ordinal in ("final", "last") else _ORDINALS[ordinal]
+    nth = (count or -1) if ordinal in ("final", "last") else _ORDINALS[ordinal]
     word = next(g for g in groups[1:7] + groups[8:] if g)
-    count = count or nth
     return {"num_paragraphs": count, "nth_paragraph": nth, "first_word": word.strip().strip(".,").split()[0]}
 
 
@@ -550,6 +549,11 @@ def _frequency(c: str) -> dict | None:
                                                       else "at least"), "frequency": parse_number(count)}
 
 
+# never a keyword named without quotes ("use only words of six letters" asks nothing of the word "of")
+_FUNCTION_WORDS = {"in", "the", "of", "to", "for", "with", "from", "that", "than", "and", "or", "a", "an", "only", "at",
+                   "on", "by", "no", "not", "as", "like", "such", "which", "this", "these", "those"}
+
+
 def _existence(c: str) -> dict | None:
     if _search(r"(?:do not|don't|never|avoid|without|not)\s+(?:\w+\s+){0,3}(?:the\s+)?(?:key)?(?:words?|terms?)|"
                  r"(?:must|should|may|can|does|do|will)\s*(?:not|n't)\s+(?:appear|be\s+(?:used|included|mentioned))",
@@ -582,7 +586,7 @@ def _existence(c: str) -> dict | None:
                       asked, re.I)
         if not m:
             return _unquoted_keywords(c)
-        keywords = [k for k in _split(r",\s*(?:and\s+)?|\s+and\s+", m[1]) if k and k.lower() not in ("in", "the")]
+        keywords = [k for k in _split(r",\s*(?:and\s+)?|\s+and\s+", m[1]) if k and k.lower() not in _FUNCTION_WORDS]
     if _search(r"times|twice|thrice|once", c[trigger.start():], re.I) and len(keywords) == 1:
         return None  # a frequency, not just presence
     return {"keywords": keywords} if keywords else None
@@ -849,13 +853,19 @@ _PER_PART = (rf"\b(?:each|every|per)\s+(?:single\s+|individual\s+|[\w-]+\s+)?{_U
              r"may|can|must|longer|shorter|over|exceeds?|has|with|more|goes)\b|"
              rf"\beach\s+(?:(?:{_REL_ANY}|between|containing|with|having)\b|of\s+(?!your\b)|{_N}\b)|{_UNIT}\s+each\b|"
              r"\beach\s*(?:[.;]|$)|"
+             r"\bthe\s+(?:subject(?:\s+line)?|title|headline|heading|tagline|caption|greeting|sign-?off|introduction|intro|"
+             r"conclusion|opening|closing|hook)\s+(?:must|should|has\s+to|needs\s+to|can|may|will|is|of)\b|"
              rf"\b{_UNIT}\s+(?:of|with|containing|having)\s+(?:(?:{_REL_ANY}|between)\s+)?{_N}\s+(?:[\w-]+\s+)?{_UNIT}")
 _UNCOUNTED = (rf"(?:(?:{_REL_ANY})\s+)?\b({_N})\s+(?:[\w-]+\s+){{0,2}}?(?!{_COUNTED_UNITS}\b){_UNIT}\b")
+_BULLETS_BOUNDED = (rf"(?:{_LOWER}|{_UPPER})\s+{_N}\s+(?:[\w-]+\s+)?bullet|{_N}\s+(?:[\w-]+\s+)?bullet(?:[\s-]*points?|s)?"
+                    r"\s*[(,]?\s*(?:or\s+(?:more|fewer|less)|at\s+(?:least|most)|max(?:imum)?|minimum|tops)\b")
+_BACK_REFERENCE = r"\b(?:both|each|every|all)\s+(?:times?|of\s+them|occurrences?|instances?|uses?)\b"
 # Kinds whose own phrasings name a position or a part; a positional clause does not void them.
 _POSITIONED_KINDS = {"startend:end_checker", "detectable_content:postscript", "combination:repeat_prompt",
                      "detectable_format:title", "startend:quotation", "combination:two_responses"}
-_FOREIGN = (r"\b(?:le|la|les|des|une|avec|pas|mots|phrases|réponse|réponds|und|der|die|das|nicht|mit|Wörter|Sätze|"
-            r"Antwort|el|los|las|con|palabras|oraciones|respuesta|responde|usa|sin|parole|frasi|risposta|palavras|"
+_FOREIGN = (r"\b(?:le|la|les|des|une|avec|pas|moins|mots|phrases|réponse|réponds|répondez|und|der|die|das|nicht|mit|"
+            r"mir|von|höchstens|mindestens|genau|bitte|Wörter|Wörtern|Sätze|Sätzen|Antwort|antworte|el|los|las|con|"
+            r"menos|más|palabras|oraciones|respuesta|responde|usa|sin|parole|frasi|risposta|palavras|frases|"
             r"resposta)\b|[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af\u0400-\u04ff]")
 
 
@@ -923,12 +933,18 @@ def _read_whole(clause: str, read: dict[str, Constraint]) -> tuple[dict[str, Con
                 read[kind] = Constraint(kind, {**read[kind].kwargs, relation_key: "between", count_key: lo, "upper": hi})
                 break
     cannot = False
+    bullets = read.get("detectable_format:number_bullet_lists")
+    if bullets and (any(bullets.kwargs["num_bullets"] in (a, b) for a, b, _, _ in _ranges(clause))
+                    or _search(_BULLETS_BOUNDED, clause, re.I)):
+        del read["detectable_format:number_bullet_lists"]  # IFEval's bullet count is exact: a bound is not it
+        cannot = True
     for pattern in (_RELATIONAL, _POSITIONAL, _PER_PART):
         for m in _finditer(pattern, clause, re.I):
             if pattern is _PER_PART and not read.keys() & RELATION_KWARGS.keys():
                 break  # "each" with nothing counted: a count per part is what cannot be read
             cannot = True
-            piece = _piece(clause, m.start())
+            # "exactly twice, both times in the last paragraph": the position qualifies the whole clause
+            piece = clause if _search(_BACK_REFERENCE, clause, re.I) else _piece(clause, m.start())
             if pattern is _PER_PART:  # a count per part: only the counts could have been read from it
                 read = {k: v for k, v in read.items() if k not in RELATION_KWARGS or not _stated_in(piece, v)}
                 continue
@@ -936,7 +952,7 @@ def _read_whole(clause: str, read: dict[str, Constraint]) -> tuple[dict[str, Con
             read = {k: v for k, v in read.items()
                     if (pattern is _POSITIONAL and k in _POSITIONED_KINDS and not (of_a_word and k == "startend:end_checker"))
                     or not _stated_in(piece, v)}
-    if not read and _is_about_the_reply(clause) and (_search(_UNCOUNTED, clause, re.I) or _foreign_constraint(clause)):
+    if not read and (_foreign_constraint(clause) or _is_about_the_reply(clause) and _search(_UNCOUNTED, clause, re.I)):
         cannot = True
     return read, cannot
 
