@@ -46,6 +46,9 @@ class Metrics:
                                 ["model", "reason"], registry=r)
         self.embedding_requests = Counter("tao_embedding_requests", "Embedding requests passed through, by model and "
                                           "HTTP status.", ["model", "status"], registry=r)
+        self.unverifiable = Counter("tao_unverifiable_constraints", "Constraint sentences the scorer saw in a prompt "
+                                    "and cannot verify whole (left out of the score, never read as a nearby kind).",
+                                    ["model"], registry=r)
         self.contract_violations = Counter("tao_contract_violations", "Candidates that broke their request's "
                                            "contract (tool schemas, tool_choice, response_format).", ["model"],
                                            registry=r)

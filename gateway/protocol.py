@@ -45,6 +45,8 @@ class SamplingFields(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = None
+    tao_readings: bool = Field(False, description="Add `tao.readings` to the reply: the instructions the scorer "
+                               "read in the prompt and which each candidate met (they are logged either way).")
 
     def passthrough(self) -> dict[str, Any]:
         """Fields we do not interpret ourselves, to hand to the upstream unchanged."""
@@ -113,6 +115,24 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class InstructionRead(BaseModel):
+    """One instruction the scorer read in the prompt: an IFEval instruction id and its arguments."""
+
+    kind: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Readings(BaseModel):
+    """What the default scorer read of a prompt and checked of each candidate: enough to debug a wrong
+    reading from one request."""
+
+    instructions: list[InstructionRead] = Field(description="The instructions it verifies, in the order read.")
+    unverifiable: list[str] = Field(description="Constraint sentences it saw and cannot verify whole: left out of "
+                                    "the score, never read as a nearby kind.")
+    met: list[list[bool] | None] = Field(description="Per candidate, in generation order: for each instruction, "
+                                         "whether the candidate meets it (null: not scored).")
+
+
 class TaoInfo(BaseModel):
     """The `tao` object every reply carries."""
 
@@ -129,6 +149,8 @@ class TaoInfo(BaseModel):
     violations: list[str | None] | None = Field(
         None, description="Per candidate, how it broke the request's contract (tools' schemas, tool_choice, "
         "response_format); null where it held. Present only when the request has such a contract.")
+    readings: Readings | None = Field(None, description="What the scorer read and checked; present when the request "
+                                      "sets tao_readings and the scorer reads instructions (the default one).")
 
 
 class ChatChoice(BaseModel):

@@ -300,3 +300,29 @@ def test_metrics_count_distill_runs_by_outcome(gateway):
         metrics = httpx.get(gw.url + "/metrics").text
     assert 'tao_distill_runs{outcome="rejected"} 2.0' in metrics
     assert 'tao_distill_runs{outcome="too_little_data"} 1.0' in metrics
+
+
+def test_readings_say_what_the_scorer_read_and_what_each_candidate_met(gateway, fake):
+    """One request is enough to debug a reading: which instructions were read (kind and arguments),
+    which sentences could not be verified, and per candidate which instruction it met; logged always,
+    in the reply on request."""
+    upstream, _ = fake
+    upstream.config.texts = ["Tea is a calm drink, and I like it very much today.", "tea is good for you always."]
+    prompt = [{"role": "user", "content": "Write about tea in all lowercase letters. Use no commas. Make each "
+                                          "sentence 2 words longer than the one before."}]
+    with gateway(best_of=2) as gw:
+        plain = gw.client.chat.completions.create(model="mock", messages=prompt)
+        assert plain.model_extra["tao"]["readings"] is None  # not asked for
+        reply = gw.client.chat.completions.create(model="mock", messages=prompt, extra_body={"tao_readings": True})
+        readings = reply.model_extra["tao"]["readings"]
+        assert [r["kind"] for r in readings["instructions"]] == ["change_case:english_lowercase", "punctuation:no_comma"]
+        assert readings["unverifiable"] == ["Make each sentence 2 words longer than the one before."]
+        assert readings["met"] == [[False, False], [True, True]]
+        assert reply.choices[0].message.content == upstream.config.texts[1]
+        row = gw.wait_for_rows(2)[-1]
+        assert json.loads(row["readings"]) == {"instructions": readings["instructions"],
+                                               "unverifiable": readings["unverifiable"]}
+        met = [json.loads(c["met"]) for c in gw.db()["candidates"].rows_where("request_id = ?", [row["id"]],
+                                                                             order_by="idx")]
+        assert met == readings["met"]
+        assert 'tao_unverifiable_constraints_total{model="mock"} 2.0' in httpx.get(gw.url + "/metrics").text

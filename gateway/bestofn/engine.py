@@ -77,7 +77,8 @@ class Engine:
         reason = pool.degraded_because
         return TaoInfo(request_id=req.request_id, best_of=req.best_of, n=req.n, scores=pool.scores, winner=returned[0],
                        ranking=returned, model_version=req.model_version, arm=req.arm, degraded=reason is not None,
-                       degraded_reason=reason, violations=pool.violations if req.contract is not None else None)
+                       degraded_reason=reason, violations=pool.violations if req.contract is not None else None,
+                       readings=pool.readings if req.body.tao_readings else None)
 
     @staticmethod
     async def _check(req: ServeRequest, pool: CandidatePool) -> None:

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 from gateway.backends import Candidate, Generation, StreamDelta
 from gateway.contract import Contract
-from gateway.protocol import TaoInfo, Usage
+from gateway.protocol import Readings, TaoInfo, Usage
 from gateway.request import Endpoint
 
 
@@ -24,6 +24,7 @@ class CandidatePool:
     scoring_ms: float = 0.0
     degraded_reason: str | None = None  # why the scores are missing, when the scorer failed
     violations: list[str | None] = field(default_factory=list)  # per candidate: how it broke the request's contract
+    readings: Readings | None = None  # what the scorer read of the prompt, and each candidate's checks
 
     @classmethod
     def of(cls, generation: Generation, upstream_ms: float) -> CandidatePool:
@@ -40,6 +41,14 @@ class CandidatePool:
         self.upstream_calls += more.upstream_calls
         self.upstream_ms += more.upstream_ms
         self.failures += more.failures
+
+    def add_readings(self, indexes: list[int], readings: Readings) -> None:
+        """The readings of a scored batch (candidates `indexes`): the prompt's once, each candidate's checks."""
+        if self.readings is None:
+            self.readings = readings.model_copy(update={"met": [None] * len(self.candidates)})
+        self.readings.met += [None] * (len(self.candidates) - len(self.readings.met))
+        for i, met in zip(indexes, readings.met, strict=True):
+            self.readings.met[i] = met
 
     def check(self, contract: Contract | None) -> None:
         """Check every candidate against the request's contract (`gateway.contract`)."""

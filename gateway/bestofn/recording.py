@@ -59,12 +59,16 @@ class Recorder:
                        scoring_ms=pool.scoring_ms, prompt_tokens=usage.prompt_tokens,
                        completion_tokens=usage.completion_tokens, upstream_calls=pool.upstream_calls)
             returned = {idx: rank for rank, idx in enumerate(tao.ranking)}
+            readings = pool.readings
+            if readings is not None:
+                row["readings"] = orjson.dumps(readings.model_dump(include={"instructions", "unverifiable"})).decode()
             candidates = [
                 {"request_id": req.request_id, "idx": i, "text": c.text,
                  "message": _message_beyond_text(c),
                  "finish_reason": c.finish_reason, "tokens": c.completion_tokens, "score": tao.scores[i],
                  "won": int(i == tao.winner and not failure), "returned_rank": returned.get(i),
-                 "violation": pool.violations[i]}
+                 "violation": pool.violations[i],
+                 "met": orjson.dumps(readings.met[i]).decode() if readings and readings.met[i] is not None else None}
                 for i, c in enumerate(pool.candidates)
             ]
         row["error"] = error

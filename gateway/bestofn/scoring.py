@@ -12,6 +12,7 @@ from gateway.config import RewardConfig
 from gateway.metrics import Metrics
 from gateway.request import ServeRequest
 from gateway.rewards import Scorer
+from gateway.rewards.base import score_with_readings
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,15 @@ class PoolScoring:
             return
         started = time.perf_counter()
         try:
-            scores = await asyncio.wait_for(self.scorer.score(req.prompt, [pool.candidates[i].text for i in todo]),
-                                            self.reward.timeout_s)
+            scores, readings = await asyncio.wait_for(
+                score_with_readings(self.scorer, req.prompt, [pool.candidates[i].text for i in todo]),
+                self.reward.timeout_s)
             for i, score in zip(todo, scores, strict=True):
                 pool.scores[i] = score
+            if readings is not None:
+                if pool.readings is None and readings.unverifiable:
+                    self.metrics.unverifiable.labels(req.model.name).inc(len(readings.unverifiable))
+                pool.add_readings(todo, readings)
         except TimeoutError:
             pool.degraded_reason = f"scorer timed out after {self.reward.timeout_s:g} s"
         except Exception as exc:  # noqa: BLE001 - any scorer failure degrades, never fails

@@ -4,9 +4,14 @@ what the scorers share."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.rewards.stopping import run_stoppable
+
+if TYPE_CHECKING:
+    from gateway.protocol import Readings
+
+Detailed = Callable[[str, list[str]], "tuple[Sequence[float], Readings]"]
 
 
 class Scorer(Protocol):
@@ -21,6 +26,16 @@ class Scorer(Protocol):
     async def states_something_verifiable(self, prompt: str) -> bool:
         """Does the prompt state anything this scorer checks? True when the scorer cannot tell (a
         reward model, a judge): then the reward alone ranks the candidates."""
+
+
+async def score_with_readings(scorer: Scorer, prompt: str, candidates: Sequence[str]) -> tuple[list[float],
+                                                                                            Readings | None]:
+    """Rewards, and what the scorer read and checked where it can say (a scorer that reads instructions
+    has `score_with_readings`; any other gives its rewards alone)."""
+    detailed = getattr(scorer, "score_with_readings", None)
+    if detailed is None:
+        return await scorer.score(prompt, candidates), None
+    return await detailed(prompt, candidates)
 
 
 class ScorerOutputError(ValueError):
@@ -55,10 +70,11 @@ class FunctionScorer:
     """
 
     def __init__(self, name: str, fn: Callable[[str, list[str]], Sequence[float]], *,
-                 verifiable: Callable[[str], bool] | None = None) -> None:
+                 verifiable: Callable[[str], bool] | None = None, detailed: Detailed | None = None) -> None:
         self.name = name
         self._fn = fn
         self._verifiable = verifiable
+        self._detailed = detailed
 
     async def states_something_verifiable(self, prompt: str) -> bool:
         """Does the prompt state anything this scorer checks? True unless the scorer can tell (the
@@ -70,3 +86,12 @@ class FunctionScorer:
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         result = await run_stoppable(self._fn, prompt, list(candidates))
         return validated(result, len(candidates), self.name)
+
+    async def score_with_readings(self, prompt: str, candidates: Sequence[str]) -> tuple[list[float],
+                                                                                         Readings | None]:
+        """`detailed`'s rewards and readings, computed once (the checks are the scoring); the rewards
+        alone for a function that reads nothing."""
+        if self._detailed is None:
+            return await self.score(prompt, candidates), None
+        scores, readings = await run_stoppable(self._detailed, prompt, list(candidates))
+        return validated(scores, len(candidates), self.name), readings

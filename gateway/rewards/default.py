@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 from gateway.rewards import checks
 from gateway.rewards.base import FunctionScorer
-from gateway.rewards.instructions import Constraint, detect, warm_up
+from gateway.protocol import InstructionRead, Readings
+from gateway.rewards.instructions import Constraint, Reading, read_prompt, warm_up
 from gateway.rewards.stopping import check_stopped
 from gateway.rewards.text import repetition, words
 
@@ -49,13 +50,12 @@ def _satisfied(constraint: Constraint, text: str) -> bool:
     return constraint.satisfied_by(text)
 
 
-def score_one(constraints: Sequence[Constraint], text: str) -> float:
+def score_checked(constraints: Sequence[Constraint], met: Sequence[bool], text: str) -> float:
+    """The score of a reply whose instructions were checked (`met`, one per constraint)."""
     if not text.strip():
         return 0.0
     substance = min(1.0, len(words(text)) / substance_floor(constraints))
-    compliance = (
-        sum(_satisfied(c, text) for c in constraints) / len(constraints) if constraints else 1.0
-    )
+    compliance = sum(met) / len(constraints) if constraints else 1.0
     ends_cleanly = text.rstrip().endswith(_CLEAN_ENDINGS)
     return substance * (
         COMPLIANCE_WEIGHT * compliance
@@ -68,23 +68,37 @@ CACHED_PROMPT_CHARS = 32_768  # reward.read's default window is 16 kB: every win
 
 
 @functools.lru_cache(maxsize=256)
-def _detect_cached(prompt: str) -> tuple[Constraint, ...]:
-    return tuple(detect(prompt))
+def _read_cached(prompt: str) -> Reading:
+    return read_prompt(prompt)
 
 
-def constraints_of(prompt: str) -> tuple[Constraint, ...]:
+def reading_of(prompt: str) -> Reading:
     """The prompt's instructions, read once per prompt: a best-of-N request asks twice (to score the
     candidates, then whether anything was verifiable), and retries ask again. Only prompts up to
     CACHED_PROMPT_CHARS are kept, so the cache's memory stays bounded."""
-    return _detect_cached(prompt) if len(prompt) <= CACHED_PROMPT_CHARS else tuple(detect(prompt))
+    return _read_cached(prompt) if len(prompt) <= CACHED_PROMPT_CHARS else read_prompt(prompt)
+
+
+def constraints_of(prompt: str) -> tuple[Constraint, ...]:
+    return reading_of(prompt).constraints
+
+
+def assess(prompt: str, candidates: Sequence[str]) -> tuple[list[float], Readings]:
+    """Every candidate's score, and the readings behind them (which instruction each one met)."""
+    reading = reading_of(prompt)
+    met = [[_satisfied(c, text) for c in reading.constraints] if text.strip() else [False] * len(reading.constraints)
+           for text in candidates]
+    scores = [score_checked(reading.constraints, m, text) for m, text in zip(met, candidates)]
+    return scores, Readings(instructions=[InstructionRead(kind=c.id, args=c.kwargs) for c in reading.constraints],
+                            unverifiable=list(reading.unverifiable), met=list(met))
 
 
 def instruction_following(prompt: str, candidates: Sequence[str]) -> list[float]:
-    constraints = constraints_of(prompt)
-    return [score_one(constraints, text) for text in candidates]
+    return assess(prompt, candidates)[0]
 
 
 def build() -> FunctionScorer:
     warm_up()  # compile the detector's patterns and load the checkers now, not on a request's event loop
     checks.warm_up()
-    return FunctionScorer("default", instruction_following, verifiable=lambda prompt: bool(constraints_of(prompt)))
+    return FunctionScorer("default", instruction_following, verifiable=lambda prompt: bool(constraints_of(prompt)),
+                          detailed=assess)

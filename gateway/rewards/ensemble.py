@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from gateway.rewards.base import Scorer
+from gateway.protocol import Readings
+from gateway.rewards.base import Scorer, score_with_readings
 
 
 class EnsembleScorer:
@@ -21,8 +22,12 @@ class EnsembleScorer:
         return any(answers)
 
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        results = await asyncio.gather(*(s.score(prompt, candidates) for _, s in self.members))
-        return [
-            sum(weight * scores[i] for (weight, _), scores in zip(self.members, results))
-            for i in range(len(candidates))
-        ]
+        return (await self.score_with_readings(prompt, candidates))[0]
+
+    async def score_with_readings(self, prompt: str, candidates: Sequence[str]) -> tuple[list[float],
+                                                                                         Readings | None]:
+        """The weighted sum, and the readings of the first member that reads instructions."""
+        results = await asyncio.gather(*(score_with_readings(s, prompt, candidates) for _, s in self.members))
+        summed = [sum(weight * scores[i] for (weight, _), (scores, _) in zip(self.members, results))
+                  for i in range(len(candidates))]
+        return summed, next((readings for _, readings in results if readings is not None), None)

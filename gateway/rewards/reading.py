@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.config import ReadWindow
-from gateway.rewards.base import Scorer
+from gateway.protocol import Readings
+from gateway.rewards.base import Scorer, score_with_readings
 
 Part = Literal["prompt", "candidate"]
 OnSkipped = Callable[[Part, int], None]
@@ -75,6 +76,11 @@ class WindowedScorer:
 
     async def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         return await self.scorer.score(self._prompt(prompt), self._candidates(candidates))
+
+    async def score_with_readings(self, prompt: str, candidates: Sequence[str]) -> tuple[list[float],
+                                                                                         Readings | None]:
+        """The wrapped scorer's rewards and readings, on the same window."""
+        return await score_with_readings(self.scorer, self._prompt(prompt), self._candidates(candidates))
 
     async def states_something_verifiable(self, prompt: str) -> bool:
         """The wrapped scorer's answer on the same window."""

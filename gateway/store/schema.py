@@ -100,6 +100,7 @@ REQUESTS_COLUMNS: dict[str, type] = {
     "status": str,  # RequestStatus: ok | degraded | error
     "http_status": int,
     "error": str,
+    "readings": str,  # JSON: the instructions the scorer read ({kind, args}) and the sentences it could not verify
 }
 CANDIDATES_COLUMNS: dict[str, type] = {
     "request_id": str,
@@ -112,6 +113,7 @@ CANDIDATES_COLUMNS: dict[str, type] = {
     "won": int,  # 1 for the top-scored candidate
     "returned_rank": int,  # position among the choices returned to the client, else null
     "violation": str,  # how it broke its request's contract (tools' schemas, tool_choice, response_format); null: held
+    "met": str,  # JSON: per instruction in the request's readings, whether this candidate meets it; null: unchecked
 }
 FEEDBACK_COLUMNS: dict[str, type] = {
     "request_id": str,
