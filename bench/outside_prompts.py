@@ -70,7 +70,9 @@ def load(path: Path) -> list[Sample]:
 EQUIVALENT = {"length_constraints:number_words": "word_count", "length_constraints:number_sentences": "sentence_count",
               "keywords:frequency": "keyword_count", "keywords:letter_frequency": "no_letter",
               "detectable_format:number_bullet_lists": "bullet_count",
-              "length_constraints:number_paragraphs": "paragraph_count"}  # with separator: blank line
+              "length_constraints:number_paragraphs": "paragraph_count",  # with separator: blank line
+              "tao:emoji_count": "emoji_count", "tao:hashtag_count": "hashtag_count", "tao:starts_with": "starts_with",
+              "tao:ends_with_question": "ends_with_question"}
 
 
 def _normalized(instruction_id: str, kwargs: dict[str, Any]) -> Any:
@@ -86,12 +88,14 @@ def _normalized(instruction_id: str, kwargs: dict[str, Any]) -> Any:
         low = high = None
         for kind, n in bounds(kwargs[keys[0]], kwargs[keys[1]], kwargs.get("upper")):
             low, high = (n, high) if kind == "at least" else (low, n - 1)
-        out["min"], out["max"] = low, high
+        out["min"], out["max"] = low or None, high  # "at least 0" bounds nothing
     return out
 
 
 def _outside_normalized(instruction_id: str, kind: str, args: dict[str, Any]) -> Any:
     """An outside annotation in the terms of the equivalent IFEval kind's `_normalized`."""
+    if kind in ("starts_with", "ends_with_question"):
+        return {k: str(v).lower().strip() for k, v in args.items()}
     if kind == "no_letter":
         return {"letter": args["letter"].lower(), "min": None, "max": 0}
     if kind == "bullet_count":

@@ -102,3 +102,21 @@ def test_a_hundred_constraint_sentences_are_read_without_error():
     reading = read("Write an article about gardens. " + " ".join(rules[:100]))
     found = {c.id for c in reading.constraints}
     assert {"keywords:forbidden_words", "keywords:existence", "length_constraints:number_words"} <= found
+
+
+def test_the_commonest_outside_kinds_are_read_and_checked():
+    from gateway.rewards.checks import satisfied
+
+    cases = [("Write a caption with 2 to 4 emojis.", "tao:emoji_count", "Sunny day ☀️🌊 at the beach 🏖️.", True),
+             ("Write a caption with 2 to 4 emojis.", "tao:emoji_count", "Sunny day at the beach.", False),
+             ("No hashtags, please; keep it short.", "tao:hashtag_count", "Fresh bread daily.", True),
+             ("Add exactly 3 hashtags at the end.", "tao:hashtag_count", "Bread! #fresh #bakery", False),
+             ("Start your reply with 'Hi there,' and keep it warm.", "tao:starts_with", "Hi there, thanks!", True),
+             ("Start your reply with 'Hi there,' and keep it warm.", "tao:starts_with", "Hello, thanks!", False),
+             ("End your answer with a question to the reader.", "tao:ends_with_question", "Ready to try it?", True),
+             ("End your answer with a question to the reader.", "tao:ends_with_question", "Try it.", False)]
+    for prompt, kind, reply, meets in cases:
+        [constraint] = [c for c in read(prompt).constraints if c.id == kind]
+        assert satisfied(kind, constraint.kwargs, reply) is meets, (prompt, reply)
+    assert read("A couple of emojis are fine but don't overdo them.").constraints == ()  # a permission
+    assert read("Paragraph 2 should begin with the word 'meanwhile'.").constraints[0].id != "tao:starts_with"

@@ -11,13 +11,16 @@ the instruction id and kwargs the prompt parser found. Two things are ours:
   where the prompt states no paragraph count (`num_paragraphs: None`);
 - sentence counting: IFEval's needs NLTK's punkt data, which is a download; `text.sentences`
   splits on terminal punctuation and line breaks instead;
-- languages IFEval's list leaves out (Dutch, Swedish, ...): the same langdetect check, called directly.
+- languages IFEval's list leaves out (Dutch, Swedish, ...): the same langdetect check, called directly;
+- kinds IFEval lacks (`tao:` ids): emoji and hashtag counts, the opening phrase, ending on a question.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 
 from gateway.rewards.text import paragraphs, sentences
@@ -31,7 +34,29 @@ RELATION_KWARGS = {
     "keywords:frequency": ("relation", "frequency"),
     "keywords:letter_frequency": ("let_relation", "let_frequency"),
     "change_case:capital_word_frequency": ("capital_relation", "capital_frequency"),
+    "tao:emoji_count": ("relation", "count"),
+    "tao:hashtag_count": ("relation", "count"),
 }
+
+# Emoji: pictographs, dingbats and symbols, flags (regional indicators), one code point each.
+_EMOJI = re.compile("[\U0001F300-\U0001FAFF\u2600-\u27BF\U0001F1E6-\U0001F1FF\u2B50\u2B55\u2934\u2935\u3030\u303D]")
+_HASHTAG = re.compile(r"(?<![\w&#])#[^\W\d_][\w]*")
+_LEADING_MARKUP = " \t\n\"'“‘*#>_`"
+
+
+def _own_checks() -> dict[str, Callable[[dict[str, Any], str], bool]]:
+    """Kinds IFEval lacks, cheap to check exactly: the commonest outside kinds of the outside corpus."""
+    return {
+        "tao:emoji_count": lambda kw, text: within(len(_EMOJI.findall(text)), kw["relation"], kw["count"],
+                                                   kw.get("upper")),
+        "tao:hashtag_count": lambda kw, text: within(len(_HASHTAG.findall(text)), kw["relation"], kw["count"],
+                                                     kw.get("upper")),
+        "tao:starts_with": lambda kw, text: text.lstrip(_LEADING_MARKUP).lower().startswith(kw["phrase"].lower()),
+        "tao:ends_with_question": lambda kw, text: text.rstrip(" \t\n\"'”’)*_").endswith("?"),
+    }
+
+
+OWN_CHECKS = _own_checks()
 
 
 @functools.cache
@@ -98,6 +123,8 @@ def satisfied(instruction_id: str, kwargs: dict[str, Any], text: str) -> bool:
     """Does `text` follow the instruction? Raises KeyError for an id IFEval does not know."""
     if not text.strip():
         return False
+    if instruction_id in OWN_CHECKS:
+        return OWN_CHECKS[instruction_id](kwargs, text)
     if instruction_id == "length_constraints:number_paragraphs" and kwargs.get("separator") == "blank line":
         return len(paragraphs(text)) == kwargs["num_paragraphs"]
     if instruction_id == "length_constraints:nth_paragraph_first_word" and kwargs["num_paragraphs"] is None:

@@ -749,6 +749,49 @@ def _two_responses(c: str) -> dict | None:
     return None
 
 
+def _emojis(c: str) -> dict | None:
+    return _unit_count(c, "emoji", r"emojis?|emoticons?|emoji")
+
+
+def _hashtags(c: str) -> dict | None:
+    return _unit_count(c, "hashtag", r"hashtags?")
+
+
+def _unit_count(c: str, cue: str, unit: str) -> dict | None:
+    """A count of a unit we count exactly ("2 to 4 emojis", "no hashtags", "at most 3 emojis")."""
+    if cue not in c.lower():
+        return None
+    if _search(rf"\b(?:no|without|zero|avoid|(?:do\s+not|don'?t|never)\s+(?:use|add|include))\s+(?:any\s+)?(?:{unit})\b", c, re.I):
+        return {"relation": "exactly", "count": 0}
+    if _search(r"\b(?:(?:is|are)\s+(?:fine|ok(?:ay)?|allowed|welcome|acceptable)|you\s+(?:may|can)|feel\s+free)\b", c, re.I):
+        return None  # a permission ("a couple of emojis are fine"), not a count asked for
+    found = _counted(c, unit)
+    if found and _is_about_the_reply(c):
+        return {"relation": found[0], "count": found[1]}
+    return None
+
+
+_OPENED = r"(?:response|answer|reply|email|e-mail|letter|message|story|poem|post|note|speech|text|essay|caption|toast)"
+
+
+def _starts_with(c: str) -> dict | None:
+    """The reply's opening phrase: "start your reply with 'Hi there,'", "the email must open with 'Dear Sam'",
+    "Begin with the words 'Once upon a time'" (never a part's: "paragraph 2 should begin with ...")."""
+    quoted = r"\s+with\s+(?:the\s+(?:exact\s+)?(?:words?|phrase|line|greeting|sentence)\s+)?" + _QUOTED
+    m = _search(rf"\b(?:start|begin|open)\w*\s+(?:your\s+{_OPENED}|it|the\s+{_OPENED}){quoted}|"
+                rf"\b(?:your|the)\s+{_OPENED}\s+(?:must|should|has\s+to|needs\s+to|will|shall)?\s*(?:start|begin|open)s?"
+                rf"{quoted}|^\s*(?:please\s+)?(?:start|begin|open){quoted}", c, re.I)
+    if m is None:
+        return None
+    return {"phrase": next(g for g in m.groups() if g is not None).strip()}
+
+
+def _ends_with_question(c: str) -> dict | None:
+    m = _search(r"\b(?:end|finish|close|conclude|wrap\s+up)\w*\s+(?:your\s+\w+\s+|it\s+|the\s+(?:\w+\s+){1,2}|things\s+)?"
+                r"(?:with|on)\s+(?:a|one)\s+(?:[\w-]+\s+)?question\b(?!\s+marks?)", c, re.I)
+    return {} if m and _is_about_the_reply(c) else None
+
+
 # (instruction id, per-clause function); the whole-prompt kinds are handled in detect()
 _CLAUSE_KINDS = [
     ("length_constraints:number_words", _number_words),
@@ -771,11 +814,11 @@ _CLAUSE_KINDS = [
     ("language:response_language", _language),
     ("detectable_content:postscript", _postscript),
     ("combination:two_responses", _two_responses),
+    ("tao:emoji_count", _emojis),
+    ("tao:hashtag_count", _hashtags),
+    ("tao:starts_with", _starts_with),
+    ("tao:ends_with_question", _ends_with_question),
 ]
-INSTRUCTION_IDS = [i for i, _ in _CLAUSE_KINDS] + ["detectable_content:number_placeholders",
-                                                  "length_constraints:number_paragraphs",
-                                                  "length_constraints:nth_paragraph_first_word",
-                                                  "combination:repeat_prompt", "detectable_format:multiple_sections"]
 
 
 def _asks_about_form(clause: str) -> bool:
@@ -819,7 +862,8 @@ _UNIT = (r"(?:words?|sentences?|paragraphs?|lines?|items?|bullets?|bullet[\s-]+p
          r"sections?|steps?|entries|entry|questions?|characters?|letters?|rows?|columns?|headings?|headers?|"
          r"hashtags?|emojis?|tips|examples?|reasons?|ideas?|options?|bullet\s+lists?|lists?|clauses?|syllables?|"
          r"digits?|numbers?|exclamation\s+(?:marks?|points?)|haikus?|couplets?|quatrains?|limericks?|tweets?)")
-_COUNTED_UNITS = r"(?:words?|sentences?|paragraphs?|bullet[\s-]+points?|bullets?|sections?|placeholders?|times)"
+_COUNTED_UNITS = (r"(?:words?|sentences?|paragraphs?|bullet[\s-]+points?|bullets?|sections?|placeholders?|times|emojis?|"
+                  r"hashtags?)")
 _RANGES = [  # (pattern, group of the low end, group of the high end)
     rf"\bbetween\s+({_N})(?:\s+[a-z]+)?\s*(?:and|&|-|–|—|to)\s*({_N})\b",
     rf"\bfrom\s+({_N})\s*(?:to|-|–|—)\s*({_N})\b",
