@@ -120,3 +120,8 @@ def test_the_commonest_outside_kinds_are_read_and_checked():
         assert satisfied(kind, constraint.kwargs, reply) is meets, (prompt, reply)
     assert read("A couple of emojis are fine but don't overdo them.").constraints == ()  # a permission
     assert read("Paragraph 2 should begin with the word 'meanwhile'.").constraints[0].id != "tao:starts_with"
+
+
+def test_a_keyword_with_its_own_count_is_not_read_as_mere_presence():
+    found = kinds("Use the word 'sustainable' exactly twice and mention 'AI' at most once.")
+    assert found["frequency"]["keyword"] == "sustainable" and "existence" not in found

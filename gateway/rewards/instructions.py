@@ -589,6 +589,9 @@ def _existence(c: str) -> dict | None:
         keywords = [k for k in _split(r",\s*(?:and\s+)?|\s+and\s+", m[1]) if k and k.lower() not in _FUNCTION_WORDS]
     if _search(r"times|twice|thrice|once", c[trigger.start():], re.I) and len(keywords) == 1:
         return None  # a frequency, not just presence
+    # a keyword with its own count ("mention 'AI' at most once") is a frequency, not presence
+    keywords = [k for k in keywords if not _search(
+        rf"{re.escape(k)}{_QUOTE}?\s+(?:[\w']+\s+){{0,3}}?(?:(?:{_REL_ANY})\s+)?(?:once|twice|thrice|{_N}\s+times?)\b", c, re.I)]
     return {"keywords": keywords} if keywords else None
 
 
