@@ -310,6 +310,11 @@ class RolloutConfig(BaseModel):
                                    "candidate in the background: the same-prompt pairs the policy compares.")
     check_interval_s: float = Field(5.0, gt=0, description="How often the policy looks for a new look's worth of "
                                                            "pairs.")
+    sync_interval_s: float = Field(2.0, gt=0, description="How often a gateway reads the rollout state from the store "
+                                   "and serves it: several gateways on one log follow each other's starts, steps, "
+                                   "promotions and rollbacks within this.")
+    lease_s: float = Field(15.0, gt=0, description="One gateway on a log decides rollouts, under a lease it renews "
+                           "every sync; when it dies, another takes over within this.")
     explore_fraction: float = Field(0.1, ge=0, le=1, description="After promotion, the share of the promoted "
                                     "checkpoint's requests served at the incumbent's best-of-N (arm explore) and "
                                     "logged as training data, so the next distill has something new to learn from. "

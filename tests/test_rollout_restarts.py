@@ -3,6 +3,7 @@
 adapter, and a rolled-back checkpoint can be started again. The fake upstream answers as vLLM's
 LoRA API does."""
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ from gateway.app import create_app
 from gateway.config import ModelConfig, RolloutConfig, Settings, StoreConfig
 from tests.fake_upstream import FakeConfig, FakeUpstream
 from tests.servers import running
+from gateway.store import connection
 from tests.test_rollout import CHECKPOINT, register
 from tests.waiting import wait_until
 
@@ -74,3 +76,38 @@ def test_a_rollback_unloads_the_adapter_and_the_checkpoint_can_start_again(tmp_p
         wait_until(lambda: ADAPTER not in upstream.adapters, "the rolled-back adapter was not unloaded", timeout_s=10)
         again = httpx.post(gw + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT})
         assert again.status_code == 200 and again.json()["state"] == "canary" and ADAPTER in upstream.adapters
+
+
+def test_two_gateways_on_one_log_follow_one_rollout_and_one_decides(tmp_path, vllm):
+    """An operator's call to either gateway is served by both within a sync; the same user gets the
+    same arm on both; one gateway holds the decider lease, and when it stops the other takes it."""
+    upstream, url = vllm
+    fast = RolloutConfig(check_interval_s=3600, sync_interval_s=0.1, lease_s=1.0)
+    first_app, second_app = (create_app(settings(tmp_path, url).model_copy(update={"rollout": fast}))
+                             for _ in range(2))
+    register(tmp_path / "tao.db")
+
+    def decider() -> str | None:
+        with connection(tmp_path / "tao.db") as db:
+            row = db.execute("SELECT holder FROM locks WHERE name = 'rollout-decider'").fetchone()
+        return row[0] if row else None
+
+    with ExitStack() as leader, ExitStack() as follower:
+        first = leader.enter_context(running(first_app))
+        wait_until(lambda: first_app.state.rollouts.deciding, "the first gateway did not take the decider lease")
+        second = follower.enter_context(running(second_app))
+        assert decider() == first_app.state.rollouts.holder and not second_app.state.rollouts.deciding
+        started = httpx.post(first + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT, "canary": 50})
+        assert started.status_code == 200
+        wait_until(lambda: rollout_state(second) == "canary" and second_app.state.rollouts.rollouts, "not followed")
+        assert ask_candidate(second).json()["choices"][0]["message"]["content"] == "adapter answer."
+        for user in ("ana", "bo", "cy", "di", "ed", "fay"):
+            arms = {httpx.post(gw + "/v1/chat/completions", timeout=30, json={
+                "model": "mock", "user": user, "messages": [{"role": "user", "content": "hi"}]}).json()["tao"]["arm"]
+                for gw in (first, second)}
+            assert len(arms) == 1, (user, arms)  # one user, one arm, whichever gateway answers
+        assert httpx.post(second + "/admin/rollout/mock/promote").status_code == 200
+        wait_until(lambda: first_app.state.rollouts.rollouts["mock"].state == "promoted", "the promotion not followed")
+        leader.close()  # the deciding gateway stops (and gives the lease up): the other takes it over
+        wait_until(lambda: second_app.state.rollouts.deciding, "the survivor did not take over deciding", 10)
+        assert decider() == second_app.state.rollouts.holder

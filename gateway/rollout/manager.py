@@ -3,14 +3,24 @@
 
 Each public method that touches the store opens one connection for its unit of work and closes it;
 the async ones do that work in a thread, off the event loop.
+
+Several gateways on one log act as one. Each reads the rollout state from the store every
+`rollout.sync_interval_s` and serves it (`follow`): a rollout started, stepped, promoted or rolled
+back by another gateway, or by an operator's call to another replica, is loaded and routed here
+within one sync. Only the gateway holding the `rollout-decider` lease (`hold_lease`, renewed every
+sync) runs the policy's checks; when it dies, another takes over within `rollout.lease_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
+import threading
 import time
+import uuid
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -35,12 +45,15 @@ from gateway.store import (
     active_rollouts,
     arm_outcomes,
     get_rollout,
+    hold_lease,
+    release_lease,
     save_rollout,
     set_checkpoint_status,
     shadow_pairs,
 )
 
 log = logging.getLogger(__name__)
+DECIDER_LEASE = "rollout-decider"
 
 
 def _check_gated_against(checkpoint: Checkpoint, incumbent: Rollout | None, force: bool) -> None:
@@ -68,6 +81,10 @@ class RolloutManager:
         self.rollouts: dict[str, Rollout] = {}  # the active (canary or promoted) rollout of each model
         self._rng = random.Random()
         self._task: asyncio.Task | None = None
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.deciding = False  # holds the decider lease
+        self._state_lock = threading.Lock()  # memory and store change together (`_set`, `follow`)
+        self._changes = 0  # state changes made here: a sync read before one is stale
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def resume(self) -> None:
@@ -120,15 +137,78 @@ class RolloutManager:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.deciding:  # a successor decides at its next sync, not after the lease runs out
+            try:
+                await asyncio.to_thread(release_lease, self.store.path, DECIDER_LEASE, self.holder)
+            except Exception as exc:  # noqa: BLE001 - the lease then simply expires
+                log.warning("releasing the rollout lease failed: %s", exc)
 
     async def _policy_loop(self) -> None:
+        next_check = time.monotonic() + self.config.check_interval_s
         while True:
-            await asyncio.sleep(self.config.check_interval_s)
+            await asyncio.sleep(min(self.config.sync_interval_s, self.config.check_interval_s))
+            try:
+                await self._lead()
+                await self.follow()
+            except Exception:  # noqa: BLE001 - the loop must survive a busy store
+                log.exception("rollout sync failed")
+                continue
+            if not self.deciding or time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + self.config.check_interval_s
             for model in [m for m, r in self.rollouts.items() if r.state == RolloutState.CANARY]:
                 try:
                     await asyncio.to_thread(self.check, model)
                 except Exception:  # noqa: BLE001 - the loop must survive one bad check
                     log.exception("rollout check of %s failed", model)
+
+    async def _lead(self) -> None:
+        deciding = await asyncio.to_thread(hold_lease, self.store.path, DECIDER_LEASE, self.holder,
+                                           self.config.lease_s)
+        if deciding != self.deciding:
+            log.info("this gateway (%s) %s rollout decisions", self.holder, "now takes" if deciding else "no longer takes")
+        self.deciding = deciding
+
+    async def follow(self) -> None:
+        """Serve the rollout state the store holds: load what another gateway started, route its
+        steps, drop what it ended. Local changes made meanwhile win (they are newer); the next sync
+        reads again."""
+        changes, stored = await asyncio.to_thread(self._read_stored)
+        for model, theirs in stored.items():  # load first, off the lock: loading an adapter takes time
+            mine = self.rollouts.get(model)
+            if theirs is not None and theirs != mine and (mine is None or not _same_adapters(mine, theirs)):
+                try:
+                    await self._load(theirs)
+                except Exception as exc:  # noqa: BLE001 - the decider records failures; this one keeps serving
+                    log.error("following the rollout of %s on %s: its adapter did not load: %s", theirs.checkpoint_id,
+                              model, exc)
+                    stored[model] = mine
+        if not self._state_lock.acquire(blocking=False):
+            return  # a change is being written here: read again at the next sync
+        try:
+            if changes != self._changes:
+                return
+            for model, theirs in stored.items():
+                mine = self.rollouts.get(model)
+                if theirs == mine:
+                    continue
+                if theirs is None:
+                    del self.rollouts[model]
+                else:
+                    self.rollouts[model] = theirs
+                for ended in _adapters(mine) - _adapters(theirs):
+                    self.adapters.unload_later(model, ended)
+                self.metrics.rollout_share.labels(model).set(theirs.share if theirs else 0)
+                log.info("following the store: %s on %s is %s", (theirs or mine).checkpoint_id, model,
+                         f"{theirs.state} at {theirs.share:g}%" if theirs else "no longer served")
+        finally:
+            self._state_lock.release()
+
+    def _read_stored(self) -> tuple[int, dict[str, Rollout | None]]:
+        with self._state_lock:
+            changes = self._changes
+            active = {r.model: r for r in self._stored_active() if r.model in self.backends}
+        return changes, {model: active.get(model) for model in set(active) | set(self.rollouts)}
 
     # ---- routing ------------------------------------------------------------------------------
     def route(self, model: ModelConfig, key: str, pinned: str | None) -> Route:
@@ -291,12 +371,14 @@ class RolloutManager:
         rollout = replace(rollout, updated_at=time.time())
         # routing first, then the log: whoever reads the new state from the store (`tao loop`) finds the
         # gateway already serving it
-        serving = self.rollouts.get(rollout.model)
-        if rollout.active:
-            self.rollouts[rollout.model] = rollout
-        elif serving is not None and serving.checkpoint_id == rollout.checkpoint_id:  # it ends: not another
-            del self.rollouts[rollout.model]
-        save_rollout(db, rollout, event, {"reason": reason, **numbers})
+        with self._state_lock:
+            self._changes += 1
+            serving = self.rollouts.get(rollout.model)
+            if rollout.active:
+                self.rollouts[rollout.model] = rollout
+            elif serving is not None and serving.checkpoint_id == rollout.checkpoint_id:  # it ends: not another
+                del self.rollouts[rollout.model]
+            save_rollout(db, rollout, event, {"reason": reason, **numbers})
         self.metrics.rollout_share.labels(rollout.model).set(rollout.share if rollout.active else 0)
         self.metrics.rollout_events.labels(rollout.model, event).inc()
         log.info("rollout %s of %s on %s: %s", event, rollout.checkpoint_id, rollout.model, reason)
@@ -324,3 +406,15 @@ class RolloutManager:
                 "saving": rollout.incumbent_best_of / rollout.candidate_best_of,
                 "tokens_per_request": {"before": before.tokens_per_request,
                                        "after": after.tokens_per_request if after.requests else None}}
+
+
+def _adapters(rollout: Rollout | None) -> set[str]:
+    """The checkpoints whose adapters a rollout serves (its own; in a canary, a promoted incumbent's)."""
+    if rollout is None:
+        return set()
+    incumbent = rollout.incumbent_checkpoint_id if rollout.state == RolloutState.CANARY else None
+    return {rollout.checkpoint_id} | ({incumbent} if incumbent else set())
+
+
+def _same_adapters(mine: Rollout, theirs: Rollout) -> bool:
+    return _adapters(mine) >= _adapters(theirs)

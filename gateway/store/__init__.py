@@ -23,7 +23,7 @@ from gateway.store.checkpoints import (
     set_checkpoint_status,
     unstarted_candidate,
 )
-from gateway.store.locks import LockHeld, exclusive
+from gateway.store.locks import LockHeld, exclusive, hold_lease, release_lease
 from gateway.store.reads import (
     ArmOutcomes,
     BestOfNCandidate,
@@ -77,7 +77,7 @@ __all__ = [
     "REWARD_MODEL_METHOD", "SHADOW_SUFFIX", "TRAINING_ARMS", "Arm", "ArmOutcomes", "Conversation", "BestOfNCandidate", "Checkpoint",
     "CheckpointStatus", "FeedbackKind", "Incumbent", "LockHeld", "Pruned", "RequestLog", "RequestStatus", "Rollout", "RolloutEvent", "RolloutState",
     "ScoredCandidate", "ServedReply", "ShadowPair", "Store", "StoreHealth", "Verdict", "active_rollouts", "arm_outcomes", "assistant_turn",
-    "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "copy_database", "ensure_schema", "exclusive",
+    "best_of_n_candidates", "caller_salt", "candidate_count_and_winner", "checkpoint_wal", "connection", "copy_database", "ensure_schema", "exclusive", "hold_lease", "release_lease",
     "distill_run_counts", "feedback_verdicts", "record_feedback", "get_checkpoint", "get_rollout", "last_distilled_until", "newest_published_adapter",
     "open_database", "promoted_incumbent", "prune",
     "record_distill_run", "register_checkpoint", "request_caller", "rollout_events", "save_rollout", "scored_chat_candidates", "served_replies",

@@ -1,4 +1,5 @@
-"""Named locks kept in the store, as leases: one distill run at a time works on a database.
+"""Named locks kept in the store, as leases: one distill run at a time works on a database, and one
+gateway at a time decides rollouts (`hold_lease`, called in a loop: take it when free, renew it).
 
 A lock is a row with an expiry. The run that holds it renews the lease from a background thread
 (every third of the TTL); a run that dies without releasing it (SIGKILL, OOM, a lost node) stops
@@ -77,3 +78,35 @@ def _renew(path: str | Path, name: str, holder: str, ttl_s: float, stop: threadi
         if not renewed:
             log.error("lost lock %s: another run took it after the lease expired", name)
             return
+
+
+def hold_lease(path: str | Path, name: str, holder: str, ttl_s: float) -> bool:
+    """One step of a leader election: take the named lease if it is free or its holder's has expired,
+    renew it if `holder` has it; whether `holder` holds it now. Called more often than `ttl_s`, the
+    holder keeps it; when the holder dies, another takes it within `ttl_s`."""
+    with connection(path) as db:
+        conn = db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            row = conn.execute("SELECT holder, expires_at, acquired_at FROM locks WHERE name = ?", [name]).fetchone()
+            if row is not None and row[0] != holder and (row[1] or 0) > now:
+                conn.execute("ROLLBACK")
+                return False
+            if row is not None and row[0] != holder:
+                log.warning("taking over lease %s: %s let it expire at %s", name, row[0], time.ctime(row[1] or 0))
+            acquired = row[2] if row is not None and row[0] == holder else now
+            conn.execute("INSERT OR REPLACE INTO locks (name, host, pid, acquired_at, holder, expires_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", [name, socket.gethostname(), os.getpid(), acquired, holder,
+                                                       now + ttl_s])
+            conn.execute("COMMIT")
+            return True
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def release_lease(path: str | Path, name: str, holder: str) -> None:
+    """Give the lease up (a clean stop): another holder takes it at its next step, not after the TTL."""
+    with connection(path) as db, db.conn:
+        db.conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?", [name, holder])
