@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -45,6 +46,14 @@ from gateway.store import Store
 log = logging.getLogger(__name__)
 
 Body = TypeVar("Body", bound=BaseModel)
+
+
+SETTINGS_ENV = "TAO_SETTINGS_JSON"  # the settings of `tao serve --workers`, for each worker's app
+
+
+def app_from_environment() -> FastAPI:
+    """A worker's app (`tao serve --workers N`): the settings the parent resolved, from the environment."""
+    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 from typing import Any
 
@@ -102,3 +103,26 @@ def uvicorn_config(app: Any, host: str, port: int, config: ServerConfig, **optio
 def serve(app: Any, host: str, port: int, config: ServerConfig, **options: Any) -> None:
     raise_open_file_limit()
     uvicorn.Server(uvicorn_config(app, host, port, config, **options)).run()
+
+
+HEADER_TIMEOUT_ENV = "TAO_HEADER_TIMEOUT_S"
+
+
+class WorkerProtocol(GuardedHttpToolsProtocol or GuardedH11Protocol):  # type: ignore[misc]
+    """The protocol of `--workers` processes. uvicorn starts them by spawning and hands them the
+    protocol by import path, so the header deadline comes from the environment `serve_workers` sets."""
+
+    header_timeout_s = float(os.environ.get(HEADER_TIMEOUT_ENV, ServerConfig().header_timeout_s))
+
+
+def serve_workers(factory: str, host: str, port: int, config: ServerConfig, workers: int, **options: Any) -> None:
+    """`workers` processes sharing one listening socket, each building its app with `factory` (an
+    import path; uvicorn's supervisor restarts a worker that dies and stops them all on SIGTERM)."""
+    from uvicorn.supervisors import Multiprocess
+
+    raise_open_file_limit()
+    os.environ[HEADER_TIMEOUT_ENV] = str(config.header_timeout_s)
+    settings = uvicorn.Config(factory, factory=True, host=host, port=port, workers=workers,
+                              http="gateway.server:WorkerProtocol", timeout_keep_alive=int(max(1, config.keep_alive_s)),
+                              timeout_graceful_shutdown=int(config.graceful_shutdown_s), **options)
+    Multiprocess(settings, sockets=[settings.bind_socket()]).run()

@@ -37,13 +37,13 @@ store: {{path: {db}, busy_timeout_s: 0.2, shutdown_timeout_s: 2}}
 
 
 class GatewayProcess:
-    def __init__(self, config: Path, preexec: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: Path, preexec: Callable[[], None] | None = None, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         self.proc = subprocess.Popen([sys.executable, "-m", "tao", "serve", "--config", str(config), "--port",
-                                      str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=env, preexec_fn=preexec)
+                                      str(self.port), "--workers", str(workers)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=preexec)
         self.output = ""
         weakref.finalize(self, self.proc.kill)  # a failed test must not leave a server running
         self.wait_until(lambda: self._health_status() is not None, "the gateway did not start", timeout_s=60)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 
 from gateway.config import StoreConfig, default_models
 from tao.commands.common import config_flag, settings_from
 from tao.flags import show_default
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request line")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="gateway processes sharing the port (default: %(default)s); each keeps its own log writer "
+                       "and journal on the one store, and one of them decides rollouts. /metrics answers for the "
+                       "worker that takes the scrape")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="listen beyond loopback with no API keys (auth.allow_unauthenticated); without it "
                        "`tao serve --host 0.0.0.0` refuses to start until auth.api_keys is set")
@@ -29,9 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.app import create_app
+    from gateway.app import SETTINGS_ENV, create_app
     from gateway.auth import ExposedWithoutKeys, check_exposure
-    from gateway.server import serve
+    from gateway.server import serve, serve_workers
 
     settings = settings_from(args)
     if args.allow_unauthenticated:
@@ -40,6 +48,14 @@ def run(args: argparse.Namespace) -> int:
         check_exposure(args.host, settings.auth)
     except ExposedWithoutKeys as exc:
         raise SystemExit(f"tao serve: {exc}") from None
-    serve(create_app(settings), args.host, args.port, settings.server, log_level=args.log_level.lower(),
-          access_log=args.access_log)
+    options = {"log_level": args.log_level.lower(), "access_log": args.access_log}
+    if args.workers > 1:
+        if any(m.backend == "local" for m in settings.models):
+            log.warning("--workers %d with the local backend loads the model in every worker, and the workers share "
+                        "the CPU", args.workers)
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
+        serve_workers("gateway.app:app_from_environment", args.host, args.port, settings.server, args.workers,
+                      **options)
+        return 0
+    serve(create_app(settings), args.host, args.port, settings.server, **options)
     return 0

@@ -187,3 +187,17 @@ def test_sigkill_loses_nothing_acknowledged_even_with_the_database_locked(tmp_pa
     assert logged_ids(db) == acknowledged | unwritten and rows["requests"].count == 70  # each exactly once
     assert rows["candidates"].count == 70 * 4
     assert not journal_segments(db)  # a clean stop leaves no journal behind
+
+
+def test_workers_share_the_port_and_the_log_and_each_keeps_its_journal(tmp_path: Path, upstream_url: str):
+    """`tao serve --workers 2`: two processes behind one port, one store; every answered request is
+    logged once, and a SIGTERM flushes both (no journal left behind)."""
+    db = tmp_path / "tao.db"
+    gw = GatewayProcess(mock_config(tmp_path / "tao.yaml", upstream_url, db), workers=2)
+    journal = db.with_name(db.name + ".journal")
+    gw.wait_until(lambda: len(list(journal.glob("*.lock"))) == 2, "two workers did not each open a journal")
+    acknowledged = set(gw.ask(60))
+    assert len(acknowledged) == 60
+    gw.wait_until(lambda: acknowledged <= logged_ids(db), "not every answered request was logged")
+    gw.terminate()
+    assert sqlite_utils.Database(db)["requests"].count == 60 and not list(journal.glob("*"))
