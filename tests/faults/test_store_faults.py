@@ -45,7 +45,9 @@ def restart_and_check_everything_is_logged(config: Path, db: Path, acknowledged:
     assert "imported" in again.output
 
 
-def test_sigterm_while_another_process_locks_the_database(tmp_path: Path, upstream_url: str):
+def locked_after_20_written(tmp_path: Path, upstream_url: str):
+    """A gateway that has written 20 requests, then another process holding the database's lock:
+    (db, config, gateway, the 20 acknowledged ids, the locking connection)."""
     db = tmp_path / "tao.db"
     config = mock_config(tmp_path / "tao.yaml", upstream_url, db)
     gw = GatewayProcess(config)
@@ -53,6 +55,11 @@ def test_sigterm_while_another_process_locks_the_database(tmp_path: Path, upstre
     gw.wait_until(lambda: gw.health()["store_queue_depth"] == 0, "the first requests were not written")
     locker = open_database(db)
     locker.execute("BEGIN EXCLUSIVE")
+    return db, config, gw, acknowledged, locker
+
+
+def test_sigterm_while_another_process_locks_the_database(tmp_path: Path, upstream_url: str):
+    db, config, gw, acknowledged, locker = locked_after_20_written(tmp_path, upstream_url)
     acknowledged |= set(gw.ask(50))
     gw.wait_until(lambda: gw._health_status() == 503, "health did not report the failing log")
     assert "locked" in gw.health()["reason"]
@@ -163,13 +170,7 @@ def journal_segments(db: Path) -> list[Path]:
 def test_sigkill_loses_nothing_acknowledged_even_with_the_database_locked(tmp_path: Path, upstream_url: str):
     """SIGKILL runs no shutdown and no spill: what the writer had not committed survives only in the
     journal. Here none of it can be committed (another process holds the lock until the kill)."""
-    db = tmp_path / "tao.db"
-    config = mock_config(tmp_path / "tao.yaml", upstream_url, db)
-    gw = GatewayProcess(config)
-    acknowledged = set(gw.ask(20))
-    gw.wait_until(lambda: gw.health()["store_queue_depth"] == 0, "the first requests were not written")
-    locker = open_database(db)
-    locker.execute("BEGIN EXCLUSIVE")
+    db, config, gw, acknowledged, locker = locked_after_20_written(tmp_path, upstream_url)
     unwritten = set(gw.ask(50))
     gw.wait_until(lambda: gw.health()["store_queue_depth"] == 50, "the answered requests were not all queued")
     gw.proc.kill()
