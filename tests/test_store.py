@@ -219,3 +219,18 @@ def test_the_journal_is_truncated_once_its_records_are_committed(tmp_path: Path)
 
 def ids(db: Path) -> set[str]:
     return {row["id"] for row in sqlite_utils.Database(db)["requests"].rows}
+
+
+def test_a_lease_passes_to_another_holder_only_when_released_or_expired(tmp_path: Path):
+    from gateway.store import hold_lease, release_lease
+
+    db = tmp_path / "tao.db"
+    Store(db)
+    assert hold_lease(db, "decider", "a", ttl_s=60) and hold_lease(db, "decider", "a", ttl_s=60)  # taken, renewed
+    assert not hold_lease(db, "decider", "b", ttl_s=60)
+    release_lease(db, "decider", "a")  # a clean stop
+    assert hold_lease(db, "decider", "b", ttl_s=2.0)
+    # b dies without releasing: a takes over once b's lease has run out, not before
+    assert not hold_lease(db, "decider", "a", ttl_s=60)
+    wait_until(lambda: hold_lease(db, "decider", "a", ttl_s=60), "the expired lease was not taken over", timeout_s=10)
+    assert not hold_lease(db, "decider", "b", ttl_s=2.0)
