@@ -40,8 +40,8 @@ _CLEAN_ENDINGS = tuple(".!?)]}\"'`»”’>")
 
 def substance_floor(constraints: Sequence[Constraint]) -> float:
     """Words a reply needs for full credit: `MIN_WORDS`, or half the tightest stated word limit."""
-    limits = [c.kwargs["num_words"] for c in constraints
-              if c.kind == "number_words" and c.kwargs["relation"] in ("less than", "at most")]
+    limits = [c.kwargs["upper"] if c.kwargs["relation"] == "between" else c.kwargs["num_words"] for c in constraints
+              if c.kind == "number_words" and c.kwargs["relation"] in ("less than", "at most", "between")]
     return max(1.0, min([MIN_WORDS, *(limit / 2 for limit in limits)]))
 
 
