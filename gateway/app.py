@@ -235,7 +235,9 @@ async def prometheus_metrics(raw_request: Request) -> Response:
 
 @router.get("/admin/rollout", dependencies=[Depends(require_admin)])
 async def rollout_status(raw_request: Request) -> Response:
-    return json_response({"rollouts": await asyncio.to_thread(rollouts(raw_request).status)})
+    manager = rollouts(raw_request)
+    return json_response({"rollouts": await asyncio.to_thread(manager.status), "gateway": manager.holder,
+                          "decides": manager.deciding})
 
 
 @router.post("/admin/rollout/{model}/start", dependencies=[Depends(require_admin)])

@@ -97,6 +97,8 @@ def test_two_gateways_on_one_log_follow_one_rollout_and_one_decides(tmp_path, vl
         wait_until(lambda: first_app.state.rollouts.deciding, "the first gateway did not take the decider lease")
         second = follower.enter_context(running(second_app))
         assert decider() == first_app.state.rollouts.holder and not second_app.state.rollouts.deciding
+        status = httpx.get(second + "/admin/rollout").json()
+        assert status["gateway"] == second_app.state.rollouts.holder and status["decides"] is False
         started = httpx.post(first + "/admin/rollout/mock/start", json={"checkpoint": CHECKPOINT, "canary": 50})
         assert started.status_code == 200
         wait_until(lambda: rollout_state(second) == "canary" and second_app.state.rollouts.rollouts, "not followed")
