@@ -823,6 +823,7 @@ _CLAUSE_KINDS = [
     ("tao:ends_with_question", _ends_with_question),
 ]
 
+_READERS = dict(_CLAUSE_KINDS)  # instruction id -> its per-clause reader
 
 def _asks_about_form(clause: str) -> bool:
     """A question about a form ("What does typing in ALL CAPS mean?"), not a request for one."""
@@ -962,7 +963,7 @@ def _stated_in(piece: str, constraint: Constraint) -> bool:
         _, count_key = RELATION_KWARGS[constraint.id]
         numbers = {parse_number(m[1]) for m in _finditer(NUMBER, piece, re.I)}
         return constraint.kwargs[count_key] in numbers or constraint.kwargs.get("upper") in numbers
-    reader = dict(_CLAUSE_KINDS).get(constraint.id)
+    reader = _READERS.get(constraint.id)
     return reader is not None and reader(piece) is not None
 
 
@@ -972,16 +973,18 @@ def _read_whole(clause: str, read: dict[str, Constraint]) -> tuple[dict[str, Con
     of the clause that states it are dropped (they would be a part of it read as a whole); readings
     from the rest of the clause stand."""
     read = dict(read)
-    for kind in read.keys() & RELATION_KWARGS.keys():  # ranges first: "between 100 and 150 words"
+    counted = read.keys() & RELATION_KWARGS.keys()
+    ranges = _ranges(clause) if counted or "detectable_format:number_bullet_lists" in read else []
+    for kind in counted:  # ranges first: "between 100 and 150 words"
         relation_key, count_key = RELATION_KWARGS[kind]
         count = read[kind].kwargs[count_key]
-        for a, b, lo, hi in _ranges(clause):
+        for a, b, lo, hi in ranges:
             if count in (a, b):
                 read[kind] = Constraint(kind, {**read[kind].kwargs, relation_key: "between", count_key: lo, "upper": hi})
                 break
     cannot = False
     bullets = read.get("detectable_format:number_bullet_lists")
-    if bullets and (any(bullets.kwargs["num_bullets"] in (a, b) for a, b, _, _ in _ranges(clause))
+    if bullets and (any(bullets.kwargs["num_bullets"] in (a, b) for a, b, _, _ in ranges)
                     or _search(_BULLETS_BOUNDED, clause, re.I)):
         del read["detectable_format:number_bullet_lists"]  # IFEval's bullet count is exact: a bound is not it
         cannot = True
